@@ -1,0 +1,1 @@
+"""Dagster assets of the wsovvis graph, one module per pipeline stage."""

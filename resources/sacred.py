@@ -1,0 +1,18 @@
+"""The Sacred observer used by training: where `FileStorageObserver` writes its runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class SacredObserverResource(ConfigurableResource):
+    """Sacred `FileStorageObserver` settings; only rank 0 of a training job attaches it."""
+
+    runs_dir: str = Field(default="runs", description="FileStorageObserver directory")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.runs_dir).resolve()

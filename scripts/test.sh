@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# README command 2 (and what CI runs): install with test extras, then run the test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev,train
+# shellcheck disable=SC1091
+source .venv/bin/activate
+exec python -m pytest "$@"

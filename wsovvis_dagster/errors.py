@@ -1,0 +1,33 @@
+"""Typed errors. Every message names the file involved and what to do about it."""
+
+
+class WsovvisError(Exception):
+    """Base class for every error this project raises on purpose."""
+
+
+class UnsafeNameError(WsovvisError, ValueError):
+    """A video id, split or partition key that could escape its root or break partition selection."""
+
+
+class FrameError(WsovvisError):
+    """A frame folder or JPEG that cannot be read as a video."""
+
+
+class MaskFormatError(WsovvisError):
+    """A mask PNG or mask folder that does not follow the `mask_<frame>.png` id-map format."""
+
+
+class MissingMasksError(WsovvisError):
+    """Videos that are registered but have no mask PNGs yet."""
+
+
+class TubeFormatError(WsovvisError):
+    """A tube / results JSON that does not follow the YouTube-VIS format."""
+
+
+class NotImplementedYetError(WsovvisError, NotImplementedError):
+    """An asset of the graph whose implementation has not landed yet."""
+
+
+class ThirdPartyError(WsovvisError):
+    """VNext / CutLER sources, weights or the CUDA op are missing or broken."""

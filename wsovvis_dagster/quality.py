@@ -46,3 +46,68 @@ def davis_j(gt_fg: np.ndarray, id_maps: np.ndarray) -> float:
     union = np.logical_or(pred, gt_fg[None]).sum(axis=(2, 3))
     per_frame = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return float(per_frame.mean(axis=1).max())
+
+
+def gt_tube_masks(gt: dict, video: dict) -> np.ndarray:
+    """`(G, T, H, W)` bool masks of one GT video's tubes (null frames empty)."""
+    from pycocotools import mask as mask_utils
+
+    shape = (video["height"], video["width"])
+    tubes = []
+    for ann in gt["annotations"]:
+        if ann["video_id"] != video["id"]:
+            continue
+        tubes.append(np.stack([
+            mask_utils.decode(s).astype(bool) if s else np.zeros(shape, bool)
+            for s in ann["segmentations"]
+        ]))
+    if not tubes:
+        return np.zeros((0, video["length"], *shape), dtype=bool)
+    return np.stack(tubes)
+
+
+def synthetic_quality(predictor, data_root, splits=("train", "val")) -> dict[str, float]:
+    """Mean best-match st-IoU per GT tube of `predictor` on a synthetic dataset, per split."""
+    import json
+    from pathlib import Path
+
+    from wsovvis_dagster.frames import read_video
+    from wsovvis_dagster.paths import VideoRef
+
+    out = {}
+    for split in splits:
+        path = Path(data_root) / "annotations" / f"{split}_instances.json"
+        if not path.exists():
+            continue
+        gt = json.loads(path.read_text())
+        per_tube = []
+        for video in gt["videos"]:
+            frames = read_video(Path(data_root), VideoRef(split, video["name"]))
+            masks = gt_tube_masks(gt, video)
+            if masks.shape[0]:
+                pred = id_maps_to_masks(predictor.predict(frames.images).id_maps)
+                best = (st_iou_matrix(masks, pred).max(axis=1) if pred.shape[0]
+                        else np.zeros(masks.shape[0]))
+                per_tube.extend(best.tolist())
+        out[split] = float(np.mean(per_tube)) if per_tube else float("nan")
+    return out
+
+
+def davis_quality(predictor, davis_root) -> dict[str, float]:
+    """DAVIS-2016 J per sequence in `<davis_root>/{JPEGImages,Annotations}/<seq>/`."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from wsovvis_dagster.frames import list_frame_files, read_frames
+
+    davis_root = Path(davis_root)
+    out = {}
+    for seq_dir in sorted((davis_root / "JPEGImages").iterdir()):
+        frames = read_frames(list_frame_files(seq_dir))
+        gt = np.stack([
+            np.asarray(Image.open(davis_root / "Annotations" / seq_dir.name / f"{s}.png")) > 0
+            for s in frames.stems
+        ])
+        out[seq_dir.name] = davis_j(gt, predictor.predict(frames.images).id_maps)
+    return out

@@ -96,12 +96,12 @@ class _Object:
     texture: np.ndarray  # (2r', 2r') in [-1, 1]
 
 
-def _make_objects(rng, cats, n, h, w, t_len) -> list[_Object]:
+def _make_objects(rng, cats, n, h, w) -> list[_Object]:
     objs = []
     for i in range(n):
         cat = cats[int(rng.integers(len(cats)))]
         r = float(rng.uniform(0.09, 0.16) * min(h, w))
-        speed = float(rng.uniform(0.6, 1.6)) * min(h, w) / t_len
+        speed = float(rng.uniform(0.6, 1.6)) * min(h, w) / 16  # pixels per frame
         if i == n - 1 and n > 1:
             # the last object enters from outside the left or right edge
             x = -r * 1.2 if rng.random() < 0.5 else w + r * 1.2
@@ -127,7 +127,7 @@ def render_video(rng: np.random.Generator, cats: list[Category], *, num_frames: 
     tint = rng.uniform(95, 150, size=3)
     background = np.clip(tint[None, None, :] + 45 * bg[..., None] + 15 * fine[..., None], 0, 255)
     pan = rng.uniform(-1.2, 1.2, size=2)
-    objs = _make_objects(rng, cats, num_objects, height, width, num_frames)
+    objs = _make_objects(rng, cats, num_objects, height, width)
     frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
     visible = np.zeros((len(objs), num_frames, height, width), dtype=bool)
     for t in range(num_frames):

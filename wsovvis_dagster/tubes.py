@@ -63,7 +63,7 @@ def encode_id_maps(id_maps: np.ndarray, scores: dict[int, float] | None = None) 
         # (H, W, K) uint8 in Fortran order: one encode call per frame for all ids
         stack = np.asfortranarray((frame[:, :, None] == ids[None, None, :]).astype(np.uint8))
         rles = mask_utils.encode(stack)
-        areas = mask_utils.area(rles)
+        areas = stack.sum(axis=(0, 1))  # mask_utils.area overflows past 255 RLEs per call
         boxes = mask_utils.toBbox(rles)
         for k, tid in enumerate(ids.tolist()):
             rle = rles[k]

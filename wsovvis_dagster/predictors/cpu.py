@@ -18,7 +18,7 @@ from scipy.optimize import linear_sum_assignment
 
 from wsovvis_dagster.predictors import PredictorOutput, compose_id_maps
 
-VERSION = "cpu-1"
+VERSION = "cpu-2"
 
 
 @dataclass
@@ -27,6 +27,24 @@ class _Track:
     hue: float = 0.0
     saturation: list[float] = field(default_factory=list)
     last_frame: int = -1
+    centroids: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (y, x)
+
+    def add(self, t: int, mask: np.ndarray, saturation: float) -> None:
+        self.masks[t], self.last_frame = mask, t
+        self.centroids[t] = np.argwhere(mask).mean(axis=0)
+        self.saturation.append(saturation)
+
+    def predicted_shift(self, t: int) -> np.ndarray:
+        """Constant-velocity guess of the (dy, dx) from the last observation to frame `t`."""
+        seen = sorted(self.centroids)
+        if len(seen) < 2:
+            return np.zeros(2)
+        a, b = seen[-2], seen[-1]
+        return (self.centroids[b] - self.centroids[a]) / (b - a) * (t - b)
+
+
+def _shift(mask: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    return np.roll(mask, (int(round(dy)), int(round(dx))), axis=(0, 1))
 
 
 def _hue_peaks(hue: np.ndarray, bins: int = 36, min_share: float = 0.04) -> np.ndarray:
@@ -124,25 +142,32 @@ class CpuVideoPredictor:
             if active and instances:
                 cost = np.ones((len(instances), len(active)))
                 for i, (m, hue, _) in enumerate(instances):
+                    centre = np.argwhere(m).mean(axis=0)
+                    radius = np.sqrt(m.sum() / np.pi)
                     for j, k in enumerate(active):
                         tr = tracks[k]
                         if _hue_distance(hue, tr.hue) > 15:
                             continue
-                        last = tr.masks[tr.last_frame]
+                        shift = tr.predicted_shift(t)
+                        last = _shift(tr.masks[tr.last_frame], *shift)
                         inter = np.logical_and(m, last).sum()
                         union = np.logical_or(m, last).sum()
-                        cost[i, j] = 1.0 - inter / max(union, 1)
+                        iou = inter / max(union, 1)
+                        # fast movers: accept a same-hue blob near the predicted centre
+                        near = np.linalg.norm(centre - tr.centroids[tr.last_frame] - shift)
+                        if iou < self.match_iou and near < 2.0 * radius:
+                            iou = self.match_iou
+                        cost[i, j] = 1.0 - iou
                 rows, cols = linear_sum_assignment(cost)
                 for i, j in zip(rows, cols):
                     if 1.0 - cost[i, j] >= self.match_iou:
-                        tr = tracks[active[j]]
-                        m, hue, s = instances[i]
-                        tr.masks[t], tr.last_frame = m, t
-                        tr.saturation.append(s)
+                        m, _, s = instances[i]
+                        tracks[active[j]].add(t, m, s)
                         matched.add(i)
             for i, (m, hue, s) in enumerate(instances):
                 if i not in matched:
-                    tracks.append(_Track(masks={t: m}, hue=hue, saturation=[s], last_frame=t))
+                    tracks.append(_Track(hue=hue))
+                    tracks[-1].add(t, m, s)
         tracks = [tr for tr in tracks if len(tr.masks) >= self.min_track_frames]
         # confidence: how long the track lives and how salient it is
         scores = np.array(

@@ -1,0 +1,51 @@
+"""Turn a video file into an LV-VIS style JPEG frame folder (PyAV ships its own FFmpeg)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+
+from wsovvis_dagster.atomic import atomic_dir
+from wsovvis_dagster.errors import FrameError
+from wsovvis_dagster.paths import VideoRef, frames_dir
+
+
+def ingest_video(
+    video_path: Path,
+    data_root: Path,
+    split: str,
+    *,
+    video_id: str | None = None,
+    every: int = 1,
+    max_frames: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[VideoRef, int]:
+    """Decode `video_path` and write every `every`-th frame as `<data_root>/<split>/JPEGImages/
+    <video_id>/<index:05d>.jpg` (atomically). Returns the video ref and the frame count."""
+    video_path = Path(video_path)
+    ref = VideoRef(split, video_id or video_path.stem)
+    if every < 1:
+        raise ValueError("every must be >= 1")
+    try:
+        container = av.open(str(video_path))
+    except (av.FFmpegError, OSError) as exc:
+        raise FrameError(f"cannot open video {video_path}: {exc}") from exc
+    written = 0
+    with container, atomic_dir(frames_dir(data_root, ref)) as tmp:
+        try:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index % every:
+                    continue
+                frame.to_image().save(tmp / f"{written:05d}.jpg", quality=95)
+                written += 1
+                if progress:
+                    progress(written)
+                if max_frames and written >= max_frames:
+                    break
+        except av.FFmpegError as exc:
+            raise FrameError(f"cannot decode {video_path} after {written} frames: {exc}") from exc
+        if written == 0:
+            raise FrameError(f"{video_path} has no decodable video frames")
+    return ref, written

@@ -30,11 +30,13 @@ SKIP_REASONS = {
         f"needs the real fixtures in {SHARED_DATA} (../shared beside the checkout)",
     ),
     "thirdparty": (
-        lambda: not ((REPO / "third_party/VNext").is_dir() and (REPO / "third_party/CutLER").is_dir()),
+        lambda: not all((REPO / "third_party" / d).is_dir() for d in ("VNext", "CutLER")),
         "needs VNext and CutLER checkouts in third_party/ (materialise patched_vnext first)",
     ),
     "gpu": (lambda: not _cuda(), "needs a CUDA device"),
-    "browser": (lambda: _chromium() is None, "needs Debian's chromium (scripts/install_browser.sh)"),
+    "browser": (
+        lambda: _chromium() is None, "needs Debian's chromium (scripts/install_browser.sh)"
+    ),
 }
 
 

@@ -33,7 +33,8 @@ def test_ingest_mp4_to_frames(tmp_path):
     decoded = read_frames(files).images
     # frame 2k of the source, within codec + JPEG loss
     for k, img in enumerate(decoded):
-        assert np.abs(img.astype(int).mean(axis=(0, 1)) - frames[2 * k].mean(axis=(0, 1))).max() < 12
+        error = img.astype(int).mean(axis=(0, 1)) - frames[2 * k].mean(axis=(0, 1))
+        assert np.abs(error).max() < 12
 
 
 def test_ingest_rejects_unreadable_file(tmp_path, capsys):

@@ -75,11 +75,9 @@ def _shape_mask(shape: str, h: int, w: int, cx: float, cy: float, r: float, angl
     else:
         k = 4 if shape == "square" else 3
         radius = r * (1.25 if shape == "square" else 1.35)
-        pts = [
-            (cx + radius * np.cos(angle + 2 * np.pi * i / k), cy + radius * np.sin(angle + 2 * np.pi * i / k))
-            for i in range(k)
-        ]
-        cv2.fillPoly(canvas, [np.round(np.array(pts)).astype(np.int32)], 1)
+        theta = angle + 2 * np.pi * np.arange(k) / k
+        pts = np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], axis=1)
+        cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1)
     return canvas.astype(bool)
 
 

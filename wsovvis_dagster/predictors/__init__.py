@@ -65,4 +65,5 @@ def _drop_vanished(out: PredictorOutput) -> PredictorOutput:
     lut = np.zeros(max(out.scores, default=0) + 1, dtype=np.uint16)
     for new, old in enumerate(keep, start=1):
         lut[old] = new
-    return PredictorOutput(lut[out.id_maps], {new: out.scores[old] for new, old in enumerate(keep, 1)})
+    scores = {new: out.scores[old] for new, old in enumerate(keep, start=1)}
+    return PredictorOutput(lut[out.id_maps], scores)

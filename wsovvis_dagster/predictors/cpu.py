@@ -159,7 +159,7 @@ class CpuVideoPredictor:
                             iou = self.match_iou
                         cost[i, j] = 1.0 - iou
                 rows, cols = linear_sum_assignment(cost)
-                for i, j in zip(rows, cols):
+                for i, j in zip(rows, cols, strict=False):
                     if 1.0 - cost[i, j] >= self.match_iou:
                         m, _, s = instances[i]
                         tracks[active[j]].add(t, m, s)

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev,train
+bash scripts/install_browser.sh  # Debian chromium for the `browser` tests (skips when it can't)
 # shellcheck disable=SC1091
 source .venv/bin/activate
 exec python -m pytest "$@"

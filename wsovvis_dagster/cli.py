@@ -18,13 +18,20 @@ from tqdm import tqdm
 from wsovvis_dagster.errors import WsovvisError
 
 
+def _bar(**kwargs) -> tqdm:
+    """A progress bar on stderr that switches itself off when stderr is not a terminal."""
+    return tqdm(disable=None, file=sys.stderr, **kwargs)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from wsovvis_dagster.synthetic import generate_dataset
 
-    paths = generate_dataset(
-        Path(args.root), seed=args.seed, num_frames=args.frames, height=args.height,
-        width=args.width, videos_per_split={"train": args.train, "val": args.val},
-    )
+    with _bar(total=args.train + args.val, desc="generate", unit="video") as bar:
+        paths = generate_dataset(
+            Path(args.root), seed=args.seed, num_frames=args.frames, height=args.height,
+            width=args.width, videos_per_split={"train": args.train, "val": args.val},
+            progress=lambda _: bar.update(1),
+        )
     for split, path in paths.items():
         print(f"{split}: ground truth {path}")
     print(f"frames under {args.root}/<split>/JPEGImages/<video_id>/")
@@ -32,9 +39,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.ingest import ingest_video
+    from wsovvis_dagster.ingest import count_frames, ingest_video
 
-    with tqdm(desc=f"ingest {Path(args.video).name}", unit="frame") as bar:
+    total = count_frames(Path(args.video), every=args.every, max_frames=args.max_frames)
+    with _bar(total=total, desc=f"ingest {Path(args.video).name}", unit="frame") as bar:
         ref, n = ingest_video(
             Path(args.video), Path(args.data_root), args.split, video_id=args.video_id,
             every=args.every, max_frames=args.max_frames, progress=lambda _: bar.update(1),
@@ -52,10 +60,14 @@ def _quality(args: argparse.Namespace) -> int:
     predictor = CpuVideoPredictor()
     print(f"predictor: {predictor.name} {predictor.version}")
     if args.data_root:
-        for split, value in synthetic_quality(predictor, args.data_root).items():
+        with _bar(desc="synthetic", unit="video") as bar:
+            quality = synthetic_quality(predictor, args.data_root, progress=bar.update)
+        for split, value in quality.items():
             print(f"synthetic {split}: mean best-match st-IoU per GT tube = {value:.3f}")
     if args.davis:
-        for seq, value in davis_quality(predictor, args.davis).items():
+        with _bar(desc="DAVIS", unit="sequence") as bar:
+            quality = davis_quality(predictor, args.davis, progress=bar.update)
+        for seq, value in quality.items():
             print(f"DAVIS {seq}: J = {value:.3f}")
     return 0
 

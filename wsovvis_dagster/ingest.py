@@ -12,6 +12,19 @@ from wsovvis_dagster.errors import FrameError
 from wsovvis_dagster.paths import VideoRef, frames_dir
 
 
+def count_frames(video_path: Path, *, every: int = 1, max_frames: int | None = None) -> int | None:
+    """Frames `ingest_video` will write, from the stream header (None when it does not say)."""
+    try:
+        with av.open(str(video_path)) as container:
+            total = container.streams.video[0].frames if container.streams.video else 0
+    except (av.FFmpegError, OSError):
+        return None  # ingest_video reports the error with its context
+    if not total:
+        return None
+    kept = -(-total // max(every, 1))
+    return min(kept, max_frames) if max_frames else kept
+
+
 def ingest_video(
     video_path: Path,
     data_root: Path,

@@ -66,7 +66,9 @@ def gt_tube_masks(gt: dict, video: dict) -> np.ndarray:
     return np.stack(tubes)
 
 
-def synthetic_quality(predictor, data_root, splits=("train", "val")) -> dict[str, float]:
+def synthetic_quality(
+    predictor, data_root, splits=("train", "val"), progress=None
+) -> dict[str, float]:
     """Mean best-match st-IoU per GT tube of `predictor` on a synthetic dataset, per split."""
     import json
     from pathlib import Path
@@ -89,11 +91,13 @@ def synthetic_quality(predictor, data_root, splits=("train", "val")) -> dict[str
                 best = (st_iou_matrix(masks, pred).max(axis=1) if pred.shape[0]
                         else np.zeros(masks.shape[0]))
                 per_tube.extend(best.tolist())
+            if progress:
+                progress(1)
         out[split] = float(np.mean(per_tube)) if per_tube else float("nan")
     return out
 
 
-def davis_quality(predictor, davis_root) -> dict[str, float]:
+def davis_quality(predictor, davis_root, progress=None) -> dict[str, float]:
     """DAVIS-2016 J per sequence in `<davis_root>/{JPEGImages,Annotations}/<seq>/`."""
     from pathlib import Path
 
@@ -110,4 +114,6 @@ def davis_quality(predictor, davis_root) -> dict[str, float]:
             for s in frames.stems
         ])
         out[seq_dir.name] = davis_j(gt, predictor.predict(frames.images).id_maps)
+        if progress:
+            progress(1)
     return out

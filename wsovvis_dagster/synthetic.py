@@ -13,6 +13,7 @@ Writes:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +173,7 @@ def generate_dataset(
     height: int = 120,
     width: int = 160,
     min_visible_pixels: int = 20,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Write the synthetic dataset under `root`; returns the GT JSON path per split.
 
@@ -200,6 +202,8 @@ def generate_dataset(
                 for t in range(num_frames):
                     Image.fromarray(frames[t]).save(tmp / f"{t:05d}.jpg", quality=92)
             vid = len(videos) + 1
+            if progress:
+                progress(video_id)
             videos.append({
                 "id": vid, "name": video_id, "width": width, "height": height,
                 "length": num_frames,

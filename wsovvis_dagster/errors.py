@@ -31,3 +31,27 @@ class NotImplementedYetError(WsovvisError, NotImplementedError):
 
 class ThirdPartyError(WsovvisError):
     """VNext / CutLER sources, weights or the CUDA op are missing or broken."""
+
+
+class SourceCheckoutError(ThirdPartyError):
+    """A VNext / CutLER checkout that cannot be brought to its pinned commit."""
+
+
+class PatchError(ThirdPartyError):
+    """Our patch found upstream text it does not recognise (wrong commit or edited by hand)."""
+
+
+class CudaToolkitError(ThirdPartyError):
+    """No usable CUDA toolkit, or one whose version does not match torch's CUDA."""
+
+
+class OpBuildError(ThirdPartyError):
+    """An editable install or an op build (detectron2, MultiScaleDeformableAttention) failed."""
+
+
+class WeightsError(ThirdPartyError):
+    """VideoCutLER weights missing, unreadable, or random weights used without the test flag."""
+
+
+class OutputWriteError(WsovvisError, OSError):
+    """Writing an output (mask folder, tube JSON) failed, e.g. disk full; earlier outputs stay."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import statistics
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,24 +14,51 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from wsovvis_dagster.errors import FrameError, UnsafeNameError
-from wsovvis_dagster.paths import SPLITS, VideoRef, check_video_id, frames_dir
+from wsovvis_dagster.paths import SPLITS, VideoRef, check_video_id, frames_dir, resolve_inside
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+# What PIL raises on broken, truncated or hostile image files (a zip bomb's declared size
+# raises DecompressionBombError, which is not an OSError).
+IMAGE_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError,
+    Image.DecompressionBombError,
+)
 
 
-def natural_key(name: str) -> list:
-    """Sort key that orders `frame2` before `frame10` (digits compared as numbers)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> tuple:
+    """Sort key that orders `frame2` before `frame10` (digit runs compared as numbers).
+
+    Ties (`1.jpg` vs `01.jpg`) fall back to the plain name, so the order never depends on the
+    order the file system lists a folder in.
+    """
+    parts = re.split(r"(\d+)", name)  # digit runs land at the odd positions
+    return tuple(int(t) if i % 2 else t for i, t in enumerate(parts)), name
 
 
 def list_frame_files(folder: Path) -> list[Path]:
-    """Frame images of one video folder in natural order (hidden files ignored)."""
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_SUFFIXES
-    ]
-    return sorted(files, key=lambda p: natural_key(p.name))
+    """Frame images of one video folder in natural order (hidden files ignored).
+
+    Two files with the same stem (`00001.jpg`, `00001.png`) would write the same mask PNG, so
+    they raise `FrameError`.
+    """
+    try:
+        files = [
+            p
+            for p in Path(folder).iterdir()
+            if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        ]
+    except OSError as exc:
+        raise FrameError(f"cannot list video folder {folder}: {exc}") from exc
+    files.sort(key=lambda p: natural_key(p.name))
+    seen: dict[str, Path] = {}
+    for p in files:
+        if p.stem in seen:
+            raise FrameError(
+                f"frames {seen[p.stem].name} and {p.name} in {folder} share the stem {p.stem!r}, "
+                "so their masks would overwrite each other; delete or rename one of them"
+            )
+        seen[p.stem] = p
+    return files
 
 
 @dataclass(frozen=True)
@@ -81,33 +110,59 @@ def scan_videos(data_root: Path) -> ScanReport:
         if not split_dir.is_dir():
             continue
         for folder in sorted(split_dir.iterdir(), key=lambda p: natural_key(p.name)):
-            if not folder.is_dir() or folder.name.startswith("."):
+            if folder.name.startswith("."):
                 continue
             where = f"{split}/{folder.name}"
+            if not folder.is_dir():
+                if folder.is_symlink():
+                    report.rejected[where] = f"{folder} is a dangling symlink"
+                continue
             try:
                 check_video_id(folder.name)
-            except UnsafeNameError as exc:
+                resolve_inside(data_root, split, "JPEGImages", folder.name)
+                files = list_frame_files(folder)
+            except (UnsafeNameError, FrameError) as exc:
                 report.rejected[where] = str(exc)
                 continue
-            files = list_frame_files(folder)
             if not files:
-                report.rejected[where] = f"no .jpg/.png frames in {folder}"
+                report.rejected[where] = (
+                    f"no {'/'.join(FRAME_SUFFIXES)} frames in {folder}: an empty folder or one "
+                    "holding other files is not a video"
+                )
                 continue
             report.videos.append(VideoInfo(VideoRef(split, folder.name), tuple(files)))
     return report
+
+
+def check_image_size(img: Image.Image) -> None:
+    """Refuse a header that declares more pixels than PIL's bomb limit, before decoding.
+
+    PIL only warns between one and two times `Image.MAX_IMAGE_PIXELS`; this makes that an error
+    too (without touching the process-wide warning filters).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise Image.DecompressionBombError(
+            f"{img.width}x{img.height} pixels exceeds the limit of {limit} (a decompression bomb?)"
+        )
 
 
 def load_frame(path: Path) -> np.ndarray:
     """One frame as `(H, W, 3) uint8` RGB; a broken file raises `FrameError` naming it."""
     try:
         with Image.open(path) as img:
+            check_image_size(img)
             img.load()  # force a full decode: truncated JPEGs fail here, not later
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            rgb = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise FrameError(
-            f"cannot read frame {path}: {exc}. Replace or delete the file, or set "
+            f"cannot read frame {path}: {reason}. Replace or delete the file, or set "
             "skip_bad_frames to process the video without it"
         ) from exc
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise FrameError(f"frame {path} decodes to an empty image (shape {rgb.shape})")
+    return rgb
 
 
 @dataclass(frozen=True)
@@ -132,6 +187,8 @@ def read_video(
     files = list_frame_files(folder)
     if not files:
         raise FrameError(f"video folder {folder} has no .jpg/.png frames")
+    for path in files:  # a frame symlinked out of the data root is refused, not read
+        resolve_inside(data_root, ref.split, "JPEGImages", ref.video_id, path.name)
     return read_frames(files, skip_bad_frames=skip_bad_frames)
 
 
@@ -141,6 +198,7 @@ def iter_frames(
     """Yield `(stem, (H, W, 3) uint8)` per readable frame, checking sizes agree."""
     size = None
     first = None
+    good = 0
     for path in files:
         try:
             img = load_frame(path)
@@ -153,11 +211,13 @@ def iter_frames(
         if size is None:
             size, first = img.shape[:2], path
         elif img.shape[:2] != size:
+            before = f"{first.name}" if good == 1 else f"the {good} frames from {first.name} on"
             raise FrameError(
-                f"frame {path} is {img.shape[1]}x{img.shape[0]} but {first} is "
-                f"{size[1]}x{size[0]}: all frames of a video must share one size; "
-                "resize or remove the odd frame"
+                f"frame {path} is {img.shape[1]}x{img.shape[0]} but {before} "
+                f"{'is' if good == 1 else 'are'} {size[1]}x{size[0]}: all frames of a video must "
+                "share one size (masks would not line up); resize or remove the odd frame"
             )
+        good += 1
         yield path.stem, img
 
 

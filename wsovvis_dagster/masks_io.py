@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from wsovvis_dagster.atomic import atomic_dir
-from wsovvis_dagster.errors import MaskFormatError
-from wsovvis_dagster.frames import natural_key
+from wsovvis_dagster.errors import MaskFormatError, OutputWriteError, WsovvisError
+from wsovvis_dagster.frames import IMAGE_DECODE_ERRORS, check_image_size, natural_key
 
 MASK_PREFIX = "mask_"
 TRACKS_FILE = "tracks.json"
@@ -45,10 +45,14 @@ def load_id_map(path: Path) -> np.ndarray:
                     f"mask {path} has mode {img.mode}: expected a greyscale or palette id map "
                     "(8-bit L/P or 16-bit I;16); re-run mask_pngs for this video"
                 )
+            check_image_size(img)
+            img.load()
             arr = np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise MaskFormatError(
-            f"cannot read mask {path}: {exc}; delete the video's mask folder and re-run mask_pngs"
+            f"cannot read mask {path}: {reason}; delete the video's mask folder and re-run "
+            "mask_pngs"
         ) from exc
     if arr.ndim != 2:
         raise MaskFormatError(f"mask {path} is not a single-channel id map (shape {arr.shape})")
@@ -74,30 +78,80 @@ def write_mask_pngs(
     """Write one PNG per frame into `dest`, atomically: `dest` appears complete or not at all.
 
     `id_maps` yields `(H, W)` integer arrays (consumed one at a time). `scores` maps each track
-    id to its confidence; all ids appearing in the maps must be in it.
+    id to its confidence; all ids appearing in the maps must be in it. The bit depth is chosen
+    from `scores` before the first frame, so an id above it raises `MaskFormatError` rather than
+    being wrapped silently. A failed write (e.g. disk full) raises `OutputWriteError` and leaves
+    the previous `dest` as it was.
     """
-    sixteen_bit = max(scores, default=0) > 255
-    if max(scores, default=0) > MAX_ID:
-        raise MaskFormatError(f"{len(scores)} tracks for {dest}: at most {MAX_ID} ids fit a PNG")
+    top = max(scores, default=0)
+    sixteen_bit = top > 255
+    if top > MAX_ID or min(scores, default=1) < 1:
+        raise MaskFormatError(
+            f"track ids for {dest} must be 1..{MAX_ID} to fit a 16-bit PNG; got "
+            f"{min(scores)}..{top} ({len(scores)} tracks)"
+        )
+    limit = MAX_ID if sixteen_bit else 255
     frames = 0
     area_sum = 0
     present = 0
-    with atomic_dir(dest) as tmp:
-        for stem, id_map in zip(stems, id_maps, strict=True):
-            save_id_map(tmp / mask_png_name(stem), id_map, sixteen_bit=sixteen_bit)
-            counts = np.bincount(id_map.ravel().astype(np.int64))
-            fg = counts[1:]
-            area_sum += int(fg.sum())
-            present += int((fg > 0).sum())
-            frames += 1
-        tracks = {str(k): float(v) for k, v in sorted(scores.items())}
-        (tmp / TRACKS_FILE).write_text(json.dumps({"scores": tracks}))
+    shape = None
+    names: set[str] = set()
+    try:
+        with atomic_dir(dest) as tmp:
+            for stem, id_map in zip(stems, id_maps, strict=True):
+                name = mask_png_name(stem)
+                id_map = np.asarray(id_map)
+                _check_id_map(dest, name, id_map, limit, shape)
+                if name in names or "/" in stem or stem.startswith("."):
+                    raise MaskFormatError(f"frame stem {stem!r} for {dest} is repeated or unsafe")
+                names.add(name)
+                shape = id_map.shape
+                save_id_map(tmp / name, id_map, sixteen_bit=sixteen_bit)
+                counts = np.bincount(id_map.ravel().astype(np.int64))
+                fg = counts[1:]
+                area_sum += int(fg.sum())
+                present += int((fg > 0).sum())
+                frames += 1
+            tracks = {str(k): float(v) for k, v in sorted(scores.items())}
+            (tmp / TRACKS_FILE).write_text(json.dumps({"scores": tracks}))
+    except ValueError as exc:  # zip(strict=True): predictor gave more or fewer maps than frames
+        if isinstance(exc, WsovvisError):
+            raise
+        raise MaskFormatError(f"mask PNGs for {dest}: {exc} (one id map per frame)") from exc
+    except OSError as exc:
+        raise OutputWriteError(
+            f"cannot write mask PNGs to {dest}: {exc}. Nothing was replaced: the folder holds "
+            "its previous masks (if any). Free disk space (or fix permissions) and re-run "
+            "mask_pngs for this video"
+        ) from exc
     return MaskWriteSummary(
         frames=frames,
         tracks=len(scores),
         mean_area=area_sum / present if present else 0.0,
         sixteen_bit=sixteen_bit,
     )
+
+
+def _check_id_map(
+    dest: Path, name: str, id_map: np.ndarray, limit: int, shape: tuple | None
+) -> None:
+    """Refuse an id map that the PNG would not hold exactly (wrong rank, dtype or range)."""
+    if id_map.ndim != 2 or id_map.size == 0:
+        raise MaskFormatError(f"{dest}/{name}: id map must be a non-empty (H, W) array, "
+                              f"got shape {id_map.shape}")
+    if shape is not None and id_map.shape != shape:
+        raise MaskFormatError(
+            f"{dest}/{name}: id map is {id_map.shape[1]}x{id_map.shape[0]} but earlier frames are "
+            f"{shape[1]}x{shape[0]}; every mask of a video must have the frames' size"
+        )
+    if id_map.dtype.kind not in "uib":
+        raise MaskFormatError(f"{dest}/{name}: id map dtype {id_map.dtype} is not integer")
+    lo, hi = int(id_map.min()), int(id_map.max())
+    if lo < 0 or hi > limit:
+        raise MaskFormatError(
+            f"{dest}/{name}: ids {lo}..{hi} do not fit 0..{limit}; every id in the maps must be "
+            "a key of `scores` (which sets the PNG bit depth)"
+        )
 
 
 def list_mask_files(folder: Path) -> list[Path]:
@@ -116,5 +170,7 @@ def read_track_scores(folder: Path) -> dict[int, float]:
         return {}
     try:
         return {int(k): float(v) for k, v in json.loads(path.read_text())["scores"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MaskFormatError(f"{path} is malformed ({exc}); re-run mask_pngs for this video") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MaskFormatError(
+            f"{path} is malformed ({exc}); re-run mask_pngs for this video"
+        ) from exc

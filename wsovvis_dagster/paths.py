@@ -21,18 +21,21 @@ KEY_SEPARATOR = "__"
 # `--partition-range A...B` splits on it.
 _SAFE_ID = re.compile(r"^\w[\w.\-]*$")
 MAX_ID_LENGTH = 200
+# Bytes, not characters: folder names are limited to 255 bytes (NAME_MAX), and the writers add
+# up to ~20 bytes around the id for their temp and lock names (see `atomic.atomic_dir`).
+MAX_ID_BYTES = 200
 
 
 def check_video_id(video_id: str) -> str:
-    """Return `video_id` unchanged if it is safe as a folder name and a partition key, else raise."""
+    """Return `video_id` unchanged if safe as a folder name and a partition key, else raise."""
     if not isinstance(video_id, str) or not video_id:
         raise UnsafeNameError("empty video id: rename the folder to a non-empty name")
     problem = None
-    if len(video_id) > MAX_ID_LENGTH:
-        problem = f"longer than {MAX_ID_LENGTH} characters"
+    if len(video_id) > MAX_ID_LENGTH or len(video_id.encode("utf-8", "replace")) > MAX_ID_BYTES:
+        problem = f"longer than {MAX_ID_LENGTH} characters or {MAX_ID_BYTES} UTF-8 bytes"
     elif ".." in video_id:
         problem = "contains '..'"
-    elif not _SAFE_ID.match(video_id):
+    elif not _SAFE_ID.fullmatch(video_id):  # fullmatch: `$` alone lets a trailing \n through
         problem = (
             "must start with a letter, digit or '_' and contain only letters, digits, '_', '.', '-'"
             " (no '/', spaces, commas or leading '-')"
@@ -74,11 +77,20 @@ class VideoRef:
 
 
 def resolve_inside(root: Path, *parts: str) -> Path:
-    """Join `parts` under `root` and refuse any result that resolves outside `root`."""
+    """Join `parts` under `root` and refuse any result that resolves outside `root`.
+
+    Symlinks are followed before the check, so a link inside the root that leads outside it is
+    refused too. The root itself may be a symlink (it is resolved first).
+    """
     root = Path(root).resolve()
-    path = root.joinpath(*parts).resolve()
+    joined = root.joinpath(*parts)
+    path = joined.resolve()
     if path != root and root not in path.parents:
-        raise UnsafeNameError(f"path {path} escapes its root {root}")
+        raise UnsafeNameError(
+            f"path {joined} escapes its root {root} (it resolves to {path}): a '..' or a "
+            "symlink leads out of the configured folder; move the data under the root (or point "
+            "the root at the real location) instead of linking out of it"
+        )
     return path
 
 

@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsovvis_dagster.errors import MissingMasksError
+import numpy as np
+
+from wsovvis_dagster.atomic import remove_stale_temp_dirs
+from wsovvis_dagster.errors import MaskFormatError, MissingMasksError, OutputWriteError
 from wsovvis_dagster.frames import read_video
 from wsovvis_dagster.masks_io import write_mask_pngs
 from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
@@ -40,11 +43,19 @@ def segment_video(
     *,
     skip_bad_frames: bool = False,
 ) -> VideoMasksResult:
-    """Read one video, run the predictor, write its mask PNGs atomically."""
+    """Read one video, run the predictor, write its mask PNGs atomically.
+
+    Inputs are checked before the predictor runs (unsafe names, a missing or broken video, frames
+    of different sizes raise typed errors); its output is checked against the frames before
+    anything is written, so a mask can never be misaligned with its frame.
+    """
     start = time.perf_counter()
+    dest = masks_dir(output_root, ref)  # refuses a key or symlink leading out of output_root
     frames = read_video(data_root, ref, skip_bad_frames=skip_bad_frames)
     output = predictor.predict(frames.images)
-    dest = masks_dir(output_root, ref)
+    _check_predictor_output(predictor, ref, frames.images.shape, output.id_maps)
+    # leftovers of writers killed more than an hour ago (crash, OOM, SIGKILL)
+    remove_stale_temp_dirs(dest.parent)
     summary = write_mask_pngs(dest, frames.stems, output.id_maps, output.scores)
     seconds = time.perf_counter() - start
     return VideoMasksResult(
@@ -59,6 +70,19 @@ def segment_video(
     )
 
 
+def _check_predictor_output(
+    predictor: VideoPredictor, ref: VideoRef, frames_shape: tuple, id_maps: np.ndarray
+) -> None:
+    expected = tuple(frames_shape[:3])
+    got = tuple(getattr(id_maps, "shape", ()))
+    if got != expected:
+        raise MaskFormatError(
+            f"predictor {getattr(predictor, 'name', predictor)!r} returned id maps of shape {got} "
+            f"for video {ref.partition_key}, whose frames are (T, H, W) = {expected}; the masks "
+            "would not line up with the frames, so nothing was written. Fix the backend"
+        )
+
+
 @dataclass(frozen=True)
 class SplitTubesResult:
     split: str
@@ -67,7 +91,9 @@ class SplitTubesResult:
     tubes: int
     frames: int
     bytes: int
-    missing_frames: tuple[str, ...]  # videos whose JPEG folder vanished (masks still used)
+    # videos whose JPEG folder vanished: their masks are used when present; without masks they
+    # are left out of the JSON (a deleted video), never a crash
+    missing_frames: tuple[str, ...]
 
 
 def find_videos_without_masks(output_root: Path, refs: Iterable[VideoRef]) -> list[VideoRef]:
@@ -86,8 +112,15 @@ def build_split_tubes(
     """Convert the mask folders of `refs` (one split) into `tubes_<split>.json`.
 
     Videos with no masks yet raise `MissingMasksError` listing them, unless `allow_partial`.
+    A registered video whose frame folder was deleted is named in `missing_frames`: its masks
+    are used if it has any, otherwise it is left out (no masks will ever come for it).
     """
-    missing = find_videos_without_masks(output_root, refs)
+    frames_root = Path(data_root) / split / "JPEGImages"
+    gone = {r for r in refs if not frames_dir(data_root, r).is_dir()}
+    without_masks = find_videos_without_masks(output_root, refs)
+    # only when the split's frame folder exists: an unmounted data root is not a deletion
+    deleted = {r for r in without_masks if r in gone} if frames_root.is_dir() else set()
+    missing = [r for r in without_masks if r not in deleted]
     if missing and not allow_partial:
         listed = ", ".join(r.partition_key for r in missing[:20])
         more = f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""
@@ -95,8 +128,14 @@ def build_split_tubes(
             f"{len(missing)} of {len(refs)} {split} videos have no mask PNGs yet: {listed}{more}. "
             "Materialise mask_pngs for them first, or set allow_partial: true"
         )
-    ready = [r for r in refs if r not in set(missing)]
-    missing_frames = tuple(r.partition_key for r in ready if not frames_dir(data_root, r).is_dir())
+    ready = [r for r in refs if r not in set(without_masks)]
+    if not ready and not allow_partial:
+        raise MissingMasksError(
+            f"none of the {len(refs)} registered {split} videos has mask PNGs "
+            f"({len(deleted)} were deleted from {frames_root}); refusing to write an empty "
+            f"{tube_json_path(output_root, split).name}. Materialise mask_pngs first"
+        )
+    missing_frames = tuple(r.partition_key for r in refs if r in gone)
 
     def videos():
         for i, ref in enumerate(ready):
@@ -105,7 +144,16 @@ def build_split_tubes(
             yield video_tubes_from_masks(masks_dir(output_root, ref), ref.video_id)
 
     path = tube_json_path(output_root, split)
-    counts = write_tube_json(path, videos(), info={"split": split, "source": "wsovvis mask_pngs"})
+    remove_stale_temp_dirs(path.parent)  # temp files of tube_json runs killed over an hour ago
+    try:
+        counts = write_tube_json(
+            path, videos(), info={"split": split, "source": "wsovvis mask_pngs"}
+        )
+    except OSError as exc:
+        raise OutputWriteError(
+            f"cannot write {path}: {exc}. The previous {path.name} (if any) is unchanged; free "
+            "disk space (or fix permissions) and re-run tube_json"
+        ) from exc
     return SplitTubesResult(
         split=split, path=path, videos=counts["videos"], tubes=counts["tubes"],
         frames=counts["frames"], bytes=path.stat().st_size, missing_frames=missing_frames,

@@ -84,13 +84,14 @@ def test_cli_materialize_tube_json_with_no_other_flags(synthetic_root, subproces
     from dagster import materialize
 
     from definitions import defs
-    from resources import DatasetPaths, PredictorResource
+    from resources import DatasetPaths, PredictorResource, SacredObserverResource
 
     env = dict(subprocess_env, WSOVVIS_DATA_ROOT=str(synthetic_root),
                WSOVVIS_OUTPUT_ROOT=str(tmp_path / "out"))
     resources = {"paths": DatasetPaths(data_root=env["WSOVVIS_DATA_ROOT"],
                                        output_root=env["WSOVVIS_OUTPUT_ROOT"]),
-                 "predictor": PredictorResource()}
+                 "predictor": PredictorResource(),
+                 "sacred": SacredObserverResource(runs_dir=str(tmp_path / "runs"))}
     with DagsterInstance.get() as inst:  # the CLI below uses this same DAGSTER_HOME
         materialize(list(defs.assets), selection=["video_partitions"], instance=inst,
                     resources=resources)

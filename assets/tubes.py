@@ -1,26 +1,94 @@
-"""`tube_json`: one YouTube-VIS style tube JSON per split, from the mask PNGs."""
+"""`tube_json`: one YouTube-VIS style tube JSON per split, from the mask PNGs, and its checks.
+
+Beside each `tubes_<split>.json` the asset writes `tubes_<split>.parquet` (one row per tube)
+and `results_<split>.json` (YouTube-VIS results). Checks: the JSON's format, and class-agnostic
+AP / recall against `<data_root>/annotations/<split>_instances.json` where that exists.
+"""
 
 from collections import defaultdict
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 from pydantic import Field
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
-from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.errors import MissingMasksError
+from wsovvis_dagster.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
+from wsovvis_dagster.paths import VideoRef, tube_json_path
 from wsovvis_dagster.pipeline import build_split_tubes
+from wsovvis_dagster.tube_reports import (
+    check_split_format,
+    evaluate_split_tubes,
+    gt_json_path,
+    splits_with_tubes,
+    write_split_outputs,
+)
+
 
 class TubeConfig(Config):
     allow_partial: bool = Field(
         default=False, description="Write tubes for the videos that have masks; skip the rest"
     )
+    link_fragments: bool = Field(
+        default=False,
+        description="Relink ids into tracks by mask IoU (Hungarian, frame to frame): for "
+        "predictors whose ids are not consistent across frames. Tubes keep the original ids "
+        "in `source_ids`",
+    )
+    link_iou_threshold: float = Field(
+        default=DEFAULT_IOU_THRESHOLD, gt=0, le=1,
+        description="Minimum mask IoU to continue a track (see wsovvis_dagster.linking)",
+    )
+    link_max_gap: int = Field(
+        default=DEFAULT_MAX_GAP, ge=0, description="Frames a track may be missing and go on"
+    )
+    workers: int = Field(
+        default=1, ge=1,
+        description="Processes converting mask folders (one video per task, order kept)",
+    )
+
+
+def _split_metadata(split: str, result, outputs) -> dict:
+    counts = outputs.counts
+    table = (
+        f"{counts['tubes']} tubes in {counts['videos']} videos; {counts['short_tubes']} short "
+        f"(< 3 frames), {counts['tiny_tubes']} tiny (mean area < 256 px); median length "
+        f"{counts['median_length']:g} frames.\n\nTop tubes by score:\n\n{outputs.top_rows}"
+    )
+    metadata = {
+        f"{split}_path": MetadataValue.path(str(result.path)),
+        f"{split}_videos": result.videos,
+        f"{split}_tubes": result.tubes,
+        f"{split}_frames": result.frames,
+        f"{split}_bytes": result.path.stat().st_size,
+        f"{split}_index": MetadataValue.path(str(outputs.index_path)),
+        f"{split}_tube_table": MetadataValue.md(table),
+        f"{split}_short_tubes": counts["short_tubes"],
+        f"{split}_tiny_tubes": counts["tiny_tubes"],
+        f"{split}_results": MetadataValue.path(str(outputs.results_path)),
+    }
+    if result.missing_frames:
+        metadata[f"{split}_videos_without_frames"] = MetadataValue.json(
+            list(result.missing_frames)
+        )
+    return metadata
+
 
 @asset(
     deps=["mask_pngs"],
     group_name="tubes",
-    kinds={"json"},
+    kinds={"json", "parquet"},
     owners=["team:wsovvis"],
-    code_version="1",
+    code_version="2",
 )
 def tube_json(
     context: AssetExecutionContext, config: TubeConfig, paths: DatasetPaths
@@ -31,8 +99,15 @@ def tube_json(
         ref = VideoRef.from_partition_key(key)
         by_split[ref.split].append(ref)
     if not by_split:
-        raise ValueError("no video partitions registered: materialise video_partitions first")
-    metadata = {}
+        raise MissingMasksError(
+            "no video partitions registered in this Dagster instance: materialise "
+            "video_partitions first (is DAGSTER_HOME the instance you used before?)"
+        )
+    linking = (
+        LinkParams(config.link_iou_threshold, config.link_max_gap)
+        if config.link_fragments else None
+    )
+    metadata = {"linked": config.link_fragments}
     for split, refs in sorted(by_split.items()):
         def progress(i: int, n: int, ref: VideoRef, split: str = split) -> None:
             if i % 50 == 0 or i == n - 1:
@@ -40,15 +115,63 @@ def tube_json(
 
         result = build_split_tubes(
             paths.data, paths.outputs, split, refs,
-            allow_partial=config.allow_partial, progress=progress,
+            allow_partial=config.allow_partial, linking=linking, workers=config.workers,
+            progress=progress,
         )
-        metadata[f"{split}_path"] = MetadataValue.path(str(result.path))
-        metadata[f"{split}_videos"] = result.videos
-        metadata[f"{split}_tubes"] = result.tubes
-        metadata[f"{split}_frames"] = result.frames
-        metadata[f"{split}_bytes"] = result.bytes
-        if result.missing_frames:
-            metadata[f"{split}_videos_without_frames"] = MetadataValue.json(
-                list(result.missing_frames)
-            )
+        outputs = write_split_outputs(result.path, split, gt_path=gt_json_path(paths.data, split))
+        metadata.update(_split_metadata(split, result, outputs))
     return MaterializeResult(metadata=metadata)
+
+
+@asset_check(asset=tube_json, description="Every split's tube JSON follows the tube format")
+def tube_json_format(paths: DatasetPaths) -> AssetCheckResult:
+    """RLE sizes match their video, one segmentation per frame, no empty or duplicate tubes."""
+    problems = {s: check_split_format(tube_json_path(paths.outputs, s))
+                for s in splits_with_tubes(paths.outputs)}
+    bad = {s: p for s, p in problems.items() if p}
+    return AssetCheckResult(
+        passed=bool(problems) and not bad,
+        metadata={
+            "splits": MetadataValue.json(sorted(problems)),
+            "problems": sum(len(p) for p in bad.values()),
+            "first_problems": MetadataValue.json({s: p[:10] for s, p in bad.items()}),
+        },
+        description=None if problems else "no tubes_<split>.json found",
+    )
+
+
+class QualityCheckConfig(Config):
+    min_ap: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Class-agnostic AP (IoU .50:.95) a split must reach against its GT",
+    )
+    severity: str = Field(
+        default="WARN", pattern="^(WARN|ERROR)$",
+        description="WARN (default) or ERROR (ERROR fails the run's check)",
+    )
+
+
+@asset_check(
+    asset=tube_json,
+    description="Class-agnostic AP and recall vs <data_root>/annotations/<split>_instances.json",
+)
+def tube_json_quality(config: QualityCheckConfig, paths: DatasetPaths) -> AssetCheckResult:
+    """Scores each split that has ground truth; splits without it are listed, not failed."""
+    metadata, below = {}, []
+    without_gt = []
+    for split in splits_with_tubes(paths.outputs):
+        gt_path = gt_json_path(paths.data, split)
+        if not gt_path.is_file():
+            without_gt.append(split)
+            continue
+        metrics = evaluate_split_tubes(tube_json_path(paths.outputs, split), gt_path)
+        for key in ("AP", "AP50", "AR100", "recall@0.5", "recall@0.75"):
+            metadata[f"{split}_{key}"] = MetadataValue.float(metrics[key])
+        if metrics["AP"] < config.min_ap:
+            below.append(split)
+    metadata["min_ap"] = MetadataValue.float(config.min_ap)
+    metadata["splits_without_gt"] = MetadataValue.json(without_gt)
+    metadata["splits_below_min_ap"] = MetadataValue.json(below)
+    return AssetCheckResult(
+        passed=not below, severity=AssetCheckSeverity[config.severity], metadata=metadata
+    )

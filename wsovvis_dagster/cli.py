@@ -72,12 +72,6 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.evaluation import cli_eval
-
-    return cli_eval(args.rest)
-
-
 def _doctor(args: argparse.Namespace) -> int:
     from wsovvis_dagster.doctor import cli_doctor
 
@@ -114,13 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     qual.add_argument("--davis", help="DAVIS folder with JPEGImages/ and Annotations/ (J)")
     qual.set_defaults(func=_quality)
 
-    for name, func, text in (
-        ("eval", _eval, "video AP/AR of results vs ground truth (`wsovvis eval -h`)"),
-        ("doctor", _doctor, "check the VideoCutLER toolchain and print fixes"),
-    ):
-        cmd = sub.add_parser(name, help=text, add_help=False)
-        cmd.add_argument("rest", nargs=argparse.REMAINDER)
-        cmd.set_defaults(func=func)
+    from wsovvis_dagster.evaluation import add_eval_arguments, run_eval
+
+    ev = sub.add_parser("eval", help="video AP/AR of results vs ground truth (YouTube-VIS)")
+    add_eval_arguments(ev).set_defaults(func=run_eval)
+
+    doc = sub.add_parser("doctor", help="check the VideoCutLER toolchain and print fixes",
+                         add_help=False)
+    doc.add_argument("rest", nargs=argparse.REMAINDER)
+    doc.set_defaults(func=_doctor)
     return parser
 
 

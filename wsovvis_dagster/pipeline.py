@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +12,12 @@ import numpy as np
 from wsovvis_dagster.atomic import remove_stale_temp_dirs
 from wsovvis_dagster.errors import MaskFormatError, MissingMasksError, OutputWriteError
 from wsovvis_dagster.frames import read_video
+from wsovvis_dagster.linking import LinkParams
 from wsovvis_dagster.masks_io import write_mask_pngs
 from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
 from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.preview import overlay_montage
-from wsovvis_dagster.tubes import video_tubes_from_masks, write_tube_json
+from wsovvis_dagster.tubes import convert_mask_folders, write_tube_json
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,14 @@ def build_split_tubes(
     refs: list[VideoRef],
     *,
     allow_partial: bool = False,
+    linking: LinkParams | None = None,
+    workers: int = 1,
     progress: Callable[[int, int, VideoRef], None] | None = None,
 ) -> SplitTubesResult:
     """Convert the mask folders of `refs` (one split) into `tubes_<split>.json`.
+
+    Conversion runs over `workers` processes in one streaming pass; with `linking`, ids are
+    relinked into tracks by mask IoU (tubes keep the predictor's ids in `source_ids`).
 
     Videos with no masks yet raise `MissingMasksError` listing them, unless `allow_partial`.
     A registered video whose frame folder was deleted is named in `missing_frames`: its masks
@@ -138,17 +144,20 @@ def build_split_tubes(
     missing_frames = tuple(r.partition_key for r in refs if r in gone)
 
     def videos():
-        for i, ref in enumerate(ready):
+        items = [(masks_dir(output_root, ref), ref.video_id) for ref in ready]
+        converted = convert_mask_folders(items, workers=workers, linking=linking)
+        for i, (ref, video) in enumerate(zip(ready, converted, strict=True)):
             if progress:
                 progress(i, len(ready), ref)
-            yield video_tubes_from_masks(masks_dir(output_root, ref), ref.video_id)
+            yield video
 
     path = tube_json_path(output_root, split)
     remove_stale_temp_dirs(path.parent)  # temp files of tube_json runs killed over an hour ago
+    info = {"split": split, "source": "wsovvis mask_pngs"}
+    if linking is not None:
+        info["linking"] = asdict(linking)
     try:
-        counts = write_tube_json(
-            path, videos(), info={"split": split, "source": "wsovvis mask_pngs"}
-        )
+        counts = write_tube_json(path, videos(), info=info)
     except OSError as exc:
         raise OutputWriteError(
             f"cannot write {path}: {exc}. The previous {path.name} (if any) is unchanged; free "

@@ -7,13 +7,21 @@ Tube JSON layout (YouTube-VIS 2019 style, extended with `track_id` and `score`):
                       "height", "width", "length",
                       "segmentations": [RLE | null per frame], "areas": [...], "bboxes": [...]}]}
 RLE is pycocotools' compressed form with `counts` as str; `null` where the track is absent.
+Tubes made with the linker also carry `"source_ids": [original id | null per frame]`.
+
+Conversion encodes all ids of a frame in one pass (`encode_id_map`), reads one frame at a time,
+and can spread videos over processes (`convert_mask_folders`) while `write_tube_json` streams.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import multiprocessing
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +29,27 @@ from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import atomic_file
 from wsovvis_dagster.errors import MaskFormatError, TubeFormatError
+from wsovvis_dagster.linking import LinkParams, link_fragments
 from wsovvis_dagster.masks_io import frame_stem, list_mask_files, load_id_map, read_track_scores
+from wsovvis_dagster.ytvis import validate_tube_json as validate_tube_json  # re-exported
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
 @dataclass(frozen=True)
 class Tube:
-    """One track of one video: per-frame RLE (None where absent)."""
+    """One track of one video: per-frame RLE (None where absent).
+
+    `source_ids[t]` is the predictor's own id of the fragment that the linker put on this
+    track in frame t (None where absent); None when the tube was not linked.
+    """
 
     track_id: int
     score: float
     segmentations: list[dict | None]
     areas: list[int | None]
     bboxes: list[list[float] | None]
+    source_ids: list[int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,74 +61,216 @@ class VideoTubes:
     tubes: list[Tube]
 
 
-def encode_id_maps(id_maps: np.ndarray, scores: dict[int, float] | None = None) -> list[Tube]:
-    """Turn `(T, H, W)` integer id maps into one `Tube` per distinct non-zero id.
+def encode_id_map(
+    frame: np.ndarray,
+) -> tuple[np.ndarray, list[dict], np.ndarray, np.ndarray]:
+    """Encode every id of one `(H, W)` integer id map at once.
 
-    Each frame is encoded once per id present, with pycocotools on a Fortran-ordered stack.
+    Returns `ids (K,)` (sorted, non-zero), compressed RLEs (`counts` as str), `areas (K,)` and
+    `bboxes (K, 4)` [x, y, w, h], identical to pycocotools' `encode`/`area`/`toBbox` per id.
+    Run boundaries come from one vectorised comparison of vertically adjacent pixels (plus
+    column starts), so no transposed copy of the frame is made; grouping the runs by id gives
+    each id's uncompressed RLE, which pycocotools compresses. Cost: O(H*W) once, not per id.
     """
-    scores = scores or {}
-    num_frames = id_maps.shape[0]
-    per_track: dict[int, list] = {}
-    for t in range(num_frames):
-        frame = id_maps[t]
-        ids = np.unique(frame)
-        ids = ids[ids != 0]
-        if ids.size == 0:
-            continue
-        # (H, W, K) uint8 in Fortran order: one encode call per frame for all ids
-        stack = np.asfortranarray((frame[:, :, None] == ids[None, None, :]).astype(np.uint8))
-        rles = mask_utils.encode(stack)
-        areas = stack.sum(axis=(0, 1))  # mask_utils.area overflows past 255 RLEs per call
-        boxes = mask_utils.toBbox(rles)
+    h, w = frame.shape
+    n = h * w
+    # column-major index of each pixel that differs from the one above it (same column) ...
+    below = np.flatnonzero(frame[1:] != frame[:-1])
+    rows, cols = np.divmod(below, w)
+    # ... and of each column top that differs from the previous column's bottom pixel
+    tops = (np.flatnonzero(frame[0, 1:] != frame[-1, :-1]) + 1) * h
+    change = np.sort(np.concatenate((cols * h + rows + 1, tops)))
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [n]))
+    values = frame[starts % h, starts // h]
+    fg = values != 0
+    order = np.argsort(values[fg], kind="stable")  # runs grouped by id, in pixel order
+    s, e, v = starts[fg][order], ends[fg][order], values[fg][order]
+    if v.size == 0:
+        return np.zeros(0, dtype=np.int64), [], np.zeros(0, np.int64), np.zeros((0, 4))
+    first = np.flatnonzero(np.concatenate(([True], v[1:] != v[:-1])))
+    prev_end = np.concatenate(([0], e[:-1]))
+    prev_end[first] = 0
+    counts = np.empty(2 * s.size, dtype=np.int64)
+    counts[0::2] = s - prev_end  # background before each run (from the id's previous run)
+    counts[1::2] = e - s
+    bounds = np.append(first, s.size)
+    uncompressed = []
+    for k in range(first.size):
+        c = counts[2 * bounds[k] : 2 * bounds[k + 1]]
+        tail = n - e[bounds[k + 1] - 1]
+        uncompressed.append({"size": [h, w], "counts": np.append(c, tail) if tail else c})
+    rles = mask_utils.frPyObjects(uncompressed, h, w)
+    boxes = mask_utils.toBbox(rles)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return v[first].astype(np.int64), rles, np.add.reduceat(e - s, first), boxes
+
+
+class _TubeBuilder:
+    """Accumulates per-frame encodings; memory holds RLEs only, never the id maps."""
+
+    def __init__(self) -> None:
+        self.num_frames = 0
+        self.per_track: dict[int, dict[int, tuple[dict, int, list[float]]]] = {}
+
+    def add_frame(self, frame: np.ndarray) -> None:
+        ids, rles, areas, boxes = encode_id_map(frame)
+        t = self.num_frames
         for k, tid in enumerate(ids.tolist()):
-            rle = rles[k]
-            rle["counts"] = rle["counts"].decode("ascii")
-            per_track.setdefault(tid, [None] * num_frames)[t] = (rle, int(areas[k]), boxes[k])
-    tubes = []
-    for tid in sorted(per_track):
-        frames = per_track[tid]
-        tubes.append(
-            Tube(
-                track_id=int(tid),
-                score=float(scores.get(tid, 1.0)),
-                segmentations=[f[0] if f else None for f in frames],
-                areas=[f[1] if f else None for f in frames],
-                bboxes=[[float(x) for x in f[2]] if f else None for f in frames],
+            box = [float(x) for x in boxes[k]]
+            self.per_track.setdefault(tid, {})[t] = (rles[k], int(areas[k]), box)
+        self.num_frames += 1
+
+    def tubes(
+        self, scores: dict[int, float], sources: dict[int, list[int | None]] | None = None
+    ) -> list[Tube]:
+        out = []
+        for tid in sorted(self.per_track):
+            frames = [self.per_track[tid].get(t) for t in range(self.num_frames)]
+            out.append(
+                Tube(
+                    track_id=int(tid),
+                    score=float(scores.get(tid, 1.0)),
+                    segmentations=[f[0] if f else None for f in frames],
+                    areas=[f[1] if f else None for f in frames],
+                    bboxes=[f[2] if f else None for f in frames],
+                    source_ids=sources.get(tid) if sources is not None else None,
+                )
             )
-        )
-    return tubes
+        return out
 
 
-def read_mask_folder(folder: Path) -> tuple[list[str], np.ndarray]:
-    """Stems and `(T, H, W)` ids of a mask folder; all frames must share one size."""
+def encode_id_maps(id_maps: np.ndarray, scores: dict[int, float] | None = None) -> list[Tube]:
+    """Turn `(T, H, W)` integer id maps into one `Tube` per distinct non-zero id."""
+    builder = _TubeBuilder()
+    for frame in id_maps:
+        builder.add_frame(frame)
+    return builder.tubes(scores or {})
+
+
+def _iter_mask_folder(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """`(stem, (H, W) ids)` per mask PNG in frame order; all frames must share one size."""
     files = list_mask_files(folder)
     if not files:
         raise MaskFormatError(f"mask folder {folder} has no mask_*.png files; re-run mask_pngs")
-    maps = [load_id_map(f) for f in files]
-    shape = maps[0].shape
-    for f, m in zip(files, maps):
-        if m.shape != shape:
+    shape = None
+    for f in files:
+        m = load_id_map(f)
+        if shape is None:
+            shape = m.shape
+        elif m.shape != shape:
             raise MaskFormatError(
                 f"mask {f} is {m.shape[1]}x{m.shape[0]}, but {files[0].name} is "
                 f"{shape[1]}x{shape[0]}; re-run mask_pngs for this video"
             )
+        yield frame_stem(f), m
+
+
+def read_mask_folder(folder: Path) -> tuple[list[str], np.ndarray]:
+    """Stems and `(T, H, W)` ids of a mask folder; all frames must share one size."""
+    pairs = list(_iter_mask_folder(folder))
+    maps = [m for _, m in pairs]
     dtype = np.uint16 if any(m.dtype == np.uint16 for m in maps) else np.uint8
-    return [frame_stem(f) for f in files], np.stack(maps).astype(dtype)
+    return [s for s, _ in pairs], np.stack(maps).astype(dtype)
+
+
+def _linked_scores(
+    scores: dict[int, float], sources: dict[int, list[int | None]]
+) -> dict[int, float]:
+    """A linked track's score: the mean score of its fragments' original ids."""
+    out = {}
+    for tid, src in sources.items():
+        vals = [scores.get(s, 1.0) for s in src if s is not None]
+        out[tid] = float(np.mean(vals)) if vals else 1.0
+    return out
 
 
 def video_tubes_from_masks(
-    folder: Path, video_name: str, frame_suffix: str = ".jpg"
+    folder: Path,
+    video_name: str,
+    frame_suffix: str = ".jpg",
+    *,
+    linking: LinkParams | None = None,
 ) -> VideoTubes:
-    """Read one video's mask folder into `VideoTubes` (file names mirror the JPEG frames)."""
-    stems, id_maps = read_mask_folder(folder)
-    tubes = encode_id_maps(id_maps, read_track_scores(folder))
+    """Read one video's mask folder into `VideoTubes` (file names mirror the JPEG frames).
+
+    Frames are read and encoded one at a time. With `linking`, the ids are first relinked into
+    consistent tracks (`link_fragments`, whole video in memory); each tube then keeps the
+    original ids in `source_ids`, and its score is the mean of its fragments' scores.
+    """
+    scores = read_track_scores(folder)
+    builder = _TubeBuilder()
+    stems: list[str] = []
+    shape = (0, 0)
+    if linking is None:
+        for stem, frame in _iter_mask_folder(folder):
+            builder.add_frame(frame)
+            stems.append(stem)
+            shape = frame.shape
+        tubes = builder.tubes(scores)
+    else:
+        stems, id_maps = read_mask_folder(folder)
+        shape = id_maps.shape[1:]
+        linked = link_fragments(
+            id_maps, iou_threshold=linking.iou_threshold, max_gap=linking.max_gap
+        )
+        for frame in linked.id_maps:
+            builder.add_frame(frame)
+        sources = linked.all_source_ids()
+        tubes = builder.tubes(_linked_scores(scores, sources), sources)
     return VideoTubes(
         name=video_name,
-        width=int(id_maps.shape[2]),
-        height=int(id_maps.shape[1]),
+        width=int(shape[1]),
+        height=int(shape[0]),
         file_names=[f"{video_name}/{s}{frame_suffix}" for s in stems],
         tubes=tubes,
     )
+
+
+def _convert_chunk(
+    chunk: list[tuple[Path, str]], frame_suffix: str, linking: LinkParams | None
+) -> list[VideoTubes]:
+    return [video_tubes_from_masks(f, n, frame_suffix, linking=linking) for f, n in chunk]
+
+
+def convert_mask_folders(
+    items: Iterable[tuple[Path, str]],
+    *,
+    workers: int = 1,
+    chunksize: int = 1,
+    linking: LinkParams | None = None,
+    frame_suffix: str = ".jpg",
+) -> Iterator[VideoTubes]:
+    """`VideoTubes` of each `(mask folder, video name)`, in input order, over `workers` processes.
+
+    At most `2 * workers` chunks of `chunksize` videos are in flight, so memory stays flat
+    however long `items` is (pair with `write_tube_json`, which streams). `workers <= 1`
+    converts in this process. Errors of a video (e.g. `MaskFormatError`) are re-raised here.
+    """
+    items = iter(items)
+    if workers <= 1:
+        for folder, name in items:
+            yield video_tubes_from_masks(folder, name, frame_suffix, linking=linking)
+        return
+    # forkserver: no fork of a multi-threaded parent (Dagster, loggers), cheap worker start
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # workers fork with this module already imported
+    pending: collections.deque[Future] = collections.deque()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    chunk = list(islice(items, chunksize))
+                    if not chunk:
+                        break
+                    pending.append(pool.submit(_convert_chunk, chunk, frame_suffix, linking))
+                if not pending:
+                    return
+                yield from pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def write_tube_json(
@@ -158,6 +315,8 @@ def write_tube_json(
                     "areas": tube.areas,
                     "bboxes": tube.bboxes,
                 }
+                if tube.source_ids is not None:
+                    ann["source_ids"] = tube.source_ids
                 fh.write(("," if ann_id > 1 else "") + json.dumps(ann))
             counts["videos"] += 1
             counts["tubes"] += len(video.tubes)
@@ -196,5 +355,5 @@ def decode_video_id_maps(data: dict, video_id: int) -> np.ndarray:
 
 
 def iter_video_tubes(items: Iterable[tuple[Path, str]]) -> Iterator[VideoTubes]:
-    for folder, name in items:
-        yield video_tubes_from_masks(folder, name)
+    """`convert_mask_folders` in this process (kept for existing callers)."""
+    return convert_mask_folders(items)

@@ -1,0 +1,157 @@
+"""`tube_json` and its checks on generated data: index, results export, linking, checks."""
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+from dagster import AssetCheckSeverity, AssetKey, AssetSelection, instance_for_test, materialize
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from wsovvis_dagster.evaluation import load_results
+from wsovvis_dagster.tube_reports import gt_json_path
+from wsovvis_dagster.tubes import decode_video_id_maps, load_tube_json, validate_tube_json
+
+CHECKS = AssetSelection.checks_for_assets("tube_json")
+
+
+def _everything():
+    from definitions import defs
+
+    return [*defs.assets, *defs.asset_checks]
+
+
+def _tube_metadata(instance) -> dict:
+    event = instance.get_latest_materialization_event(AssetKey("tube_json"))
+    return event.asset_materialization.metadata
+
+
+def _checks(instance, resources, run_config=None) -> dict:
+    result = materialize(_everything(), selection=CHECKS, instance=instance, resources=resources,
+                         run_config=run_config, raise_on_error=False)
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def shared_graph(synthetic_root, tmp_path_factory):
+    """The graph materialised once for the read-only tests: (instance, resources, outputs)."""
+    from resources import DatasetPaths, PredictorResource, SacredObserverResource
+
+    tmp = tmp_path_factory.mktemp("tube_graph")
+    resources = {
+        "paths": DatasetPaths(data_root=str(synthetic_root), output_root=str(tmp / "outputs")),
+        "predictor": PredictorResource(),
+        "sacred": SacredObserverResource(runs_dir=str(tmp / "runs")),
+    }
+    with instance_for_test() as inst:
+        everything = _everything()
+        materialize(everything, selection=["video_partitions"], instance=inst, resources=resources)
+        keys = inst.get_dynamic_partitions("videos")
+        materialize(everything, selection=["mask_pngs"], instance=inst, resources=resources,
+                    tags={ASSET_PARTITION_RANGE_START_TAG: keys[0],
+                          ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+        materialize(everything, selection=["tube_json"], instance=inst, resources=resources)
+        yield inst, resources, tmp / "outputs"
+
+
+@pytest.fixture
+def graph(shared_graph):
+    _, resources, out = shared_graph
+    return resources, out
+
+
+@pytest.fixture
+def graph_instance(shared_graph):
+    return shared_graph[0]
+
+
+def test_index_and_results_are_written_beside_each_json(graph, graph_instance, synthetic_root):
+    _, out = graph
+    md = _tube_metadata(graph_instance)
+    for split in ("train", "val"):
+        data = load_tube_json(out / split / f"tubes_{split}.json")
+        index = pl.read_parquet(out / split / f"tubes_{split}.parquet")
+        assert index.height == len(data["annotations"]) == md[f"{split}_tubes"].value
+        assert set(index["split"]) == {split}
+        table = md[f"{split}_tube_table"].value
+        assert f"{index.height} tubes in 2 videos" in table and "| video | track_id |" in table
+        assert md[f"{split}_short_tubes"].value == index.filter(pl.col("length") < 3).height
+        # results use the GT's video ids (the synthetic dataset has GT for both splits)
+        gt = json.loads(gt_json_path(synthetic_root, split).read_text())
+        results = load_results(out / split / f"results_{split}.json", gt)
+        assert len(results) == index.height
+        assert {r["video_id"] for r in results} <= {v["id"] for v in gt["videos"]}
+    assert md["linked"].value is False
+
+
+def test_checks_pass_and_report_agnostic_ap_and_recall(graph, graph_instance):
+    resources, _ = graph
+    checks = _checks(graph_instance, resources)
+    assert checks["tube_json_format"].passed
+    quality = checks["tube_json_quality"]
+    assert quality.passed and quality.severity == AssetCheckSeverity.WARN
+    for split in ("train", "val"):
+        ap = quality.metadata[f"{split}_AP"].value
+        recall = quality.metadata[f"{split}_recall@0.5"].value
+        assert 0.05 <= ap <= 1 and 0 < recall <= 1
+
+
+def test_quality_floor_warns_by_default_and_errors_on_request(graph, graph_instance):
+    resources, _ = graph
+    strict = {"ops": {"tube_json_tube_json_quality": {"config": {"min_ap": 1.0}}}}
+    warn = _checks(graph_instance, resources, strict)["tube_json_quality"]
+    assert not warn.passed and warn.severity == AssetCheckSeverity.WARN
+    assert warn.metadata["splits_below_min_ap"].value == ["train", "val"]
+    strict["ops"]["tube_json_tube_json_quality"]["config"]["severity"] = "ERROR"
+    error = _checks(graph_instance, resources, strict)["tube_json_quality"]
+    assert not error.passed and error.severity == AssetCheckSeverity.ERROR
+
+
+def test_format_check_fails_on_a_broken_json(graph, graph_instance):
+    resources, out = graph
+    path = out / "val" / "tubes_val.json"
+    original = path.read_text()
+    data = json.loads(original)
+    data["annotations"][0]["segmentations"].pop()  # one frame short
+    path.write_text(json.dumps(data))
+    try:
+        check = _checks(graph_instance, resources)["tube_json_format"]
+    finally:
+        path.write_text(original)
+    assert not check.passed and check.severity == AssetCheckSeverity.ERROR
+    assert check.metadata["problems"].value >= 1
+    assert "annotations[0].segmentations" in json.dumps(check.metadata["first_problems"].value)
+
+
+def test_linking_is_optional_and_keeps_the_masks(graph, graph_instance, tmp_path):
+    from resources import DatasetPaths
+
+    shared, shared_out = graph
+    out = tmp_path / "outputs"  # a copy: the shared outputs stay unlinked for the other tests
+    shutil.copytree(shared_out, out)
+    resources = {**shared, "paths": DatasetPaths(data_root=shared["paths"].data_root,
+                                                 output_root=str(out))}
+    keys = graph_instance.get_dynamic_partitions("videos")
+    with instance_for_test() as instance:  # its own instance: the shared one stays unlinked
+        instance.add_dynamic_partitions("videos", keys)
+        _materialize_linked(instance, resources, out)
+
+
+def _materialize_linked(instance, resources, out):
+    before = {s: load_tube_json(out / s / f"tubes_{s}.json") for s in ("train", "val")}
+    config = {"ops": {"tube_json": {"config": {"link_fragments": True, "link_max_gap": 2}}}}
+    assert materialize(_everything(), selection=["tube_json"], instance=instance,
+                       resources=resources, run_config=config).success
+    assert _tube_metadata(instance)["linked"].value is True
+    for split, old in before.items():
+        new = load_tube_json(out / split / f"tubes_{split}.json")
+        assert new["info"]["linking"] == {"iou_threshold": 0.2, "max_gap": 2}
+        assert validate_tube_json(new, "linked") == []
+        assert all(len(a["source_ids"]) == a["length"] for a in new["annotations"])
+        for video in new["videos"]:
+            # same pixels covered, frame by frame, whatever the track ids became
+            assert ((decode_video_id_maps(new, video["id"]) > 0)
+                    == (decode_video_id_maps(old, video["id"]) > 0)).all()

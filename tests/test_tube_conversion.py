@@ -1,0 +1,156 @@
+"""Mask PNGs <-> tube JSON: exact round trips, the one-pass encoder, parallel conversion,
+optional linking, and tube JSON validation."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from wsovvis_dagster.errors import MaskFormatError
+from wsovvis_dagster.linking import LinkParams
+from wsovvis_dagster.masks_io import write_mask_pngs
+from wsovvis_dagster.tubes import (
+    convert_mask_folders,
+    decode_video_id_maps,
+    encode_id_map,
+    load_tube_json,
+    validate_tube_json,
+    video_tubes_from_masks,
+    write_tube_json,
+)
+
+
+def blobs(rng, t, h, w, n_ids, dtype=np.uint8) -> np.ndarray:
+    """`(t, h, w)` id maps: random rectangles per frame, some ids absent in some frames."""
+    maps = np.zeros((t, h, w), dtype=dtype)
+    for f in range(t):
+        for k in rng.permutation(np.arange(1, n_ids + 1))[: rng.integers(1, n_ids + 1)]:
+            y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
+            maps[f, y : y + rng.integers(2, h // 2), x : x + rng.integers(2, w // 2)] = k
+    return maps
+
+
+def write_video(folder, id_maps, scores=None):
+    stems = [f"{i:05d}" for i in range(id_maps.shape[0])]
+    ids = [int(i) for i in np.unique(id_maps) if i]
+    write_mask_pngs(folder, stems, list(id_maps), scores or {i: 1 - i / 1000 for i in ids})
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (5, 6), (31, 17)])
+def test_encoder_equals_pycocotools_per_id(shape):
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(20):
+        frame = rng.integers(0, 4, size=shape)
+        if trial % 2:
+            frame = frame * 300  # 16-bit ids
+        ids, rles, areas, boxes = encode_id_map(frame)
+        assert ids.tolist() == [int(i) for i in np.unique(frame) if i]
+        for k, i in enumerate(ids):
+            ref = mask_utils.encode(np.asfortranarray((frame == i).astype(np.uint8)))
+            assert rles[k]["counts"] == ref["counts"].decode()
+            assert rles[k]["size"] == list(shape)
+            assert areas[k] == mask_utils.area(ref)
+            assert boxes[k].tolist() == mask_utils.toBbox(ref).tolist()
+
+
+def test_tube_json_to_pngs_to_tube_json_is_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    first = tmp_path / "first.json"
+    for v in range(2):
+        write_video(tmp_path / "masks" / f"v{v}", blobs(rng, 5, 24, 32, 4))
+    items = [(tmp_path / "masks" / f"v{v}", f"v{v}") for v in range(2)]
+    write_tube_json(first, convert_mask_folders(items))
+    data = load_tube_json(first)
+
+    # decode the JSON back to PNGs (scores from the JSON), then convert those again
+    for video in data["videos"]:
+        id_maps = decode_video_id_maps(data, video["id"])
+        scores = {a["track_id"]: a["score"] for a in data["annotations"]
+                  if a["video_id"] == video["id"]}
+        write_video(tmp_path / "again" / video["name"], id_maps, scores)
+    again = tmp_path / "again.json"
+    write_tube_json(again, convert_mask_folders(
+        [(tmp_path / "again" / v["name"], v["name"]) for v in data["videos"]]))
+    assert load_tube_json(again) == data
+    assert sum(s is None for a in data["annotations"] for s in a["segmentations"]) > 0
+
+
+def test_parallel_conversion_keeps_input_order(tmp_path):
+    rng = np.random.default_rng(1)
+    items = []
+    for v in range(7):
+        write_video(tmp_path / f"v{v}", blobs(rng, 3 + v % 3, 16, 20, 3))
+        items.append((tmp_path / f"v{v}", f"video{v}"))
+    serial = list(convert_mask_folders(items, workers=1))
+    parallel = list(convert_mask_folders(items, workers=2, chunksize=2))
+    assert [v.name for v in parallel] == [f"video{v}" for v in range(7)]
+    assert parallel == serial
+
+
+def test_parallel_conversion_reraises_a_video_error(tmp_path):
+    write_video(tmp_path / "good", blobs(np.random.default_rng(2), 2, 8, 8, 2))
+    (tmp_path / "empty").mkdir()
+    items = [(tmp_path / "good", "good"), (tmp_path / "empty", "empty")]
+    with pytest.raises(MaskFormatError, match="no mask_"):
+        list(convert_mask_folders(items, workers=2))
+
+
+def test_linking_option_relinks_and_keeps_source_ids(tmp_path):
+    maps = np.zeros((4, 20, 40), dtype=np.uint8)
+    for t in range(4):  # one square moving right; its id changes every frame
+        maps[t, 5:15, 2 + 2 * t : 12 + 2 * t] = t + 1
+    write_video(tmp_path / "v", maps, {1: 0.9, 2: 0.7, 3: 0.5, 4: 0.3})
+    plain = video_tubes_from_masks(tmp_path / "v", "v")
+    assert len(plain.tubes) == 4 and plain.tubes[0].source_ids is None
+    linked = video_tubes_from_masks(tmp_path / "v", "v", linking=LinkParams())
+    (tube,) = linked.tubes
+    assert tube.source_ids == [1, 2, 3, 4]
+    assert tube.score == pytest.approx(0.6)  # mean of its fragments' scores
+    write_tube_json(tmp_path / "t.json", [linked])
+    assert load_tube_json(tmp_path / "t.json")["annotations"][0]["source_ids"] == [1, 2, 3, 4]
+
+
+@pytest.fixture
+def valid_tubes(tmp_path):
+    write_video(tmp_path / "v", blobs(np.random.default_rng(3), 3, 12, 12, 2))
+    write_tube_json(tmp_path / "t.json", convert_mask_folders([(tmp_path / "v", "v")]))
+    return load_tube_json(tmp_path / "t.json")
+
+
+def test_valid_tube_json_has_no_problems(valid_tubes):
+    assert validate_tube_json(valid_tubes, "t.json") == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["annotations"][0]["segmentations"].pop(), "annotations[0].segmentations"),
+        (lambda d: next(s for s in d["annotations"][0]["segmentations"] if s).update(
+            size=[5, 5]), "does not match its video"),
+        (lambda d: next(s for s in d["annotations"][0]["segmentations"] if s).update(
+            counts="0000"), "runs cover"),
+        (lambda d: d["annotations"][0].update(
+            segmentations=[None] * len(d["annotations"][0]["segmentations"])), "empty tube"),
+        (lambda d: d["annotations"][1].update(track_id=d["annotations"][0]["track_id"]),
+         "same video_id/track_id"),
+        (lambda d: d["annotations"][0].update(video_id=42), "annotations[0].video_id"),
+        (lambda d: d["annotations"][0]["areas"].pop(), "annotations[0].areas"),
+    ],
+)
+def test_validation_names_each_problem(valid_tubes, mutate, expected):
+    data = copy.deepcopy(valid_tubes)
+    mutate(data)
+    problems = validate_tube_json(data, "t.json")
+    assert problems and all(p.startswith("t.json: ") for p in problems)
+    assert any(expected in p for p in problems), problems
+
+
+def test_all_zero_masks_are_an_empty_tube(valid_tubes):
+    data = json.loads(json.dumps(valid_tubes))
+    zero = mask_utils.encode(np.zeros((12, 12, 1), dtype=np.uint8, order="F"))[0]
+    ann = data["annotations"][0]
+    ann["segmentations"] = [{"size": [12, 12], "counts": zero["counts"].decode()}] * len(
+        ann["segmentations"])
+    assert any("zero area" in p for p in validate_tube_json(data, "t.json"))

@@ -19,7 +19,7 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from assets import masks, third_party, training, tubes, videos
+from assets import masks, sensors, third_party, training, tubes, videos
 from resources import DatasetPaths, PredictorResource, SacredObserverResource
 
 REPO = Path(__file__).resolve().parent
@@ -41,6 +41,8 @@ def build_resources() -> dict:
             backend=_env("WSOVVIS_PREDICTOR", "cpu"),
             gpus=_env("WSOVVIS_GPUS", ""),
             weights=_env("WSOVVIS_VIDEOCUTLER_WEIGHTS", ""),
+            # test backend cpu-slow only: seconds held per video (tests, benchmarks)
+            hold_seconds=float(_env("WSOVVIS_HOLD_SECONDS", "0")),
         ),
         "sacred": SacredObserverResource(runs_dir=_env("WSOVVIS_RUNS_DIR", str(REPO / "runs"))),
     }
@@ -48,13 +50,24 @@ def build_resources() -> dict:
 
 # Run tags mark GPU work for the run coordinator; backfills from the UI use the implicit job,
 # so the `gpu` pool on mask_pngs (op-level) is what caps them (see README).
+# gpu=true (+ e.g. a per-run GPU request on Kubernetes: deploy/k8s/gpu_run_tags.yaml)
+GPU_RUN_TAGS = sensors.load_gpu_run_tags(_env("WSOVVIS_GPU_RUN_TAGS_FILE", ""))
 mask_pngs_job = define_asset_job(
-    "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags={"gpu": "true"}
+    "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags=GPU_RUN_TAGS
 )
 
+_resources = build_resources()
 defs = Definitions(
-    assets=load_assets_from_modules(_MODULES),
+    # mask_pngs' code version carries the predictor settings: changing them shows it stale
+    assets=masks.stamp_predictor_version(
+        load_assets_from_modules(_MODULES), _resources["predictor"]
+    ),
     asset_checks=load_asset_checks_from_modules(_MODULES),
     jobs=[mask_pngs_job],
-    resources=build_resources(),
+    sensors=[
+        sensors.build_new_video_folders_sensor(
+            request_runs=_env("WSOVVIS_SENSOR_REQUEST_RUNS", "0") == "1", run_tags=GPU_RUN_TAGS
+        )
+    ],
+    resources=_resources,
 )

@@ -1,11 +1,20 @@
-"""`mask_pngs`: run the predictor on each video partition and write its mask PNGs."""
+"""`mask_pngs`: run the predictor on each video partition and write its mask PNGs.
+
+Staleness: `mask_pngs[v]` depends on `video_frames[v]` (frame data version per video), and its
+code version is `<CODE_VERSION>+<predictor fingerprint>` (`stamp_predictor_version`, applied in
+definitions.py), so new frames mark one video stale and new predictor settings mark all.
+"""
 
 import base64
+from collections.abc import Iterable
 
 from dagster import (
     AssetExecutionContext,
+    AssetMaterialization,
+    AssetsDefinition,
     BackfillPolicy,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -14,8 +23,13 @@ from pydantic import Field
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths, PredictorResource
+from wsovvis_dagster.errors import WsovvisError
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import segment_video
+from wsovvis_dagster.pipeline import VideoMasksResult, segment_video
+from wsovvis_dagster.preview import PREVIEW_MIME
+
+CODE_VERSION = "1"  # bump when this asset's code changes what it writes
+
 
 class MaskConfig(Config):
     skip_bad_frames: bool = Field(
@@ -25,15 +39,17 @@ class MaskConfig(Config):
 
 @asset(
     partitions_def=videos_partitions,
-    deps=["video_partitions", "deform_attn_ops"],
+    deps=["video_partitions", "deform_attn_ops", "video_frames"],
     # several videos per run so the model loads once, while the pool caps GPU runs
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=4),
+    # the `gpu` pool (instance limit WSOVVIS_GPU_LIMIT) caps concurrent mask_pngs steps in
+    # every kind of run: queued, backfill, sensor, CLI (see dagster_home/dagster.yaml)
     pool="gpu",
     group_name="masks",
     kinds={"pytorch", "png"},
     owners=["team:wsovvis"],
-    tags={"gpu": "true"},
-    code_version="1",
+    tags={"gpu": "true"},  # asset tag (UI filter); run tags come from jobs/sensors/backfills
+    code_version=CODE_VERSION,
 )
 def mask_pngs(
     context: AssetExecutionContext,
@@ -41,35 +57,79 @@ def mask_pngs(
     paths: DatasetPaths,
     predictor: PredictorResource,
 ) -> MaterializeResult:
-    """Class-agnostic instance masks per video: `<output_root>/<split>/masks/<video_id>/
-    mask_<frame>.png`, one integer id per track (0 = background), written atomically."""
+    """Class-agnostic instance masks per video, written atomically:
+    `<output_root>/<split>/masks/<video_id>/mask_<frame>.png`, one id per track, 0 = background.
+    """
     keys = context.partition_keys
     model = predictor.predictor
+    done: dict[str, dict] = {}
+    failed: dict[str, str] = {}
     for i, key in enumerate(keys, start=1):
-        ref = VideoRef.from_partition_key(key)
         context.log.info(f"video {i}/{len(keys)}: {key}")
-        result = segment_video(
-            paths.data, paths.outputs, ref, model, skip_bad_frames=config.skip_bad_frames
-        )
+        try:
+            result = segment_video(
+                paths.data, paths.outputs, VideoRef.from_partition_key(key), model,
+                skip_bad_frames=config.skip_bad_frames,
+            )
+        except WsovvisError as exc:
+            if len(keys) == 1:
+                raise
+            # a bad video must not cost the others of a multi-video run their masks
+            context.log.error(f"video {i}/{len(keys)}: {key} failed: {exc}")
+            failed[key] = str(exc)
+            continue
         context.log.info(
             f"video {i}/{len(keys)}: {key}: {result.frames} frames, {result.tracks} tracks, "
             f"{result.frames_per_second:.1f} frames/s"
         )
-        preview = base64.b64encode(result.preview_png).decode("ascii")
-        context.add_asset_metadata(
-            {
-                "path": MetadataValue.path(str(result.folder)),
-                "frames": result.frames,
-                "tracks": result.tracks,
-                "mean_mask_area": round(result.mean_area, 1),
-                "seconds": round(result.seconds, 3),
-                "frames_per_second": round(result.frames_per_second, 2),
-                "skipped_frames": MetadataValue.json(list(result.skipped_frames)),
-                "predictor": model.name,
-                "predictor_version": model.version,
-                "device": predictor.device,
-                "preview": MetadataValue.md(f"![{key}](data:image/png;base64,{preview})"),
-            },
-            partition_key=key,
+        done[key] = _video_metadata(key, result, model, predictor.device)
+    if failed:
+        # record the good videos as materialised, then fail the run naming the bad ones
+        for key, metadata in done.items():
+            context.log_event(
+                AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+            )
+        raise Failure(
+            description=f"{len(failed)} of {len(keys)} videos failed: "
+            + "; ".join(f"{k}: {v}" for k, v in failed.items()),
+            metadata={"failed_videos": MetadataValue.json(failed)},
         )
+    for key, metadata in done.items():
+        context.add_asset_metadata(metadata, partition_key=key)
     return MaterializeResult()
+
+
+def _video_metadata(key: str, result: VideoMasksResult, model, device: str) -> dict:
+    preview = base64.b64encode(result.preview_jpeg).decode("ascii")
+    return {
+        "path": MetadataValue.path(str(result.folder)),
+        "frames": result.frames,
+        "tracks": result.tracks,
+        "mean_mask_area": round(result.mean_area, 1),
+        "seconds": round(result.seconds, 3),
+        "frames_per_second": round(result.frames_per_second, 2),
+        "skipped_frames": MetadataValue.json(list(result.skipped_frames)),
+        "predictor": model.name,
+        "predictor_version": model.version,
+        "device": device,
+        "preview": MetadataValue.md(f"![{key}](data:{PREVIEW_MIME};base64,{preview})"),
+    }
+
+
+def stamp_predictor_version(assets: Iterable, predictor: PredictorResource) -> list:
+    """`assets` with `mask_pngs`' code version set to `CODE_VERSION+<predictor fingerprint>`.
+
+    Changing the backend, weights or output-affecting thresholds then shows every `mask_pngs`
+    partition (and `tube_json`) stale in the UI; device, GPU list and hold time do not count.
+    """
+    version = f"{CODE_VERSION}+{predictor.output_fingerprint()}"
+
+    def stamp(a):
+        if isinstance(a, AssetsDefinition) and mask_pngs.key in a.keys:
+            return a.map_asset_specs(
+                lambda spec: spec.replace_attributes(code_version=version)
+                if spec.key == mask_pngs.key else spec
+            )
+        return a
+
+    return [stamp(a) for a in assets]

@@ -1,10 +1,75 @@
-"""`video_partitions`: find videos on disk and register one dynamic partition per video."""
+"""`video_partitions` registers one dynamic partition per video; `video_frames` versions them.
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+`video_frames` is an observable source asset (the JPEG folders, which Dagster does not write):
+each observation records, per video, a data version = hash of its frame files' names, sizes and
+mtimes. `mask_pngs[v]` depends on `video_frames[v]`, so when a video's frames change and are
+observed again, only that partition of `mask_pngs` shows stale (new dependency data version).
+Observations are written when partitions are registered (here and by the `new_video_folders`
+sensor) and on demand ("Observe sources" in the UI); only changed videos get a new event.
+"""
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetObservation,
+    DagsterEventType,
+    DagsterInstance,
+    DataVersionsByPartition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    observable_source_asset,
+)
+from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag observations use
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
-from wsovvis_dagster.frames import scan_videos
+from wsovvis_dagster.frames import current_frame_versions, scan_videos
+
+VIDEO_FRAMES = AssetKey("video_frames")
+
+
+def recorded_frame_versions(instance: DagsterInstance) -> dict[str, str]:
+    """Partition key -> data version of the latest `video_frames` observation (one query)."""
+    tags = instance.event_log_storage.get_latest_tags_by_partition(
+        VIDEO_FRAMES, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
+    )
+    return {key: t[DATA_VERSION_TAG] for key, t in tags.items() if DATA_VERSION_TAG in t}
+
+
+def changed_frame_versions(
+    instance: DagsterInstance, data_root: Path, keys: Iterable[str]
+) -> dict[str, str]:
+    """The `current_frame_versions` of `keys` that differ from (or lack) a recorded one."""
+    recorded = recorded_frame_versions(instance)
+    return {
+        k: v for k, v in current_frame_versions(data_root, keys).items() if recorded.get(k) != v
+    }
+
+
+def frame_observations(versions: dict[str, str]) -> list[AssetObservation]:
+    """`video_frames` observation events carrying `versions` as per-partition data versions."""
+    return [
+        AssetObservation(asset_key=VIDEO_FRAMES, partition=key, tags={DATA_VERSION_TAG: version})
+        for key, version in versions.items()
+    ]
+
+
+@observable_source_asset(
+    partitions_def=videos_partitions,
+    group_name="videos",
+    description="The JPEG frames of each video on disk (not written by Dagster). Data version "
+    "per video = hash of frame names, sizes and mtimes; observing records the changed ones.",
+)
+def video_frames(context, paths: DatasetPaths) -> DataVersionsByPartition:
+    keys = context.instance.get_dynamic_partitions(videos_partitions.name)
+    changed = changed_frame_versions(context.instance, paths.data, keys)
+    context.log.info(f"{len(changed)} of {len(keys)} videos have new frame versions")
+    return DataVersionsByPartition(changed)
+
 
 @asset(
     group_name="videos",
@@ -22,6 +87,10 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
     new = [k for k in keys if k not in known]
     if new:
         context.instance.add_dynamic_partitions(videos_partitions.name, new)
+    # version the frames of new and changed videos before any mask is computed from them
+    changed = changed_frame_versions(context.instance, paths.data, [*registered, *new])
+    for event in frame_observations(changed):
+        context.log_event(event)
     missing = sorted(known - set(keys))
     for where, reason in report.rejected.items():
         context.log.warning(f"not registered: {where}: {reason}")
@@ -34,6 +103,7 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
             "videos": len(keys),
             "videos_per_split": MetadataValue.json(report.counts_per_split()),
             "new_partitions": len(new),
+            "new_frame_versions": len(changed),
             "frames_min": stats["min"],
             "frames_median": float(stats["median"]),
             "frames_max": stats["max"],

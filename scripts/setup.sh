@@ -25,7 +25,13 @@ fi
 
 export DAGSTER_HOME=${DAGSTER_HOME:-$ROOT/.dagster_home}
 mkdir -p "$DAGSTER_HOME"
-sed "s/@GPU_LIMIT@/${WSOVVIS_GPU_LIMIT:-4}/g" dagster_home/dagster.yaml > "$DAGSTER_HOME/dagster.yaml"
+# GPU runs at once (the `gpu` pool and the gpu=true run-tag limit): usually the GPU count
+GPU_LIMIT=${WSOVVIS_GPU_LIMIT:-4}
+case "$GPU_LIMIT" in
+  '' | *[!0-9]* | 0) echo "[setup] WSOVVIS_GPU_LIMIT must be a positive integer, got '$GPU_LIMIT'" >&2
+                     exit 1 ;;
+esac
+sed "s/@GPU_LIMIT@/$GPU_LIMIT/g" dagster_home/dagster.yaml > "$DAGSTER_HOME/dagster.yaml"
 
 # `source .venv/bin/activate` then gives a shell where the bare
 # `dagster asset materialize --select tube_json` works from the repo root.

@@ -176,9 +176,6 @@ def test_corrupt_jpeg_fails_only_its_partition(real_jpegs, tmp_path, instance, r
     assert materialized(instance) == {"val__good", "val__broken"}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "assets/masks.py fails the whole multi-partition step on one bad video, so the good "
-    "videos of the same run (BackfillPolicy.multi_run(4)) are not recorded; see the report"))
 def test_corrupt_jpeg_in_multi_partition_run_spares_the_other_videos(
         real_jpegs, tmp_path, instance, resources_for):
     from dagster._core.storage.tags import (

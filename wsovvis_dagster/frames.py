@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import statistics
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from wsovvis_dagster.errors import FrameError, UnsafeNameError
+from wsovvis_dagster.errors import FrameError, UnsafeNameError, WsovvisError
 from wsovvis_dagster.paths import SPLITS, VideoRef, check_video_id, frames_dir, resolve_inside
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -228,3 +230,36 @@ def read_frames(files: list[Path], *, skip_bad_frames: bool = False) -> Frames:
         raise FrameError(f"no readable frame among {len(files)} files in {files[0].parent}")
     stems = tuple(s for s, _ in pairs)
     return Frames(stems, np.stack([im for _, im in pairs]), tuple(skipped))
+
+
+MISSING_FRAMES = "missing"  # data version of a video folder that is gone
+
+
+def frames_fingerprint(folder: Path) -> str:
+    """Data version of one video folder: hash of (name, size, mtime) of its frame files.
+
+    Cheap (one stat per frame, no decoding). 'missing' when the folder is gone.
+    """
+    try:
+        entries = sorted(
+            (e.name, e.stat().st_size, e.stat().st_mtime_ns)
+            for e in os.scandir(folder)
+            if not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_SUFFIXES
+            and e.is_file()
+        )
+    except FileNotFoundError:
+        return MISSING_FRAMES
+    return hashlib.sha1(repr(entries).encode()).hexdigest()[:16]
+
+
+def current_frame_versions(data_root: Path, keys: Iterable[str]) -> dict[str, str]:
+    """Partition key -> `frames_fingerprint` of its folder under `data_root`."""
+    versions = {}
+    for key in keys:
+        try:
+            folder = frames_dir(data_root, VideoRef.from_partition_key(key))
+        except WsovvisError:  # a key that is not a safe video ref has no folder to read
+            versions[key] = MISSING_FRAMES
+            continue
+        versions[key] = frames_fingerprint(folder)
+    return versions

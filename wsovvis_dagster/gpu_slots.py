@@ -1,24 +1,188 @@
-"""Which GPU a run uses. Placeholder until the GPU-coordination work lands: CPU only."""
+"""Which GPU a run uses: one exclusive lease per device, held by a `flock` on a lease file.
+
+Dagster caps *how many* GPU runs execute at once (the `gpu` pool); it does not say *which*
+device each gets. A run leases one free index among the configured GPUs by taking an exclusive
+`flock` on `<slot_dir>/gpu<index>.lock` and keeps it until `release()`. The kernel drops a
+flock when its holder dies, so a run killed with SIGKILL (or OOM-killed, or a crashed node
+rebooted) frees its device at once: no pid files to clean, no stale-lease heuristics.
+
+Lease files carry the holder (run id, pid, host, time) for humans; the lock, not the text, is
+the truth. `slot_dir` must be on a local filesystem of the machine that owns the GPUs (flock
+over NFS is unreliable); one machine = one slot folder.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fcntl
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsovvis_dagster.errors import WsovvisError
+
+LOCK_PATTERN = "gpu{index}.lock"
+
+
+class GpuSlotError(WsovvisError):
+    """The GPU list is malformed, or no device became free within the wait limit."""
+
+
+def parse_gpus(gpus: str) -> tuple[int, ...]:
+    """'0,1,2,3' -> (0, 1, 2, 3); '' -> () (CPU); 'auto' -> every device torch can see.
+
+    Indices are what `cuda:N` means in the run's process (i.e. after CUDA_VISIBLE_DEVICES).
+    """
+    text = (gpus or "").strip()
+    if not text:
+        return ()
+    if text.lower() == "auto":
+        return tuple(range(count_cuda_devices()))
+    indices = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise GpuSlotError(
+                f"bad GPU list {gpus!r}: expected comma-separated indices like '0,1,2,3', "
+                "'auto' or '' for CPU (env WSOVVIS_GPUS)"
+            )
+        indices.append(int(part))
+    if len(set(indices)) != len(indices):
+        raise GpuSlotError(f"bad GPU list {gpus!r}: an index appears twice")
+    return tuple(indices)
+
+
+def count_cuda_devices() -> int:
+    """Devices torch can see (0 without torch or without CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @dataclass
 class GpuLease:
+    """An exclusive hold on GPU `index` until `release()` (or until the holding process dies)."""
+
     index: int
+    path: Path | None = None
+    _fd: int | None = field(default=None, repr=False)
 
     @property
     def device(self) -> str:
         return f"cuda:{self.index}"
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
-        pass
+        """Give the device back. Idempotent."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # the holder line goes before the lock does
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> GpuLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
-def acquire_gpu_slot(gpus: str, *, run_id: str, slot_dir: str | None = None) -> GpuLease | None:
-    """Lease one GPU among `gpus` ('0,1,2,3') for `run_id`; None when `gpus` is empty."""
-    if not gpus.strip():
+def _try_lock(path: Path) -> int | None:
+    """Open `path` and take an exclusive flock without waiting; the fd, or None if held."""
+    # O_CLOEXEC: a subprocess the run starts must not inherit (and so prolong) the lease
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
         return None
-    return GpuLease(int(gpus.split(",")[0]))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_holder(fd: int, run_id: str) -> None:
+    holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+              "since": round(time.time(), 3)}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+
+
+def acquire_gpu_slot(
+    gpus: str,
+    *,
+    run_id: str,
+    slot_dir: str | Path | None = None,
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.5,
+) -> GpuLease | None:
+    """Lease one free GPU among `gpus` ('0,1,2,3', 'auto', or '' for CPU -> None) for `run_id`.
+
+    Tries the devices in order and takes the first free one, so concurrent runs get distinct
+    devices. If all are held it polls every `poll_s` for up to `timeout_s` (more runs than
+    GPUs only happens when the Dagster `gpu` pool limit exceeds the device count), then raises
+    `GpuSlotError` naming the holders. `slot_dir` defaults to `<tmp>/wsovvis_gpu_slots`; the
+    Dagster resource passes `<DAGSTER_HOME>/gpu_slots`.
+    """
+    indices = parse_gpus(gpus)
+    if not indices:
+        return None
+    folder = Path(slot_dir) if slot_dir else Path(tempfile.gettempdir()) / "wsovvis_gpu_slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for index in indices:
+            path = folder / LOCK_PATTERN.format(index=index)
+            fd = _try_lock(path)
+            if fd is not None:
+                _write_holder(fd, run_id)
+                return GpuLease(index, path, fd)
+        if time.monotonic() >= deadline:
+            busy = ", ".join(f"{i}: {h}" for i, h in slot_holders(gpus, folder).items())
+            raise GpuSlotError(
+                f"no free GPU among {list(indices)} in {folder} after {timeout_s:.0f} s "
+                f"(holders: {busy}). Lower the `gpu` pool limit (WSOVVIS_GPU_LIMIT) to the "
+                "number of GPUs, or free a device"
+            )
+        time.sleep(poll_s)
+
+
+def slot_holders(gpus: str, slot_dir: str | Path) -> dict[int, dict | None]:
+    """Who holds each device right now: index -> holder record, or None when free.
+
+    A lease file whose lock is free is free, whatever text a killed holder left in it.
+    """
+    holders: dict[int, dict | None] = {}
+    for index in parse_gpus(gpus):
+        path = Path(slot_dir) / LOCK_PATTERN.format(index=index)
+        if not path.exists():
+            holders[index] = None
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                try:
+                    holders[index] = json.loads(text) if text else {}
+                except json.JSONDecodeError:
+                    holders[index] = {"raw": text}
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                holders[index] = None
+        finally:
+            os.close(fd)
+    return holders

@@ -29,7 +29,7 @@ class VideoMasksResult:
     mean_area: float
     seconds: float
     skipped_frames: tuple[str, ...]
-    preview_png: bytes
+    preview_jpeg: bytes  # overlay montage (wsovvis_dagster.preview)
 
     @property
     def frames_per_second(self) -> float:
@@ -67,7 +67,7 @@ def segment_video(
         mean_area=summary.mean_area,
         seconds=seconds,
         skipped_frames=frames.skipped,
-        preview_png=overlay_montage(frames.images, output.id_maps),
+        preview_jpeg=overlay_montage(frames.images, output.id_maps),
     )
 
 

@@ -49,7 +49,7 @@ def test_mask_metadata_per_partition(synthetic_root, instance, resources_for, ru
     assert md["frames"].value == 8
     assert md["tracks"].value >= 1
     assert md["predictor"].value == "cpu-colour-motion"
-    assert md["preview"].value.startswith("![val__val0001](data:image/png;base64,")
+    assert md["preview"].value.startswith("![val__val0001](data:image/jpeg;base64,")
 
 
 def test_tube_json_lists_videos_without_masks(synthetic_root, instance, resources_for):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from wsovvis_dagster.predictors import VideoPredictor
+import numpy as np
 
-BACKENDS = ("cpu", "videocutler")
+from wsovvis_dagster.predictors import PredictorOutput, VideoPredictor
+
+# "cpu-slow" is the cpu predictor plus a fixed hold per video: a stand-in for a GPU model in the
+# orchestration tests and benchmark (it never touches CUDA, whatever device it is given).
+BACKENDS = ("cpu", "videocutler", "cpu-slow")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,11 @@ class PredictorSettings:
     chunk_size: int = 64
     chunk_overlap: int = 8
     allow_random_weights: bool = False  # testing only: loudly logged
+    fast_path: bool = True  # on-device pre/post-processing (False: upstream's steps exactly)
+    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (fast path only)
+    deform_attn: str = "auto"  # "cuda" op, "pytorch" (slow), auto: cuda on GPU, pytorch on CPU
+    # cpu-slow backend: seconds each predict() sleeps after the cpu prediction (tests/benchmarks)
+    hold_seconds: float = 0.0
 
 
 def build_predictor(settings: PredictorSettings) -> VideoPredictor:
@@ -32,8 +42,31 @@ def build_predictor(settings: PredictorSettings) -> VideoPredictor:
         from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 
         return CpuVideoPredictor(max_tracks=settings.max_tracks)
+    if settings.backend == "cpu-slow":
+        from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
+
+        return HeldPredictor(CpuVideoPredictor(max_tracks=settings.max_tracks),
+                             hold_seconds=settings.hold_seconds, device=settings.device)
     if settings.backend == "videocutler":
         from wsovvis_dagster.predictors.videocutler import build_videocutler_predictor
 
         return build_videocutler_predictor(settings)
     raise ValueError(f"unknown predictor backend {settings.backend!r}: choose one of {BACKENDS}")
+
+
+class HeldPredictor:
+    """Test backend: `inner`'s output unchanged, returned `hold_seconds` later.
+
+    Lets orchestration tests hold a "GPU" for a known time per video. Output (and `version`)
+    are the inner predictor's, so its PNGs are byte-identical to the plain cpu backend's.
+    """
+
+    def __init__(self, inner: VideoPredictor, *, hold_seconds: float, device: str) -> None:
+        self.inner, self.hold_seconds, self.device = inner, hold_seconds, device
+        self.name = f"{inner.name}+hold{hold_seconds:g}s"
+        self.version = inner.version
+
+    def predict(self, frames: np.ndarray) -> PredictorOutput:
+        output = self.inner.predict(frames)
+        time.sleep(self.hold_seconds)
+        return output

@@ -1,0 +1,139 @@
+"""`new_video_folders`: notice new (and changed) video folders, register and version them.
+
+Each tick scans `<data_root>/<split>/JPEGImages/`, registers up to `batch_size` new folders as
+`videos` partitions (`SensorResult.dynamic_partitions_requests`; the rest follow on later
+ticks), records a `video_frames` observation for every new or changed video (so only those
+`mask_pngs` partitions turn stale), and, with `request_runs`, asks for `mask_pngs` runs of at
+most `max_partitions_per_run` contiguous videos, tagged `gpu=true` for the run queue. Stopped
+by default: start it in the UI (Automation) or with `dagster sensor start new_video_folders`.
+
+A folder is registered exactly once: the next tick finds its key registered. Run keys hash the
+videos and their frame versions, so a video is re-requested only after its frames change.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from assets.partitions import videos_partitions
+from assets.videos import changed_frame_versions, frame_observations
+from resources import DatasetPaths
+from wsovvis_dagster.frames import MISSING_FRAMES, scan_videos
+
+MASK_PNGS = AssetKey("mask_pngs")
+GPU_RUN_TAGS = {"gpu": "true"}  # counted by the run queue's tag limit (dagster.yaml)
+
+
+def load_gpu_run_tags(path: str = "") -> dict[str, str]:
+    """Tags for every GPU run: `GPU_RUN_TAGS` plus a deployment's YAML file of extra tags
+    (e.g. deploy/k8s/gpu_run_tags.yaml: `dagster-k8s/config` asking for one GPU per run pod).
+    Mapping values become JSON strings, as Dagster stores run tags."""
+    tags = dict(GPU_RUN_TAGS)
+    if path:
+        extra = yaml.safe_load(Path(path).read_text()) or {}
+        tags.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return tags
+
+
+def contiguous_chunks(order: list[str], wanted: set[str], size: int) -> list[list[str]]:
+    """`wanted` keys as runs of consecutive keys in `order`, each at most `size` long.
+
+    A multi-partition run covers a key *range*, so only neighbours in the instance's key order
+    can share a run.
+    """
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    for key in order:
+        if key in wanted and len(current) < size:
+            current.append(key)
+            continue
+        if current:
+            chunks.append(current)
+        current = [key] if key in wanted else []
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def mask_run_requests(
+    chunks: list[list[str]], versions: dict[str, str], run_tags: dict[str, str]
+) -> list[RunRequest]:
+    """One `mask_pngs` run per chunk; the run key changes only if a video's frames change."""
+    requests = []
+    for chunk in chunks:
+        ident = "|".join(f"{k}={versions.get(k, '')}" for k in chunk)
+        requests.append(
+            RunRequest(
+                run_key=hashlib.sha1(ident.encode()).hexdigest()[:20],
+                asset_selection=[MASK_PNGS],
+                tags={
+                    **run_tags,
+                    ASSET_PARTITION_RANGE_START_TAG: chunk[0],
+                    ASSET_PARTITION_RANGE_END_TAG: chunk[-1],
+                },
+            )
+        )
+    return requests
+
+
+def build_new_video_folders_sensor(
+    *,
+    request_runs: bool = False,
+    batch_size: int = 100,
+    max_partitions_per_run: int = 4,
+    minimum_interval_seconds: int = 60,
+    run_tags: dict[str, str] | None = None,
+) -> SensorDefinition:
+    """The sensor, configured once in definitions.py (env WSOVVIS_SENSOR_REQUEST_RUNS);
+    `run_tags` (default `GPU_RUN_TAGS`) go on every run it requests."""
+    run_tags = run_tags or GPU_RUN_TAGS
+
+    @sensor(
+        name="new_video_folders",
+        description="Registers new video folders as `videos` partitions (small batches per "
+        "tick), versions their frames" + (", requests mask_pngs runs" if request_runs else ""),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.STOPPED,
+        target=[MASK_PNGS],
+    )
+    def new_video_folders(context: SensorEvaluationContext, paths: DatasetPaths):
+        report = scan_videos(paths.data)
+        registered = context.instance.get_dynamic_partitions(videos_partitions.name)
+        known = set(registered)
+        waiting = [v.ref.partition_key for v in report.videos if v.ref.partition_key not in known]
+        new = waiting[:batch_size]
+        changed = changed_frame_versions(context.instance, paths.data, [*registered, *new])
+        if not new and not changed:
+            return SkipReason(f"no new or changed videos among {len(registered)} registered")
+        context.log.info(
+            f"{len(new)} new videos ({len(waiting) - len(new)} left for later ticks), "
+            f"{len(set(changed) - set(new))} with changed frames"
+        )
+        runs = []
+        if request_runs:
+            runnable = {k for k, v in changed.items() if v != MISSING_FRAMES}
+            chunks = contiguous_chunks([*registered, *new], runnable, max_partitions_per_run)
+            runs = mask_run_requests(chunks, changed, run_tags)
+        return SensorResult(
+            dynamic_partitions_requests=[videos_partitions.build_add_request(new)] if new else [],
+            asset_events=frame_observations(changed),
+            run_requests=runs,
+        )
+
+    return new_video_folders

@@ -1,0 +1,124 @@
+"""Shared helpers of the GPU benchmarks (`gpu_setup.py`, `gpu_videocutler.py`,
+`gpu_throughput.py`): frames, videos of a given length, timing and peak memory.
+
+The benchmarks run on a GPU machine from the repository root, with the patched checkouts in
+`--third-party` (default `third_party`, the layout `patched_vnext` produces) and 640x360 JPEG
+frames in `--frames` (a video of N frames plays them forward and back, as often as needed).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def frame_files(folder: Path, n: int) -> list[Path]:
+    """`n` frame paths playing the folder's JPEGs forward, backward, forward... (ping-pong)."""
+    files = sorted(Path(folder).glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no JPEG frames in {folder}")
+    cycle = files + files[-2:0:-1] if len(files) > 1 else files
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"cannot decode {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def load_video(folder: Path, n: int, workers: int = 8) -> np.ndarray:
+    """`(n, H, W, 3) uint8` RGB frames."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return np.stack(list(pool.map(read_rgb, frame_files(folder, n))))
+
+
+def settings(third_party: Path, **kw):
+    from wsovvis_dagster.predictors.factory import PredictorSettings
+
+    base = dict(backend="videocutler", device="cuda:0", vnext_root=str(third_party / "VNext"),
+                cutler_root=str(third_party / "CutLER"), allow_random_weights=True)
+    base.update(kw)
+    return PredictorSettings(**base)
+
+
+def cuda_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> dict:
+    """Median wall seconds of `fn()` (device synchronised) and peak allocated GiB."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    cuda_sync()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        cuda_sync()
+        t0 = time.perf_counter()
+        fn()
+        cuda_sync()
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "all_seconds": times,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+
+
+def matched_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean IoU of Hungarian-matched tracks of two `(T, H, W)` id maps (unmatched count 0)."""
+    from scipy.optimize import linear_sum_assignment
+
+    na, nb = int(a.max(initial=0)), int(b.max(initial=0))
+    if na == 0 and nb == 0:
+        return 1.0
+    joint = np.bincount(a.astype(np.int64).ravel() * (nb + 1) + b.astype(np.int64).ravel(),
+                        minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
+    inter = joint[1:, 1:].astype(float)
+    union = joint[1:, :].sum(1)[:, None] + joint[:, 1:].sum(0)[None, :] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    rows, cols = linear_sum_assignment(-iou)
+    return float(iou[rows, cols].sum() / max(na, nb))
+
+
+def pooled_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Sum of intersections over sum of unions of Hungarian-matched tracks (pixel-weighted,
+    so a track of a few pixels weighs what it covers)."""
+    from scipy.optimize import linear_sum_assignment
+
+    na, nb = int(a.max(initial=0)), int(b.max(initial=0))
+    if na == 0 and nb == 0:
+        return 1.0
+    joint = np.bincount(a.astype(np.int64).ravel() * (nb + 1) + b.astype(np.int64).ravel(),
+                        minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
+    inter = joint[1:, 1:].astype(float)
+    area_a, area_b = joint[1:, :].sum(1), joint[:, 1:].sum(0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    rows, cols = linear_sum_assignment(-np.divide(inter, np.maximum(union, 1)))
+    matched_inter = inter[rows, cols].sum()
+    total_union = area_a.sum() + area_b.sum() - matched_inter
+    return float(matched_inter / max(total_union, 1))
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str))

@@ -1,0 +1,231 @@
+"""Orchestration benchmark: a real daemon backfilling mask_pngs, and dynamic-partition scale.
+
+1. Backfill: N synthetic videos, the `cpu-slow` test backend holding each video `--hold`
+   seconds on a fake GPU list, `WSOVVIS_GPU_LIMIT` GPU runs at a time. Reports the backfill's
+   wall time against the sum of per-video predictor time (ratio 1/limit would be perfect
+   packing; the excess is run start-up, queueing and daemon ticks).
+2. Registration: time to register 5,000 `videos` partitions in one bulk call and in
+   sensor-sized batches, and to read them back.
+
+    python benchmarks/orchestration.py --videos 24 --hold 2 --partitions 5000
+
+Not a test. The helpers (`start_daemon`, `run_spans`, `max_overlap`) are shared with
+tests/test_gpu_coordination.py; `launch_backfill` lives in scripts/backfill.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from dagster import AssetKey, DagsterEventType, DagsterInstance  # noqa: E402
+from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
+
+from scripts.backfill import launch_backfill  # noqa: E402
+
+
+def render_instance(home: Path, *, gpu_limit: int = 4, extra_yaml: str = "") -> Path:
+    """Write `<home>/dagster.yaml` from the project template, plus `extra_yaml` overrides."""
+    import yaml
+
+    home.mkdir(parents=True, exist_ok=True)
+    template = (REPO / "dagster_home" / "dagster.yaml").read_text()
+    config = yaml.safe_load(template.replace("@GPU_LIMIT@", str(gpu_limit)))
+    for key, value in (yaml.safe_load(extra_yaml) or {}).items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path = home / "dagster.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_daemon(env: dict, log_path: Path) -> subprocess.Popen:
+    """`dagster-daemon run -w workspace.yaml` from the repo root, in its own process group."""
+    return subprocess.Popen(
+        ["dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    """SIGTERM the daemon's process group (daemon, code server, run workers), then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """One run as the instance recorded it, with its GPU lease(s) read from its logs."""
+
+    run_id: str
+    status: str
+    start: float | None
+    end: float | None
+    step_start: float | None
+    step_end: float | None
+    leases: tuple[tuple[str, float, float | None], ...]  # (device, acquired, released)
+    tags: dict
+
+
+def run_spans(instance: DagsterInstance, run_ids: Iterable[str]) -> list[RunSpan]:
+    """Start/end of each run and of its step, and its GPU leases (from the resource's logs)."""
+    spans = []
+    for record in instance.get_run_records():
+        run = record.dagster_run
+        if run.run_id not in set(run_ids):
+            continue
+        step_start = step_end = None
+        leases: list[list] = []
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            kind = event.event_type if event else None
+            if kind == DagsterEventType.STEP_START and step_start is None:
+                step_start = entry.timestamp
+            elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+                step_end = entry.timestamp
+            msg = entry.user_message or ""
+            if msg.startswith("gpu lease acquired: "):
+                leases.append([msg.split()[3], entry.timestamp, None])
+            elif msg.startswith("gpu lease released: ") and leases:
+                leases[-1][2] = entry.timestamp
+        spans.append(RunSpan(
+            run.run_id, run.status.value, record.start_time, record.end_time, step_start,
+            step_end, tuple((d, a, r) for d, a, r in leases), dict(run.tags),
+        ))
+    return spans
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """Most intervals open at one instant (an interval ending when another starts: no overlap)."""
+    spans = list(intervals)
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    open_now = most = 0
+    for _, delta in events:
+        open_now += delta
+        most = max(most, open_now)
+    return most
+
+
+def wait_for(predicate, *, timeout: float, poll: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+# -- benchmark ---------------------------------------------------------------------------------
+def bench_backfill(videos: int, hold: float, frames: int, gpu_limit: int, workdir: Path) -> dict:
+    from wsovvis_dagster.synthetic import generate_dataset
+
+    home, data, out = workdir / "home", workdir / "data", workdir / "outputs"
+    render_instance(home, gpu_limit=gpu_limit)
+    generate_dataset(data, seed=0, num_frames=frames, videos_per_split={"train": videos})
+    gpus = ",".join(str(i) for i in range(gpu_limit))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "WSOVVIS_DATA_ROOT": str(data),
+           "WSOVVIS_OUTPUT_ROOT": str(out), "WSOVVIS_PREDICTOR": "cpu-slow",
+           "WSOVVIS_HOLD_SECONDS": str(hold), "WSOVVIS_GPUS": gpus,
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with DagsterInstance.from_config(str(home)) as instance:
+        keys = [f"train__train{i:04d}" for i in range(videos)]
+        instance.add_dynamic_partitions("videos", keys)
+        daemon = start_daemon(env, workdir / "daemon.log")
+        started = time.time()
+        try:
+            backfill_id = launch_backfill(instance, keys, assets=["mask_pngs"])
+            wait_for(lambda: instance.get_backfill(backfill_id).status
+                     in (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
+                         BulkActionStatus.FAILED),
+                     timeout=3600, poll=1, what="the backfill")
+        finally:
+            stop_daemon(daemon)
+        runs = instance.get_runs()
+        spans = run_spans(instance, [r.run_id for r in runs])
+        seconds = []
+        for key in keys:
+            record = instance.fetch_materializations(
+                _partition_filter(key), limit=1).records
+            seconds.append(record[0].asset_materialization.metadata["seconds"].value)
+        first = min(s.start for s in spans if s.start)
+        last = max(s.end for s in spans if s.end)
+        return {
+            "videos": videos, "runs": len(runs), "gpu_limit": gpu_limit, "hold_s": hold,
+            "backfill_wall_s": round(last - started, 1),
+            "runs_wall_s": round(last - first, 1),
+            "sum_predictor_s": round(sum(seconds), 1),
+            "ratio": round((last - started) / sum(seconds), 3),
+            "ideal_ratio": round(1 / gpu_limit, 3),
+            "max_concurrent_runs": max_overlap((s.start, s.end) for s in spans),
+            "mean_run_s": round(sum(s.end - s.start for s in spans) / len(spans), 1),
+            "mean_run_startup_s": round(
+                sum(s.step_start - s.start for s in spans if s.step_start) / len(spans), 1),
+        }
+
+
+def _partition_filter(key: str):
+    from dagster import AssetRecordsFilter
+
+    return AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=[key])
+
+
+def bench_registration(count: int, batch: int, workdir: Path) -> dict:
+    keys = [f"train__video{i:06d}" for i in range(count)]
+    results = {"partitions": count}
+    for label, size in (("bulk", count), (f"batches_of_{batch}", batch)):
+        home = workdir / f"reg_{label}"
+        render_instance(home)
+        with DagsterInstance.from_config(str(home)) as instance:
+            t0 = time.perf_counter()
+            for i in range(0, count, size):
+                instance.add_dynamic_partitions("videos", keys[i:i + size])
+            results[f"register_{label}_s"] = round(time.perf_counter() - t0, 3)
+            t0 = time.perf_counter()
+            got = instance.get_dynamic_partitions("videos")
+            results[f"read_back_{label}_s"] = round(time.perf_counter() - t0, 3)
+            assert got == keys
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=int, default=24, help="videos in the backfill")
+    p.add_argument("--hold", type=float, default=2.0, help="seconds held per video (cpu-slow)")
+    p.add_argument("--frames", type=int, default=4, help="frames per synthetic video")
+    p.add_argument("--gpu-limit", type=int, default=4, help="GPU runs at once (= fake GPUs)")
+    p.add_argument("--partitions", type=int, default=5000, help="partitions to register")
+    p.add_argument("--batch", type=int, default=100, help="sensor-sized registration batch")
+    p.add_argument("--skip-backfill", action="store_true")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="wsovvis-bench-") as tmp:
+        workdir = Path(tmp)
+        reg = bench_registration(args.partitions, args.batch, workdir)
+        print("registration:", reg)
+        if not args.skip_backfill:
+            bf = bench_backfill(args.videos, args.hold, args.frames, args.gpu_limit,
+                                workdir / "backfill")
+            print("backfill:", bf)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Queue a GPU-tagged backfill of mask_pngs (then tube_json) for the daemon to run.
+
+Why not the UI's "Materialize all partitions"? A UI backfill carries no `gpu=true` run tag
+unless you add it in the launch dialog, so only the op-level `gpu` pool caps it (every run
+starts and waits on the pool). This command tags every run, so surplus runs stay QUEUED.
+Needs the daemon (`dagster dev` or `dagster-daemon run -w workspace.yaml`) on the same
+DAGSTER_HOME. Runs hold up to 4 neighbouring videos each (model loaded once per run).
+
+    python scripts/backfill.py                 # every registered video
+    python scripts/backfill.py --missing       # videos without materialised masks
+    python scripts/backfill.py --split val --no-tubes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from dagster import AssetKey, DagsterInstance  # noqa: E402
+from dagster._core.execution.backfill import PartitionBackfill  # noqa: E402
+
+
+def launch_backfill(
+    instance: DagsterInstance,
+    keys: Sequence[str],
+    *,
+    assets: Sequence[str] = ("mask_pngs", "tube_json"),
+    tags: dict | None = None,
+    title: str | None = None,
+) -> str:
+    """Queue an asset backfill of `keys` (mask_pngs partitions, plus what descends from them).
+
+    Runs carry definitions.GPU_RUN_TAGS (gpu=true, + deployment tags), so the run-queue limit
+    sees them; the daemon's backfill loop submits one run per <=4 contiguous videos
+    (mask_pngs' BackfillPolicy). Returns the backfill id.
+    """
+    from definitions import GPU_RUN_TAGS, defs
+
+    backfill_id = uuid.uuid4().hex[:8]
+    instance.add_backfill(
+        PartitionBackfill.from_asset_partitions(
+            backfill_id=backfill_id, asset_graph=defs.resolve_asset_graph(),
+            partition_names=list(keys), asset_selection=[AssetKey(a) for a in assets],
+            backfill_timestamp=time.time(), tags={**GPU_RUN_TAGS, **(tags or {})},
+            dynamic_partitions_store=instance, all_partitions=False, title=title,
+            description=None, run_config=None,
+        )
+    )
+    return backfill_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--missing", action="store_true",
+                        help="only videos whose masks are not materialised yet")
+    parser.add_argument("--split", choices=["train", "val", "test"], help="only this split")
+    parser.add_argument("--no-tubes", action="store_true", help="do not rebuild tube_json after")
+    args = parser.parse_args(argv)
+    with DagsterInstance.get() as instance:
+        keys = instance.get_dynamic_partitions("videos")
+        if args.split:
+            keys = [k for k in keys if k.startswith(f"{args.split}__")]
+        if args.missing:
+            done = instance.get_materialized_partitions(AssetKey("mask_pngs"))
+            keys = [k for k in keys if k not in done]
+        if not keys:
+            print("nothing to backfill (materialise video_partitions to register videos)")
+            return 0
+        assets = ("mask_pngs",) if args.no_tubes else ("mask_pngs", "tube_json")
+        backfill_id = launch_backfill(instance, keys, assets=assets)
+    print(f"queued backfill {backfill_id}: {len(keys)} videos, assets {', '.join(assets)}; "
+          f"follow it at http://127.0.0.1:3000/runs/b/{backfill_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

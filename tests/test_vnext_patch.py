@@ -1,0 +1,220 @@
+"""Our VNext/CutLER patch and the pinned checkout, on a fake tree (no third-party sources)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from wsovvis_dagster.errors import PatchError, SourceCheckoutError
+from wsovvis_dagster.vnext import d2_projects
+from wsovvis_dagster.vnext.patch import apply_patch, patched_files
+from wsovvis_dagster.vnext.sources import VNEXT, checkout_pinned
+from wsovvis_dagster.vnext.testing import OPS, make_fake_checkouts
+
+
+def _snapshot(*roots: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")):
+            if ".git" in p.parts:
+                continue
+            if p.is_symlink():
+                out[str(p)] = "-> " + str(p.readlink())
+            elif p.is_file():
+                out[str(p)] = p.read_bytes()
+    return out
+
+
+@pytest.fixture
+def fake(tmp_path):
+    vnext, cutler, _, _ = make_fake_checkouts(tmp_path)
+    return vnext, cutler
+
+
+def test_patch_edits_every_known_breakage(fake):
+    vnext, cutler = fake
+    report = apply_patch(vnext, cutler)
+    changed = {c.path for c in report.changes}
+
+    projects = (vnext / "detectron2/projects/__init__.py").read_text()
+    ns: dict = {}
+    exec(projects, ns)  # the mapping still parses, old entries kept
+    assert ns["_PROJECTS"] == {"idol": "IDOL", "seqformer": "SeqFormer", "deeplab": "DeepLab",
+                               "point_rend": "PointRend"}
+    transform = (vnext / "detectron2/data/transforms/transform.py").read_text()
+    assert "Image.BILINEAR" in transform and "Image.LINEAR" not in transform
+    masks = (vnext / "detectron2/structures/masks.py").read_text()
+    assert ".astype(bool)" in masks and "dtype=np.bool_" in masks and "np.int64(1)" in masks
+    assert "float(2)" in masks and "x.astype(int)" in masks
+    kernel = (vnext / "detectron2/layers/csrc/deformable/deform_conv_cuda_kernel.cu").read_text()
+    assert "#include <ATen/cuda/Atomic.cuh>" in kernel and "THC" not in kernel
+    assert 'TORCH_CHECK(false, "bad input "' in kernel and ".data_ptr<float>()" in kernel
+    cu = (cutler / OPS / "src/cuda/ms_deform_attn_cuda.cu").read_text()
+    assert "AT_DISPATCH_FLOATING_TYPES(value.scalar_type()" in cu
+    assert "TORCH_CHECK(value.is_cuda()" in cu and ".type()" not in cu and "AT_ASSERTM" not in cu
+    header = (cutler / OPS / "src/ms_deform_attn.h").read_text()
+    assert "value.is_cuda()" in header and "AT_ERROR" not in header
+    for rel, text in d2_projects.FILES.items():
+        assert (vnext / rel).read_text() == text
+    link = vnext / "detectron2/model_zoo/configs"
+    assert link.is_symlink() and link.resolve() == (vnext / "configs").resolve()
+    assert "VNext/detectron2/model_zoo/configs" in changed
+    assert f"CutLER/{OPS}/modules/ms_deform_attn.py" in changed
+
+
+def test_second_run_changes_nothing(fake):
+    vnext, cutler = fake
+    assert apply_patch(vnext, cutler).changed
+    before = _snapshot(vnext, cutler)
+    again = apply_patch(vnext, cutler)
+    assert not again.changed and again.summary() == "no changes (already patched)"
+    assert _snapshot(vnext, cutler) == before
+
+
+def test_patch_refuses_unknown_upstream_text(fake):
+    vnext, cutler = fake
+    (cutler / OPS / "modules/ms_deform_attn.py").write_text("class MSDeformAttn:\n    pass\n")
+    with pytest.raises(PatchError, match="ms_deform_attn.py"):
+        apply_patch(vnext, cutler)
+
+
+def test_patch_needs_both_checkouts(tmp_path):
+    with pytest.raises(PatchError, match="materialise patched_vnext"):
+        apply_patch(tmp_path / "VNext", tmp_path / "CutLER")
+
+
+@pytest.fixture
+def patched_ops(fake):
+    vnext, cutler = fake
+    apply_patch(vnext, cutler)
+    root = str(cutler / "videocutler/mask2former/modeling/pixel_decoder")
+    sys.path.insert(0, root)
+    for name in [m for m in sys.modules if m == "ops" or m.startswith("ops.")]:
+        del sys.modules[name]
+    func = importlib.import_module("ops.functions.ms_deform_attn_func")
+    module = importlib.import_module("ops.modules.ms_deform_attn")
+    yield func, module
+    sys.path.remove(root)
+    for name in [m for m in sys.modules if m == "ops" or m.startswith("ops.")]:
+        del sys.modules[name]
+
+
+def test_patched_op_imports_without_build_and_never_falls_back_silently(patched_ops):
+    func, module = patched_ops
+    assert func.MSDA is None and func.BACKEND is None
+    attn = module.MSDeformAttn()
+    with pytest.raises(RuntimeError, match="deform_attn_ops"):
+        attn.forward([1, 2])  # no backend chosen: an error, not the PyTorch path
+    with pytest.raises(ModuleNotFoundError):
+        func.set_backend("cuda")
+    with pytest.raises(ValueError):
+        func.set_backend("magic")
+    func.set_backend("pytorch")
+    assert attn.forward([1, 2]) == ("pytorch", [1, 2])
+
+
+def test_patched_op_errors_surface_and_batch_divides_im2col_step(patched_ops):
+    func, module = patched_ops
+    calls = []
+
+    class FakeOp:
+        @staticmethod
+        def ms_deform_attn_forward(value, shapes, start, locations, weights, step):
+            calls.append(step)
+            if len(value) == 3:
+                raise RuntimeError("CUDA error: an illegal memory access")
+            return "cuda"
+
+    func.MSDA = FakeOp
+    func.set_backend("cuda")
+    attn = module.MSDeformAttn()
+    assert attn.forward(list(range(130))) == "cuda"
+    assert calls[-1] == 65 and 130 % calls[-1] == 0  # upstream's step 128 would not divide
+    assert attn.forward(list(range(64))) == "cuda" and calls[-1] == 64
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        attn.forward([1, 2, 3])  # surfaces; upstream's bare except hid it
+
+
+def test_checkout_pinned_from_local_repo(tmp_path):
+    src = tmp_path / "upstream"
+    vnext_src, _, commit, _ = make_fake_checkouts(src, git=True)
+    pin = replace(VNEXT, commit=commit)
+    dest = tmp_path / "third_party" / "VNext"
+
+    first = checkout_pinned(pin, dest, str(vnext_src))
+    assert first.action == "cloned" and first.commit == commit
+    assert (dest / "detectron2/projects/__init__.py").exists()
+    assert not (dest / "assets/demo.gif").exists()  # sparse: GIFs are never checked out
+
+    (dest / "detectron2/data/transforms/transform.py").write_text("patched\n")
+    again = checkout_pinned(pin, dest, str(vnext_src))
+    assert again.action == "unchanged"  # at the pin: our patch is left in place
+    assert (dest / "detectron2/data/transforms/transform.py").read_text() == "patched\n"
+
+
+def test_checkout_moves_an_old_clone_to_the_pin(tmp_path):
+    src = tmp_path / "upstream"
+    vnext_src, _, old, _ = make_fake_checkouts(src, git=True)
+    (vnext_src / "NEW").write_text("new\n")
+    from wsovvis_dagster.vnext.testing import _commit
+
+    new = _commit(vnext_src)
+    dest = tmp_path / "VNext"
+    checkout_pinned(replace(VNEXT, commit=old), dest, str(vnext_src))
+    (dest / "setup.py").write_text("edited by hand\n")
+    moved = checkout_pinned(replace(VNEXT, commit=new), dest, str(vnext_src))
+    assert moved.action == "moved" and (dest / "NEW").exists()
+    assert (dest / "setup.py").read_text() == "# fake VNext setup.py\n"
+    assert patched_files(dest, dest) == []  # clean tree: nothing patched yet
+
+
+def test_checkout_errors_name_the_fix(tmp_path):
+    src = tmp_path / "upstream"
+    vnext_src, _, commit, _ = make_fake_checkouts(src, git=True)
+    with pytest.raises(SourceCheckoutError, match="full 40-hex"):
+        checkout_pinned(replace(VNEXT, commit=commit[:7]), tmp_path / "a", str(vnext_src))
+    with pytest.raises(SourceCheckoutError, match="not in"):
+        checkout_pinned(replace(VNEXT, commit="0" * 40), tmp_path / "b", str(vnext_src))
+    (tmp_path / "c").mkdir()
+    with pytest.raises(SourceCheckoutError, match="not a git checkout"):
+        checkout_pinned(replace(VNEXT, commit=commit), tmp_path / "c", str(vnext_src))
+    with pytest.raises(SourceCheckoutError, match="neither a URL"):
+        checkout_pinned(replace(VNEXT, commit=commit), tmp_path / "d", str(tmp_path / "nope"))
+
+
+def test_patched_vnext_asset_is_idempotent(tmp_path, monkeypatch):
+    """The Dagster asset on fake local sources (install and import check stubbed)."""
+    from dagster import materialize
+
+    from assets.third_party import patched_vnext
+    from wsovvis_dagster.vnext import install, toolchain
+
+    src = tmp_path / "upstream"
+    vnext_src, cutler_src, vc, cc = make_fake_checkouts(src, git=True)
+    installs = []
+    monkeypatch.setattr(toolchain, "install_vnext", lambda path, **k: installs.append(path)
+                        or install.InstallResult("python", 0.0, None, skipped=len(installs) > 1))
+    monkeypatch.setattr(install, "verify_imports", lambda v, c, **k: install.ImportReport(
+        str(v / "detectron2/__init__.py"), "0.6", str(c / "m2f.py"), None, None, 0.1))
+    config = {"ops": {"patched_vnext": {"config": {
+        "root": str(tmp_path / "tp"), "vnext_source": str(vnext_src),
+        "cutler_source": str(cutler_src), "vnext_commit": vc, "cutler_commit": cc}}}}
+
+    metas = []
+    for _ in range(2):
+        result = materialize([patched_vnext], run_config=config)
+        assert result.success
+        [mat] = result.asset_materializations_for_node("patched_vnext")
+        metas.append({k: v.value for k, v in mat.metadata.items()})
+        [check] = result.get_asset_check_evaluations()
+        assert check.passed
+    first, second = metas
+    assert first["vnext_commit"] == vc and first["cutler_commit"] == cc
+    assert first["files_changed_this_run"] > 10 and first["checkout"].startswith("VNext cloned")
+    assert second["files_changed_this_run"] == 0 and "unchanged" in second["checkout"]
+    assert second["files_patched"] == first["files_patched"]
+    assert "skipped" in second["install"]

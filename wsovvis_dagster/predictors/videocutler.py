@@ -1,0 +1,332 @@
+"""The VideoCutLER backend: CutLER's video Mask2Former (R50, class-agnostic) on VNext.
+
+The model is built once (`build_videocutler_predictor`), then each video runs in chunks of
+`chunk_size` frames stitched by `chunking.predict_chunked`, so GPU memory stays flat in video
+length. Per chunk, two interchangeable paths compute the same masks:
+
+- reference (`fast_path=False`): what CutLER's `demo_video/predictor.py:VideoPredictor` does,
+  step by step (per-frame PIL resize and float copy on the CPU, all 100 query masks upsampled,
+  top-10, bilinear to the frame size, `> 0`), minus detectron2's retry-on-CPU after a CUDA OOM;
+- fast (`fast_path=True`): frames go to the device as uint8 once; resize, normalise and
+  padding happen there; only the top-10 query masks are upsampled (upsampling is per mask, so
+  they are the same numbers); tracks are composed into the id map on the device and only the
+  `(T, H, W)` id map comes back. `precision` "bf16"/"fp16" runs the network under autocast.
+
+Both keep tracks scoring >= `confidence` and write ids ordered by score (overlaps go to the
+higher score), as `compose_id_maps` defines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wsovvis_dagster.errors import ThirdPartyError, WeightsError
+from wsovvis_dagster.predictors import PredictorOutput, compose_id_maps
+from wsovvis_dagster.predictors.chunking import predict_chunked
+from wsovvis_dagster.predictors.factory import PredictorSettings
+
+log = logging.getLogger(__name__)
+
+VERSION = "videocutler-1"
+CONFIG = "videocutler/configs/imagenet_video/video_mask2former_R50_cls_agnostic.yaml"
+TOP_K = 10  # upstream keeps the 10 best queries per clip
+PRECISIONS = ("fp32", "bf16", "fp16")
+WEIGHTS_HELP = (
+    "VideoCutLER weights (videocutler_m2f_rn50.pth) cannot be downloaded by this "
+    "project: get them from the link in CutLER's videocutler/README.md (section 'Inference "
+    "Demo for VideoCutLER with Pre-trained Models', Google Drive file "
+    "1ozeh3U3uxZImjabKVae8kNZSoNuvFx49 at the pinned commit), copy the file to the machine and "
+    "set the predictor's `weights` (env WSOVVIS_VIDEOCUTLER_WEIGHTS) to its path"
+)
+
+
+@dataclass(frozen=True)
+class LoadTimes:
+    """Seconds spent importing VNext/VideoCutLER, building the model and loading weights."""
+
+    imports: float
+    build: float
+    weights: float
+
+
+def _import_videocutler(cutler_root: Path):
+    """Import detectron2 + VideoCutLER's packages; `<cutler_root>/videocutler` joins sys.path."""
+    videocutler = str((cutler_root / "videocutler").resolve())
+    if not Path(videocutler, "mask2former_video").is_dir():
+        raise ThirdPartyError(f"{videocutler} has no mask2former_video: materialise patched_vnext "
+                              "(or set cutler_root to a CutLER checkout)")
+    if videocutler not in sys.path:
+        sys.path.insert(0, videocutler)
+    try:
+        import detectron2.data.transforms as d2_transforms
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_model
+        from detectron2.projects.deeplab import add_deeplab_config
+        from mask2former import add_maskformer2_config
+        from mask2former_video import add_maskformer2_video_config
+    except ImportError as exc:
+        raise ThirdPartyError(
+            f"cannot import the patched VNext / VideoCutLER ({exc}): materialise patched_vnext "
+            "and deform_attn_ops, or run `wsovvis doctor` for the fix"
+        ) from exc
+    return {
+        "T": d2_transforms, "DetectionCheckpointer": DetectionCheckpointer, "get_cfg": get_cfg,
+        "build_model": build_model, "add_deeplab_config": add_deeplab_config,
+        "add_maskformer2_config": add_maskformer2_config,
+        "add_maskformer2_video_config": add_maskformer2_video_config,
+    }
+
+
+def _choose_deform_attn(requested: str, device: str) -> str:
+    from wsovvis_dagster.vnext.deform_attn import select_backend
+
+    backend = requested
+    if requested == "auto":
+        backend = "cuda" if device.startswith("cuda") else "pytorch"
+    if backend == "pytorch":
+        log.warning("VideoCutLER deformable attention: PyTorch implementation (slow path) on %s",
+                    device)
+    try:
+        select_backend(backend)
+    except ModuleNotFoundError as exc:
+        raise ThirdPartyError(f"{exc} (device {device}; settings.deform_attn={requested!r})") \
+            from exc
+    return backend
+
+
+class VideoCutLERPredictor:
+    """`VideoPredictor` backed by VideoCutLER. Build with `build_videocutler_predictor`."""
+
+    name = "videocutler"
+
+    def __init__(self, settings: PredictorSettings, model, cfg, modules: dict,
+                 deform_attn: str, load_times: LoadTimes):
+        import torch
+
+        self.settings = settings
+        self.model = model
+        self.cfg = cfg
+        self.deform_attn = deform_attn
+        self.load_times = load_times
+        self.device = torch.device(settings.device)
+        self._T = modules["T"]
+        self._resize = modules["T"].ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        self._rgb_input = cfg.INPUT.FORMAT == "RGB"
+        weights = Path(settings.weights).stem if settings.weights else "random"
+        mode = f"fast-{settings.precision}" if settings.fast_path else "reference"
+        self.version = f"{VERSION}+{weights}+{mode}"
+        self.prefetch = False  # see chunking.predict_chunked: threads re-run cuDNN autotuning
+
+    # ------------------------------------------------------------------ public
+
+    def predict(self, frames: np.ndarray) -> PredictorOutput:
+        """Segment `(T, H, W, 3) uint8` RGB frames; chunks of `chunk_size`, stitched by IoU."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.shape} "
+                             f"{frames.dtype}")
+        return predict_chunked(self.predict_clip, frames, chunk_size=self.settings.chunk_size,
+                               overlap=self.settings.chunk_overlap, prefetch=self.prefetch)
+
+    def predict_clip(self, frames: np.ndarray) -> PredictorOutput:
+        """One forward pass over all of `frames` (the model sees them as one clip)."""
+        if len(frames) == 0:
+            return PredictorOutput(np.zeros((0, *frames.shape[1:3]), np.uint16), {})
+        if self.settings.fast_path:
+            return self._clip_fast(frames)
+        masks, scores = self.clip_reference(frames)
+        keep = scores >= self.settings.confidence
+        return compose_id_maps(masks[keep], scores[keep])
+
+    # ------------------------------------------------------------------ reference path
+
+    def clip_reference(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Upstream VideoPredictor logic: top-10 `(10, T, H, W) bool` masks and `(10,)` scores."""
+        import torch
+        from torch.nn import functional as F
+
+        height, width = frames.shape[1:3]
+        inputs = []
+        for frame in frames:
+            # upstream gets BGR and flips to RGB when INPUT.FORMAT is RGB; ours are RGB already
+            image = frame if self._rgb_input else frame[:, :, ::-1]
+            image = self._resize.get_transform(image).apply_image(image)
+            inputs.append(torch.as_tensor(image.astype("float32").transpose(2, 0, 1)))
+        with torch.no_grad():
+            model = self.model
+            images = [x.to(self.device) for x in inputs]
+            images = [(x - model.pixel_mean) / model.pixel_std for x in images]
+            images = self._image_list(images)
+            outputs = model.sem_seg_head(model.backbone(images.tensor))
+            cls = outputs["pred_logits"][0]
+            masks = F.interpolate(outputs["pred_masks"][0], size=images.tensor.shape[-2:],
+                                  mode="bilinear", align_corners=False)
+            del outputs
+            scores, idx = self._top_k(cls)
+            img_h, img_w = images.image_sizes[0]
+            masks = masks[idx][:, :, :img_h, :img_w]
+            masks = F.interpolate(masks, size=(height, width), mode="bilinear",
+                                  align_corners=False) > 0.0
+            return masks.cpu().numpy(), scores.float().cpu().numpy()
+
+    def _image_list(self, images):
+        from detectron2.structures import ImageList
+
+        return ImageList.from_tensors(images, self.model.size_divisibility)
+
+    def _top_k(self, cls):
+        """Softmax over classes minus no-object; the best TOP_K (query, class) pairs."""
+        import torch.nn.functional as F
+
+        num_classes = self.model.sem_seg_head.num_classes
+        scores = F.softmax(cls.float(), dim=-1)[:, :-1]
+        k = min(TOP_K, scores.numel())
+        top, flat = scores.flatten(0, 1).topk(k, sorted=False)
+        return top, flat // num_classes
+
+    # ------------------------------------------------------------------ fast path
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.settings.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.settings.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _preprocess_fast(self, frames: np.ndarray):
+        """uint8 frames -> normalised, padded `(T, 3, Hp, Wp)` float32 on the device."""
+        import torch
+        import torch.nn.functional as F
+
+        t, height, width = frames.shape[:3]
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        # contiguous NCHW like upstream: a channels-last input picks other conv kernels
+        x = x.permute(0, 3, 1, 2).float().contiguous()  # (T, 3, H, W), RGB
+        if not self._rgb_input:
+            x = x.flip(1)
+        new_h, new_w = self._T.ResizeShortestEdge.get_output_shape(
+            height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
+        )
+        if (new_h, new_w) != (height, width):
+            # PIL's bilinear resize antialiases when shrinking, as does antialias=True
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
+                              antialias=True).round_().clamp_(0, 255)
+        x = (x - self.model.pixel_mean[None]) / self.model.pixel_std[None]
+        div = max(int(self.model.size_divisibility), 1)
+        pad_h = -(-new_h // div) * div - new_h
+        pad_w = -(-new_w // div) * div - new_w
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)
+        return x, (new_h, new_w)
+
+    def _clip_fast(self, frames: np.ndarray) -> PredictorOutput:
+        import torch
+        import torch.nn.functional as F
+
+        t, height, width = frames.shape[:3]
+        with torch.inference_mode():
+            x, (img_h, img_w) = self._preprocess_fast(frames)
+            with self._autocast():
+                outputs = self.model.sem_seg_head(self.model.backbone(x))
+            scores, idx = self._top_k(outputs["pred_logits"][0])
+            masks = outputs["pred_masks"][0][idx].float()  # (k, T, h/4, w/4)
+            del outputs
+            keep = scores >= self.settings.confidence
+            scores, masks = scores[keep], masks[keep]
+            if len(scores) == 0:
+                return PredictorOutput(np.zeros((t, height, width), np.uint16), {})
+            masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            masks = F.interpolate(masks[:, :, :img_h, :img_w], size=(height, width),
+                                  mode="bilinear", align_corners=False) > 0.0
+            id_map, ordered = compose_on_device(masks, scores)
+            id_map = _to_host_uint16(id_map)
+        return PredictorOutput(id_map, {i + 1: float(s) for i, s in enumerate(ordered)})
+
+
+def compose_on_device(masks, scores):
+    """`compose_id_maps` on the device: `(N, T, H, W)` bool + `(N,)` scores -> id map.
+
+    Returns the `(T, H, W)` id map on the device (uint8 when every id fits, else int32; ids
+    1..M by descending score, tracks that own no pixel dropped) and the M scores in id order.
+    Ties keep the input order, like the stable sort of `compose_id_maps`.
+    """
+    import torch
+
+    order = torch.sort(scores.float(), descending=True, stable=True).indices
+    masks, scores = masks[order], scores[order]
+    covered = masks.any(0)
+    first = masks.to(torch.uint8).argmax(0)  # first (best-scoring) track covering each pixel
+    ids = torch.where(covered, first + 1, torch.zeros_like(first))
+    present = torch.zeros(len(scores) + 1, dtype=torch.bool, device=ids.device)
+    present[ids.flatten()] = True
+    present[0] = False
+    count = int(present.sum())
+    lut = torch.zeros(len(scores) + 1, dtype=torch.int32, device=ids.device)
+    lut[present] = torch.arange(1, count + 1, dtype=torch.int32, device=ids.device)
+    id_map = lut[ids].to(torch.uint8 if count <= 255 else torch.int32)
+    return id_map, scores[present[1:]].tolist()
+
+
+def _to_host_uint16(id_map) -> np.ndarray:
+    """Device id map -> host `(T, H, W)` uint16 (moved as uint8 when it is: half the bytes)."""
+    return id_map.cpu().numpy().astype(np.uint16)
+
+
+def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredictor:
+    """Import the patched VNext/VideoCutLER, build the model once on `settings.device`."""
+    import torch
+
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
+    if settings.weights and not Path(settings.weights).is_file():
+        raise WeightsError(f"weights file {settings.weights} does not exist. {WEIGHTS_HELP}")
+    if not settings.weights and not settings.allow_random_weights:
+        raise WeightsError(f"no VideoCutLER weights given. {WEIGHTS_HELP}")
+    cutler_root = Path(settings.cutler_root)
+    t0 = time.monotonic()
+    mods = _import_videocutler(cutler_root)
+    deform_attn = _choose_deform_attn(settings.deform_attn, settings.device)
+    t1 = time.monotonic()
+    cfg = mods["get_cfg"]()
+    mods["add_deeplab_config"](cfg)
+    mods["add_maskformer2_config"](cfg)
+    mods["add_maskformer2_video_config"](cfg)
+    cfg.merge_from_file(settings.config_file or str(cutler_root / CONFIG))
+    # the config names the *image* model's weights: always override with ours (or none)
+    cfg.MODEL.WEIGHTS = settings.weights
+    cfg.MODEL.DEVICE = settings.device
+    cfg.freeze()
+    if not settings.weights:
+        log.warning("TESTING ONLY: VideoCutLER built with RANDOM weights "
+                    "(allow_random_weights=True); its masks mean nothing")
+        torch.manual_seed(0)
+    model = mods["build_model"](cfg)
+    model.eval()
+    t2 = time.monotonic()
+    if settings.weights:
+        try:
+            mods["DetectionCheckpointer"](model).load(settings.weights)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise WeightsError(f"cannot load weights {settings.weights}: {exc}. {WEIGHTS_HELP}") \
+                from exc
+    if settings.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    times = LoadTimes(imports=t1 - t0, build=t2 - t1, weights=time.monotonic() - t2)
+    log.info("VideoCutLER ready on %s (deformable attention: %s; imports %.1fs, build %.1fs, "
+             "weights %.1fs)", settings.device, deform_attn, times.imports, times.build,
+             times.weights)
+    return VideoCutLERPredictor(settings, model, cfg, mods, deform_attn, times)

@@ -1,0 +1,324 @@
+"""Our patch of the pinned VNext + CutLER checkouts, applied by code and idempotently.
+
+Every edit computes the new text from the old one and only writes when they differ, so a
+second run changes nothing. An edit whose upstream anchor is missing, and whose patched form
+is not there either, raises `PatchError` naming the file: the checkout is not at the commit
+the patch was written for, or someone edited it by hand.
+
+What it changes (see `EDITS`):
+- registers our `deeplab` / `point_rend` projects in detectron2's `_PROJECTS` and writes them;
+- `Image.LINEAR` -> `Image.BILINEAR` (removed in Pillow 10);
+- NumPy aliases removed in NumPy 1.24 (`np.bool`, `np.int`, ...) -> builtins;
+- C++/CUDA sources: THC headers and APIs removed from current torch;
+- MultiScaleDeformableAttention: importable without the compiled op, explicit backend
+  (`set_backend`), no bare `except` around the op, batch-size-safe `im2col_step`;
+- VNext's dangling `detectron2/model_zoo/configs` symlink -> relative link to `configs/`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsovvis_dagster.errors import PatchError
+from wsovvis_dagster.vnext import d2_projects
+
+MARK = "wsovvis patch"
+PATCH_VERSION = "1"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file this run wrote. path: '<repo>/<path in repo>'; kind: edited/created/relinked."""
+
+    path: str
+    kind: str
+    added: int
+    removed: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    changes: tuple[FileChange, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def summary(self) -> str:
+        if not self.changes:
+            return "no changes (already patched)"
+        return "\n".join(f"{c.kind:8s} {c.path} (+{c.added} -{c.removed}): {c.reason}"
+                         for c in self.changes)
+
+
+Transform = Callable[[str, str], str]  # (text, path for messages) -> new text
+
+
+@dataclass(frozen=True)
+class Edit:
+    repo: str  # "VNext" or "CutLER"
+    patterns: tuple[str, ...]  # globs relative to the repo root
+    transform: Transform
+    reason: str
+    required: bool = True  # every pattern must match at least one file
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def _ensure_replaced(old: str, new: str) -> Transform:
+    """Replace `old` with `new`; fine if `new` is already there; PatchError if neither is."""
+
+    def run(text: str, where: str) -> str:
+        if new in text and old not in text:
+            return text
+        if old not in text:
+            raise PatchError(f"{where}: expected upstream text {old[:80]!r} not found; is the "
+                             "checkout at the pinned commit? Re-materialise patched_vnext")
+        return text.replace(old, new)
+
+    return run
+
+
+def _regex(pattern: str, repl: str, flags: int = 0) -> Transform:
+    rx = re.compile(pattern, flags)
+    return lambda text, where: rx.sub(repl, text)
+
+
+def _chain(*steps: Transform) -> Transform:
+    def run(text: str, where: str) -> str:
+        for step in steps:
+            text = step(text, where)
+        return text
+
+    return run
+
+
+def _register_projects(text: str, where: str) -> str:
+    m = re.search(r"_PROJECTS\s*=\s*\{(?P<body>[^}]*)\}", text)
+    if not m:
+        raise PatchError(f"{where}: no `_PROJECTS = {{...}}` mapping found; is the checkout at the "
+                         "pinned VNext commit?")
+    body = m.group("body")
+    missing = [(k, v) for k, v in d2_projects.PROJECTS.items() if f'"{k}"' not in body]
+    if not missing:
+        return text
+    stripped = body.rstrip()
+    if stripped and not stripped.endswith(","):
+        stripped += ","
+    entries = "".join(f'\n    "{k}": "{v}",  # {MARK}' for k, v in missing)
+    new_body = stripped + entries + "\n"
+    return text[: m.start("body")] + new_body + text[m.end("body"):]
+
+
+# NumPy 1.24 removed these aliases of builtins; `np.bool_`, `np.int64` etc. are untouched.
+_NP_ALIAS = re.compile(r"\bnp\.(bool|int|float|object|str|long|unicode)\b(?![\w.])")
+_NP_BUILTIN = {"bool": "bool", "int": "int", "float": "float", "object": "object", "str": "str",
+               "long": "int", "unicode": "str"}
+
+
+def _numpy_aliases(text: str, where: str) -> str:
+    return _NP_ALIAS.sub(lambda m: _NP_BUILTIN[m.group(1)], text)
+
+
+# C++ / CUDA sources written against torch 1.x: THC is gone, .type() and .data<T>() too.
+_CSRC = _chain(
+    _regex(r"#include\s*<THC/THCAtomics\.cuh>", "#include <ATen/cuda/Atomic.cuh>"),
+    _regex(r"\bAT_ERROR\(", "TORCH_CHECK(false, "),
+    _regex(r"\bAT_ASSERTM\(", "TORCH_CHECK("),
+    _regex(r"\.type\(\)\.is_cuda\(\)", ".is_cuda()"),
+    _regex(r"(AT_DISPATCH_\w+\(\s*\w+)\.type\(\)", r"\1.scalar_type()"),
+    _regex(r"\.data<", ".data_ptr<"),
+)
+
+_MSDA_IMPORT_OLD = re.compile(
+    r"try:\n    import MultiScaleDeformableAttention as MSDA\n"
+    r"except ModuleNotFoundError as e:\n.*?raise ModuleNotFoundError\(info_string\)\n",
+    re.S,
+)
+_MSDA_IMPORT_NEW = f'''# {MARK}: importable without the compiled op; the backend is chosen
+# explicitly with set_backend() and the PyTorch path is never taken silently.
+try:
+    import MultiScaleDeformableAttention as MSDA
+except ModuleNotFoundError:
+    MSDA = None
+
+_MISSING_OP = (
+    "MultiScaleDeformableAttention is not built. Materialise the deform_attn_ops asset (CUDA "
+    "build), or choose the slow PyTorch path explicitly: set_backend('pytorch')."
+)
+BACKEND = "cuda" if MSDA is not None else None
+
+
+def set_backend(name):
+    """'cuda': the compiled op (its errors surface); 'pytorch': ms_deform_attn_core_pytorch."""
+    global BACKEND
+    if name not in ("cuda", "pytorch"):
+        raise ValueError("deformable-attention backend must be 'cuda' or 'pytorch', got %r" % name)
+    if name == "cuda" and MSDA is None:
+        raise ModuleNotFoundError(_MISSING_OP)
+    BACKEND = name
+'''
+
+
+def _msda_import(text: str, where: str) -> str:
+    if "def set_backend(" in text:
+        return text
+    new, n = _MSDA_IMPORT_OLD.subn(_MSDA_IMPORT_NEW.replace("\\", "\\\\"), text)
+    if n != 1:
+        raise PatchError(f"{where}: the MultiScaleDeformableAttention import block was not found; "
+                         "is the checkout at the pinned CutLER commit?")
+    return new
+
+
+_MSDA_CALL_OLD = re.compile(
+    r"        try:\n            output = MSDeformAttnFunction\.apply\(\n"
+    r".*?\n        except:\n            # CPU\n"
+    r"            output = ms_deform_attn_core_pytorch\([^\n]*\)\n",
+    re.S,
+)
+_MSDA_CALL_NEW = f'''        # {MARK}: explicit backend, no bare except: a CUDA error surfaces.
+        if _msda_func.BACKEND == "cuda":
+            output = MSDeformAttnFunction.apply(
+                value, input_spatial_shapes, input_level_start_index, sampling_locations,
+                attention_weights, _im2col_step(N, self.im2col_step))
+        elif _msda_func.BACKEND == "pytorch":
+            output = ms_deform_attn_core_pytorch(
+                value, input_spatial_shapes, sampling_locations, attention_weights)
+        else:
+            raise RuntimeError(_msda_func._MISSING_OP)
+'''
+_MSDA_HELPER_ANCHOR = "from ..functions.ms_deform_attn_func import ms_deform_attn_core_pytorch\n"
+_MSDA_HELPER = f'''from ..functions import ms_deform_attn_func as _msda_func  # {MARK}
+
+
+def _im2col_step(batch, step):
+    """Largest divisor of `batch` that is <= `step`: the CUDA op requires one ({MARK})."""
+    step = max(1, min(batch, step))
+    while batch % step:
+        step -= 1
+    return step
+'''
+
+
+def _msda_call(text: str, where: str) -> str:
+    if "_msda_func.BACKEND" in text:
+        return text
+    new, n = _MSDA_CALL_OLD.subn(_MSDA_CALL_NEW, text)
+    if n != 1 or _MSDA_HELPER_ANCHOR not in new:
+        raise PatchError(f"{where}: the try/except around MSDeformAttnFunction was not found; is "
+                         "the checkout at the pinned CutLER commit?")
+    return new.replace(_MSDA_HELPER_ANCHOR, _MSDA_HELPER_ANCHOR + _MSDA_HELPER, 1)
+
+
+_OPS = "videocutler/mask2former/modeling/pixel_decoder/ops"
+
+EDITS: tuple[Edit, ...] = (
+    Edit("VNext", ("detectron2/projects/__init__.py",), _register_projects,
+         "register deeplab/point_rend with the projects finder"),
+    Edit("VNext", ("detectron2/data/transforms/transform.py",),
+         _ensure_replaced("Image.LINEAR", "Image.BILINEAR"), "Image.LINEAR removed in Pillow 10"),
+    Edit("VNext", ("detectron2/**/*.py",), _numpy_aliases,
+         "NumPy aliases removed in NumPy 1.24", required=False),
+    Edit("CutLER", ("videocutler/**/*.py",), _numpy_aliases,
+         "NumPy aliases removed in NumPy 1.24", required=False),
+    Edit("VNext", ("detectron2/layers/csrc/**/*.cu", "detectron2/layers/csrc/**/*.h",
+                   "detectron2/layers/csrc/**/*.cpp", "detectron2/layers/csrc/**/*.cuh"),
+         _CSRC, "THC / deprecated ATen APIs removed from current torch"),
+    Edit("CutLER", (f"{_OPS}/src/**/*.cu", f"{_OPS}/src/**/*.cuh", f"{_OPS}/src/**/*.h",
+                    f"{_OPS}/src/**/*.cpp"),
+         _CSRC, "THC / deprecated ATen APIs removed from current torch"),
+    Edit("CutLER", (f"{_OPS}/functions/ms_deform_attn_func.py",), _msda_import,
+         "importable without the compiled op; explicit backend"),
+    Edit("CutLER", (f"{_OPS}/modules/ms_deform_attn.py",), _msda_call,
+         "no bare except around the op; im2col_step divides the batch"),
+)
+
+
+# ---------------------------------------------------------------- application
+
+
+def _files(root: Path, patterns: Iterable[str]) -> list[Path]:
+    found: set[Path] = set()
+    for pattern in patterns:
+        found.update(p for p in root.glob(pattern) if p.is_file() and not p.is_symlink())
+    return sorted(found)
+
+
+def _counts(old: str, new: str) -> tuple[int, int]:
+    added = removed = 0
+    for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0):
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return added, removed
+
+
+def _write_if_changed(path: Path, new: str, label: str, reason: str) -> FileChange | None:
+    old = path.read_text(encoding="utf-8") if path.exists() else None
+    if old == new:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new, encoding="utf-8")
+    added, removed = _counts(old or "", new)
+    return FileChange(label, "created" if old is None else "edited", added, removed, reason)
+
+
+def _fix_model_zoo_link(vnext: Path) -> FileChange | None:
+    """VNext commits `detectron2/model_zoo/configs` as a link to its authors' machine."""
+    link = vnext / "detectron2" / "model_zoo" / "configs"
+    if not link.is_symlink() or link.exists():  # absent, a real folder, or a working link
+        return None
+    link.unlink()
+    os.symlink(os.path.join("..", "..", "configs"), link)
+    return FileChange("VNext/detectron2/model_zoo/configs", "relinked", 1, 1,
+                      "dangling absolute symlink -> ../../configs")
+
+
+def apply_patch(vnext_root: Path, cutler_root: Path) -> PatchReport:
+    """Apply every edit to the two checkouts; return what this run changed (empty if none)."""
+    roots = {"VNext": Path(vnext_root), "CutLER": Path(cutler_root)}
+    for name, root in roots.items():
+        if not root.is_dir():
+            raise PatchError(f"{root} does not exist: materialise patched_vnext to check out "
+                             f"{name}")
+    changes: list[FileChange] = []
+    for edit in EDITS:
+        root = roots[edit.repo]
+        files = _files(root, edit.patterns)
+        if edit.required and not files:
+            raise PatchError(f"{edit.repo}: no file matches {edit.patterns} under {root}; is the "
+                             "checkout at the pinned commit?")
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            old = path.read_text(encoding="utf-8")
+            new = edit.transform(old, f"{edit.repo}/{rel}")
+            change = _write_if_changed(path, new, f"{edit.repo}/{rel}", edit.reason)
+            if change:
+                changes.append(change)
+    for rel, text in d2_projects.FILES.items():
+        change = _write_if_changed(roots["VNext"] / rel, text, f"VNext/{rel}",
+                                   "minimal DeepLab / PointRend project written by us")
+        if change:
+            changes.append(change)
+    link = _fix_model_zoo_link(roots["VNext"])
+    if link:
+        changes.append(link)
+    return PatchReport(tuple(changes))
+
+
+def patched_files(vnext_root: Path, cutler_root: Path) -> list[str]:
+    """Every file our patch owns or touched, whether by this run or an earlier one."""
+    from wsovvis_dagster.vnext.sources import tracked_changes
+
+    out = [f"VNext/{p}" for p in tracked_changes(Path(vnext_root))]
+    out += [f"CutLER/{p}" for p in tracked_changes(Path(cutler_root))]
+    out += [f"VNext/{rel}" for rel in d2_projects.FILES if (Path(vnext_root) / rel).exists()]
+    return sorted(set(out))

@@ -1,0 +1,142 @@
+"""A small fake VNext + CutLER tree for tests: the file names our patch edits, holding only the
+lines it looks for (no upstream code). `make_fake_checkouts` can also commit each tree to a git
+repository, so `checkout_pinned` can be tested without the network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+OPS = "videocutler/mask2former/modeling/pixel_decoder/ops"
+
+VNEXT_FILES = {
+    "setup.py": "# fake VNext setup.py\n",
+    "configs/Base.yaml": "MODEL: {}\n",
+    "detectron2/__init__.py": '__version__ = "0.6"\n',
+    "detectron2/projects/__init__.py": (
+        "_PROJECTS = {\n"
+        '    "idol": "IDOL",\n'
+        '    "seqformer": "SeqFormer"\n'
+        "}\n"
+    ),
+    "detectron2/data/transforms/transform.py": (
+        "from PIL import Image\n\n\n"
+        "class ExtentTransform:\n"
+        "    def __init__(self, src_rect, output_size, interp=Image.LINEAR, fill=0):\n"
+        "        self.interp = interp\n"
+    ),
+    "detectron2/structures/masks.py": (
+        "import numpy as np\n\n\n"
+        "def empty(h, w):\n"
+        "    return np.zeros((h, w)).astype(np.bool)\n\n\n"
+        "def keep(x):\n"
+        "    return np.asarray(x, dtype=np.bool_), np.int64(1), np.float(2), x.astype(np.int)\n"
+    ),
+    "detectron2/layers/csrc/deformable/deform_conv_cuda_kernel.cu": (
+        "#include <THC/THCAtomics.cuh>\n"
+        "void f(at::Tensor input) {\n"
+        '  if (input.dim() != 4) AT_ERROR("bad input ", input.dim());\n'
+        "  float* p = input.data<float>();\n"
+        "}\n"
+    ),
+    "assets/demo.gif": "GIF89a fake\n",
+}
+
+CUTLER_FILES = {
+    f"{OPS}/functions/__init__.py": "from .ms_deform_attn_func import MSDeformAttnFunction\n",
+    f"{OPS}/functions/ms_deform_attn_func.py": (
+        "try:\n"
+        "    import MultiScaleDeformableAttention as MSDA\n"
+        "except ModuleNotFoundError as e:\n"
+        "    info_string = (\n"
+        '        "please compile the op"\n'
+        "    )\n"
+        "    raise ModuleNotFoundError(info_string)\n\n\n"
+        "class MSDeformAttnFunction:\n"
+        "    @staticmethod\n"
+        "    def apply(value, shapes, start, locations, weights, step):\n"
+        "        return MSDA.ms_deform_attn_forward(\n"
+        "            value, shapes, start, locations, weights, step)\n"
+        "\n\n"
+        "def ms_deform_attn_core_pytorch(value, shapes, locations, weights):\n"
+        '    return ("pytorch", value)\n'
+    ),
+    f"{OPS}/modules/__init__.py": "from .ms_deform_attn import MSDeformAttn\n",
+    f"{OPS}/modules/ms_deform_attn.py": (
+        "from ..functions import MSDeformAttnFunction\n"
+        "from ..functions.ms_deform_attn_func import ms_deform_attn_core_pytorch\n\n\n"
+        "class MSDeformAttn:\n"
+        "    im2col_step = 128\n\n"
+        "    def forward(self, value, input_spatial_shapes=None, input_level_start_index=None,\n"
+        "                sampling_locations=None, attention_weights=None):\n"
+        "        N = len(value)\n"
+        "        try:\n"
+        "            output = MSDeformAttnFunction.apply(\n"
+        "                value, input_spatial_shapes, input_level_start_index, sampling_locations,"
+        " attention_weights, self.im2col_step)\n"
+        "        except:\n"
+        "            # CPU\n"
+        "            output = ms_deform_attn_core_pytorch(value, input_spatial_shapes,"
+        " sampling_locations, attention_weights)\n"
+        "        return output\n"
+    ),
+    f"{OPS}/src/ms_deform_attn.h": (
+        "at::Tensor ms_deform_attn_forward(const at::Tensor &value) {\n"
+        "    if (value.type().is_cuda()) { return value; }\n"
+        '    AT_ERROR("Not implemented on the CPU");\n'
+        "}\n"
+    ),
+    f"{OPS}/src/cuda/ms_deform_attn_cuda.cu": (
+        "at::Tensor fwd(const at::Tensor &value, int batch, int step) {\n"
+        '    AT_ASSERTM(value.type().is_cuda(), "value must be a CUDA tensor");\n'
+        '    AT_ASSERTM(batch % step == 0, "batch(%d) must divide im2col_step(%d)", batch, step);\n'
+        '    AT_DISPATCH_FLOATING_TYPES(value.type(), "ms_deform_attn_forward_cuda", ([&] {\n'
+        "        g(value.data<scalar_t>());\n"
+        "    }));\n"
+        "}\n"
+    ),
+    f"{OPS}/src/cuda/ms_deform_im2col_cuda.cuh": "#include <THC/THCAtomics.cuh>\n",
+    "docs/demo.gif": "GIF89a fake\n",
+}
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _commit(root: Path) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=root,
+                              env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    if not (root / ".git").exists():
+        git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "fake upstream")
+    return git("rev-parse", "HEAD")
+
+
+def make_fake_checkouts(root: Path, *, git: bool = False) -> tuple[Path, Path, str | None,
+                                                                    str | None]:
+    """Write fake `root/VNext` and `root/CutLER`; with `git`, commit each.
+
+    Returns (vnext, cutler, vnext_commit, cutler_commit); commits are None without git.
+    """
+    vnext, cutler = Path(root) / "VNext", Path(root) / "CutLER"
+    _write(vnext, VNEXT_FILES)
+    _write(cutler, CUTLER_FILES)
+    link = vnext / "detectron2" / "model_zoo" / "configs"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        os.symlink("/opt/tiger/Detectron2_ECCV22/configs", link)  # dangling, as upstream
+    if not git:
+        return vnext, cutler, None, None
+    return vnext, cutler, _commit(vnext), _commit(cutler)

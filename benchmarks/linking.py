@@ -18,20 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsovvis_dagster.linking import DEFAULT_MAX_GAP, frame_consistency, link_fragments
+from wsovvis_dagster.linking import (
+    DEFAULT_MAX_GAP,
+    frame_consistency,
+    link_fragments,
+    shuffle_ids,
+)
 
 DEFAULT_DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis"
-
-
-def shuffle_ids(id_maps: np.ndarray, rng: np.random.Generator, pool: int = 50) -> np.ndarray:
-    out = np.zeros(id_maps.shape, dtype=np.uint16)
-    for t, frame in enumerate(id_maps):
-        ids = np.unique(frame)
-        ids = ids[ids != 0]
-        lut = np.zeros(int(frame.max()) + 1, dtype=np.uint16)
-        lut[ids] = rng.choice(np.arange(1, pool + 1), size=ids.size, replace=False)
-        out[t] = lut[frame]
-    return out
 
 
 def main() -> None:

@@ -9,19 +9,8 @@ from wsovvis_dagster.linking import (
     frame_consistency,
     link_fragments,
     restore_original_ids,
+    shuffle_ids,
 )
-
-
-def shuffle_ids(id_maps: np.ndarray, rng, pool: int = 50) -> np.ndarray:
-    """Give every frame's objects fresh random ids (what a per-frame detector does)."""
-    out = np.zeros(id_maps.shape, dtype=np.uint16)
-    for t, frame in enumerate(id_maps):
-        ids = np.unique(frame)
-        ids = ids[ids != 0]
-        lut = np.zeros(int(frame.max()) + 1, dtype=np.uint16)
-        lut[ids] = rng.choice(np.arange(1, pool + 1), size=ids.size, replace=False)
-        out[t] = lut[frame]
-    return out
 
 
 def squares(positions: list[list[tuple[int, int] | None]], size=10, shape=(40, 120)):

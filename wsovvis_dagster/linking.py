@@ -204,3 +204,18 @@ def frame_consistency(linked: np.ndarray, reference: np.ndarray) -> float:
     lut[rows + 1] = cols + 1
     right = (lut[lin] == ref).reshape(lin.shape[0], -1).all(axis=1)
     return float(right.mean()) if right.size else 1.0
+
+
+def shuffle_ids(id_maps: np.ndarray, rng: np.random.Generator, pool: int = 50) -> np.ndarray:
+    """Give every frame's objects fresh random ids from 1..`pool`, as a per-frame detector would.
+
+    For measuring the linker: `link_fragments(shuffle_ids(x, rng))` should recover `x`'s tracks.
+    """
+    out = np.zeros(id_maps.shape, dtype=np.uint16)
+    for t, frame in enumerate(id_maps):
+        ids = np.unique(frame)
+        ids = ids[ids != 0]
+        lut = np.zeros(int(frame.max()) + 1, dtype=np.uint16)
+        lut[ids] = rng.choice(np.arange(1, pool + 1), size=ids.size, replace=False)
+        out[t] = lut[frame]
+    return out

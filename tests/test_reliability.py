@@ -495,10 +495,7 @@ def _op_is_built() -> bool:
                    reason="wsovvis_dagster/predictors/videocutler.py has not landed yet")
 @pytest.mark.parametrize("fault", [
     "weights_missing",
-    pytest.param("weights_not_a_checkpoint", marks=pytest.mark.xfail(strict=False, reason=(
-        "videocutler.py checks the weights' format only after importing VNext and building the "
-        "model on the device (DetectionCheckpointer.load); a cheap format check must come first"
-    ))),
+    "weights_not_a_checkpoint",
     "vnext_not_patched",
     pytest.param("op_not_built", marks=pytest.mark.thirdparty),
 ])

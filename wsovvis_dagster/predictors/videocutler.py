@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +287,19 @@ def _to_host_uint16(id_map) -> np.ndarray:
     return id_map.cpu().numpy().astype(np.uint16)
 
 
+def check_checkpoint_format(path: Path) -> None:
+    """Refuse a file that is neither a torch.save zip nor a pickle (e.g. a saved error page),
+    before anything is imported or built on the GPU."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # zip (torch>=1.6) or pickle protocol
+        return
+    raise WeightsError(
+        f"weights file {path} is not a PyTorch checkpoint (starts with {head!r}; a failed "
+        f"download?). {WEIGHTS_HELP}"
+    )
+
+
 def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredictor:
     """Import the patched VNext/VideoCutLER, build the model once on `settings.device`."""
     import torch
@@ -294,6 +308,8 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
     if settings.weights and not Path(settings.weights).is_file():
         raise WeightsError(f"weights file {settings.weights} does not exist. {WEIGHTS_HELP}")
+    if settings.weights:
+        check_checkpoint_format(Path(settings.weights))
     if not settings.weights and not settings.allow_random_weights:
         raise WeightsError(f"no VideoCutLER weights given. {WEIGHTS_HELP}")
     cutler_root = Path(settings.cutler_root)

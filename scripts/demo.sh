@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # README command 1: install, generate the synthetic demo dataset, and materialise
-# video_partitions -> mask_pngs (all videos) -> tube_json on the CPU predictor.
+# video_partitions -> mask_pngs (all videos) -> tube_json -> trained_model on the CPU.
+# `--no-train` stops at tube_json and installs no torch. Other options: run_demo.py --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+case " $* " in
+  *" --no-train "*) bash scripts/setup.sh ;;
+  *) bash scripts/setup.sh train ;;
+esac
 # shellcheck disable=SC1091
 source .venv/bin/activate
 python scripts/run_demo.py "$@"

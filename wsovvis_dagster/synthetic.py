@@ -181,7 +181,7 @@ def generate_dataset(
     identical files.
     """
     root = Path(root)
-    videos_per_split = videos_per_split or {"train": 4, "val": 4}
+    videos_per_split = videos_per_split or {"train": 24, "val": 24}
     cats = categories()
     cat_json = [
         {"id": c.id, "name": c.name, "partition": c.partition, "colour": c.colour,

@@ -6,7 +6,7 @@ class WsovvisError(Exception):
 
 
 class UnsafeNameError(WsovvisError, ValueError):
-    """A video id, split or partition key that could escape its root or break partition selection."""
+    """A video id, split or partition key that could escape its root or break selection."""
 
 
 class FrameError(WsovvisError):

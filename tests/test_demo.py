@@ -29,6 +29,9 @@ def test_cli_help_explains_itself():
                        capture_output=True, text=True, check=True)
     for command in ("generate-demo", "ingest", "quality", "eval", "doctor"):
         assert command in r.stdout
+        sub = subprocess.run([sys.executable, "-m", "wsovvis_dagster.cli", command, "--help"],
+                             capture_output=True, text=True)
+        assert sub.returncode == 0 and "usage: wsovvis " + command in sub.stdout, sub.stderr
     r = subprocess.run([sys.executable, "scripts/run_demo.py", "--help"], cwd=REPO,
                        capture_output=True, text=True, check=True)
     assert "--data-root" in r.stdout and "video_partitions" in r.stdout

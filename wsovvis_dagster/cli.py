@@ -72,12 +72,6 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
-def _doctor(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.doctor import cli_doctor
-
-    return cli_doctor(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsovvis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="video AP/AR of results vs ground truth (YouTube-VIS)")
     add_eval_arguments(ev).set_defaults(func=run_eval)
 
-    doc = sub.add_parser("doctor", help="check the VideoCutLER toolchain and print fixes",
-                         add_help=False)
-    doc.add_argument("rest", nargs=argparse.REMAINDER)
-    doc.set_defaults(func=_doctor)
+    from wsovvis_dagster.doctor import add_doctor_arguments, run_doctor_cli
+
+    doc = sub.add_parser("doctor", help="check the VideoCutLER toolchain and print fixes")
+    add_doctor_arguments(doc).set_defaults(func=run_doctor_cli)
     return parser
 
 

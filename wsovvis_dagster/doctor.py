@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -249,15 +250,22 @@ def run_doctor(vnext_root: Path | None = Path("third_party/VNext"),
     return sorted(problems, key=lambda x: x.severity != "error")
 
 
-def cli_doctor(argv: list[str] | None = None) -> int:
-    """`wsovvis doctor [--vnext-root ...] [--cutler-root ...] [--weights ...]`: 1 on errors."""
-    ap = argparse.ArgumentParser(prog="wsovvis doctor", description=__doc__)
-    ap.add_argument("--vnext-root", default="third_party/VNext")
-    ap.add_argument("--cutler-root", default="third_party/CutLER")
-    ap.add_argument("--weights", default=None, help="videocutler_m2f_rn50.pth to check")
+def add_doctor_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`wsovvis doctor`'s arguments (also usable on a subcommand parser)."""
+    ap.description = __doc__
+    ap.formatter_class = argparse.RawDescriptionHelpFormatter
+    ap.add_argument("--vnext-root", default="third_party/VNext", help="VNext checkout")
+    ap.add_argument("--cutler-root", default="third_party/CutLER", help="CutLER checkout")
+    ap.add_argument("--weights", default=os.environ.get("WSOVVIS_VIDEOCUTLER_WEIGHTS"),
+                    help="videocutler_m2f_rn50.pth to check (env WSOVVIS_VIDEOCUTLER_WEIGHTS)")
     ap.add_argument("--python", default=sys.executable, help="interpreter to check")
-    ap.add_argument("--cuda-home", default=None)
-    args = ap.parse_args(argv)
+    ap.add_argument("--cuda-home", default=None,
+                    help="CUDA toolkit to check against torch's CUDA (default: CUDA_HOME, nvcc)")
+    return ap
+
+
+def run_doctor_cli(args: argparse.Namespace) -> int:
+    """Print every problem with its fix; exit status 1 when any is an error."""
     problems = run_doctor(Path(args.vnext_root), Path(args.cutler_root), args.weights,
                           python=args.python, cuda_home=args.cuda_home)
     errors = sum(p.severity == "error" for p in problems)
@@ -266,3 +274,9 @@ def cli_doctor(argv: list[str] | None = None) -> int:
                  else "no problems found")
     sys.stdout.write("\n".join(lines) + "\n")
     return 1 if errors else 0
+
+
+def cli_doctor(argv: list[str] | None = None) -> int:
+    """`wsovvis doctor [--vnext-root ...] [--cutler-root ...] [--weights ...]`: 1 on errors."""
+    parser = add_doctor_arguments(argparse.ArgumentParser(prog="wsovvis doctor"))
+    return run_doctor_cli(parser.parse_args(argv))

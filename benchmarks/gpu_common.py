@@ -84,20 +84,25 @@ def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> dict
             "reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
 
 
+def _track_overlaps(a: np.ndarray, b: np.ndarray):
+    """Intersections `(na, nb)` and areas of every track pair of two `(T, H, W)` id maps."""
+    na, nb = int(a.max(initial=0)), int(b.max(initial=0))
+    joint = np.bincount(a.astype(np.int64).ravel() * (nb + 1) + b.astype(np.int64).ravel(),
+                        minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
+    return joint[1:, 1:].astype(float), joint[1:, :].sum(1), joint[:, 1:].sum(0)
+
+
 def matched_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Mean IoU of Hungarian-matched tracks of two `(T, H, W)` id maps (unmatched count 0)."""
     from scipy.optimize import linear_sum_assignment
 
-    na, nb = int(a.max(initial=0)), int(b.max(initial=0))
-    if na == 0 and nb == 0:
-        return 1.0
-    joint = np.bincount(a.astype(np.int64).ravel() * (nb + 1) + b.astype(np.int64).ravel(),
-                        minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
-    inter = joint[1:, 1:].astype(float)
-    union = joint[1:, :].sum(1)[:, None] + joint[:, 1:].sum(0)[None, :] - inter
+    inter, area_a, area_b = _track_overlaps(a, b)
+    if inter.size == 0:
+        return 1.0 if area_a.size == area_b.size == 0 else 0.0
+    union = area_a[:, None] + area_b[None, :] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     rows, cols = linear_sum_assignment(-iou)
-    return float(iou[rows, cols].sum() / max(na, nb))
+    return float(iou[rows, cols].sum() / max(inter.shape))
 
 
 def pooled_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,13 +110,9 @@ def pooled_iou(a: np.ndarray, b: np.ndarray) -> float:
     so a track of a few pixels weighs what it covers)."""
     from scipy.optimize import linear_sum_assignment
 
-    na, nb = int(a.max(initial=0)), int(b.max(initial=0))
-    if na == 0 and nb == 0:
-        return 1.0
-    joint = np.bincount(a.astype(np.int64).ravel() * (nb + 1) + b.astype(np.int64).ravel(),
-                        minlength=(na + 1) * (nb + 1)).reshape(na + 1, nb + 1)
-    inter = joint[1:, 1:].astype(float)
-    area_a, area_b = joint[1:, :].sum(1), joint[:, 1:].sum(0)
+    inter, area_a, area_b = _track_overlaps(a, b)
+    if inter.size == 0:
+        return 1.0 if area_a.size == area_b.size == 0 else 0.0
     union = area_a[:, None] + area_b[None, :] - inter
     rows, cols = linear_sum_assignment(-np.divide(inter, np.maximum(union, 1)))
     matched_inter = inter[rows, cols].sum()

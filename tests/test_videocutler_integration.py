@@ -92,3 +92,27 @@ def test_missing_weights_fail_with_the_source(patched_install):
 
     with pytest.raises(WeightsError, match="videocutler_m2f_rn50.pth"):
         build_predictor(PredictorSettings(backend="videocutler", cutler_root=str(CUTLER)))
+
+
+def test_mask_pngs_asset_runs_with_the_videocutler_backend(patched_install, synthetic_root,
+                                                           instance, resources_for, run_graph,
+                                                           tmp_path):
+    """The whole graph (video_partitions -> mask_pngs -> tube_json) with backend=videocutler."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from wsovvis_dagster.tubes import load_tube_json
+
+    resources = resources_for(
+        synthetic_root, backend="videocutler", vnext_root=str(VNEXT), cutler_root=str(CUTLER),
+        allow_random_weights=True, confidence=0.0, chunk_size=6, chunk_overlap=2,
+    )
+    run_graph(resources)
+    (record,) = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=["val__val0000"]),
+        limit=1,
+    ).records
+    md = record.asset_materialization.metadata
+    assert md["predictor"].value.startswith("videocutler") and md["frames"].value == 8
+    assert md["tracks"].value >= 1
+    data = load_tube_json(tmp_path / "outputs" / "val" / "tubes_val.json")
+    assert [v["length"] for v in data["videos"]] == [8, 8] and data["annotations"]

@@ -69,10 +69,10 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     """A fresh DAGSTER_HOME with the project's instance config rendered in."""
+    from benchmarks.orchestration import render_instance
+
     home = tmp_path / "dagster_home"
-    home.mkdir()
-    template = (REPO / "dagster_home" / "dagster.yaml").read_text()
-    (home / "dagster.yaml").write_text(template.replace("@GPU_LIMIT@", "4"))
+    render_instance(home, gpu_limit=4)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 

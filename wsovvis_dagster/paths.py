@@ -4,6 +4,7 @@ Layout (LV-VIS style, splits kept apart):
     <data_root>/<split>/JPEGImages/<video_id>/<frame>.jpg
     <output_root>/<split>/masks/<video_id>/mask_<frame>.png
     <output_root>/<split>/tubes_<split>.json
+    <data_root>/annotations/<split>_instances.json   (ground truth, where there is any)
 """
 
 from __future__ import annotations
@@ -104,6 +105,11 @@ def masks_root(output_root: Path, split: str) -> Path:
 
 def masks_dir(output_root: Path, ref: VideoRef) -> Path:
     return resolve_inside(output_root, ref.split, "masks", ref.video_id)
+
+
+def gt_json_path(data_root: Path, split: str) -> Path:
+    """Where a dataset keeps a split's YouTube-VIS ground truth (the synthetic one does)."""
+    return Path(data_root) / "annotations" / f"{check_split(split)}_instances.json"
 
 
 def tube_json_path(output_root: Path, split: str) -> Path:

@@ -74,11 +74,11 @@ def synthetic_quality(
     from pathlib import Path
 
     from wsovvis_dagster.frames import read_video
-    from wsovvis_dagster.paths import VideoRef
+    from wsovvis_dagster.paths import VideoRef, gt_json_path
 
     out = {}
     for split in splits:
-        path = Path(data_root) / "annotations" / f"{split}_instances.json"
+        path = gt_json_path(Path(data_root), split)
         if not path.exists():
             continue
         gt = json.loads(path.read_text())

@@ -23,6 +23,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import atomic_dir, write_json_atomic
+from wsovvis_dagster.paths import gt_json_path
 
 COLOURS = {  # RGB, saturated so they stand out from the grey-ish background
     "red": (215, 45, 40),
@@ -231,7 +232,7 @@ def generate_dataset(
             "info": {"description": "wsovvis synthetic dataset", "seed": seed},
             "categories": cat_json, "videos": videos, "annotations": annotations,
         }
-        path = root / "annotations" / f"{split}_instances.json"
+        path = gt_json_path(root, split)
         write_json_atomic(path, gt)
         gt_paths[split] = path
     (root / "README.txt").write_text(

@@ -20,11 +20,6 @@ from wsovvis_dagster.tubes import load_tube_json
 from wsovvis_dagster.ytvis import load_gt, validate_tube_json
 
 
-def gt_json_path(data_root: Path, split: str) -> Path:
-    """Where a dataset keeps a split's YouTube-VIS ground truth (the synthetic one does)."""
-    return Path(data_root) / "annotations" / f"{split}_instances.json"
-
-
 def splits_with_tubes(output_root: Path) -> list[str]:
     """Splits whose `tubes_<split>.json` exists."""
     return [s for s in SPLITS if tube_json_path(output_root, s).is_file()]

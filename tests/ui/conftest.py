@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from benchmarks.orchestration import render_instance, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -159,14 +160,7 @@ class DagsterUI:
 
     def wait_for(self, probe: Callable[[], object], timeout: float, what: str):
         """Poll `probe` until it returns something truthy; that value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = probe()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(0.5)
+        return wait_for(probe, timeout=timeout, what=what)
 
 
 def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -212,9 +206,7 @@ def dagster_ui(tmp_path_factory, synthetic_root) -> DagsterUI:
 
     base = tmp_path_factory.mktemp("ui")
     home = base / "dagster_home"
-    home.mkdir()
-    template = (REPO / "dagster_home" / "dagster.yaml").read_text()
-    (home / "dagster.yaml").write_text(template.replace("@GPU_LIMIT@", "4"))
+    render_instance(home, gpu_limit=4)
     # the "Join the Dagster community" dialog shows once per instance on localhost
     (home / ".nux").mkdir()
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")

@@ -18,6 +18,7 @@ from sacred import Experiment
 from sacred.observers import FileStorageObserver
 
 from wsovvis_dagster.atomic import write_json_atomic
+from wsovvis_dagster.paths import gt_json_path
 from wsovvis_dagster.training.fit import TrainingJob, fit_and_evaluate
 from wsovvis_dagster.training.loop import init_distributed, shutdown_distributed
 
@@ -67,7 +68,7 @@ def job_from_config(config: dict) -> TrainingJob:
     output_root = Path(config["output_root"]).resolve()
 
     def gt(key: str, split: str) -> Path:
-        return Path(config[key] or data_root / "annotations" / f"{split}_instances.json")
+        return Path(config[key]) if config[key] else gt_json_path(data_root, split)
 
     fields = set(TrainingJob.__dataclass_fields__) - {
         "data_root", "output_root", "work_dir", "feature_cache", "train_gt", "eval_gt"}

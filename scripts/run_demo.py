@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_train:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in trained.items())
         print(f"[demo] trained_model on val: {shown}")
-    print("[demo] open the UI:  source .venv/bin/activate && dagster dev   (http://127.0.0.1:3000)")
+    print("[demo] open the UI:  source .venv/bin/activate && dagster dev -h 127.0.0.1   (http://127.0.0.1:3000)")
     return 0
 
 

@@ -49,3 +49,24 @@ def test_ingest_rejects_unreadable_file(tmp_path, capsys):
 def test_ingest_refuses_unknown_split(tmp_path, split):
     with pytest.raises(SystemExit):
         main(["ingest", "x.mp4", "--split", split])
+
+
+def test_ingest_over_existing_video_needs_force(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    video = tmp_path / "clip.mp4"
+    _write_mp4(video, [np.full((48, 64, 3), c, dtype=np.uint8)
+                       for c in rng.integers(0, 255, (4, 3))])
+    args = ["ingest", str(video), "--split", "val", "--data-root", str(tmp_path / "d")]
+    assert main(args) == 0
+    assert "materialise video_partitions" in capsys.readouterr().out
+    folder = tmp_path / "d" / "val" / "JPEGImages" / "clip"
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    # a second ingest under the same id keeps the frames and says how to replace them
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "--force" in err
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    assert main([*args, "--max-frames", "2", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "replaced" in out and "stale" in out and "register" not in out
+    assert sorted(f.name for f in folder.iterdir()) == ["00000.jpg", "00001.jpg"]

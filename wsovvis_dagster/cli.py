@@ -40,16 +40,24 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from wsovvis_dagster.ingest import count_frames, ingest_video
+    from wsovvis_dagster.paths import VideoRef, frames_dir
 
+    ref = VideoRef(args.split, args.video_id or Path(args.video).stem)
+    existed = frames_dir(Path(args.data_root), ref).exists()
     total = count_frames(Path(args.video), every=args.every, max_frames=args.max_frames)
     with _bar(total=total, desc=f"ingest {Path(args.video).name}", unit="frame") as bar:
         ref, n = ingest_video(
             Path(args.video), Path(args.data_root), args.split, video_id=args.video_id,
-            every=args.every, max_frames=args.max_frames, progress=lambda _: bar.update(1),
+            every=args.every, max_frames=args.max_frames, force=args.force,
+            progress=lambda _: bar.update(1),
         )
-    print(f"wrote {n} frames for partition {ref.partition_key} "
-          f"({args.data_root}/{ref.split}/JPEGImages/{ref.video_id}/); "
-          "materialise video_partitions to register it")
+    where = f"{args.data_root}/{ref.split}/JPEGImages/{ref.video_id}/"
+    if existed:
+        print(f"replaced the frames of partition {ref.partition_key} with {n} frames ({where}); "
+              f"its mask_pngs are now stale: materialise mask_pngs --partition {ref.partition_key}")
+    else:
+        print(f"wrote {n} frames for partition {ref.partition_key} ({where}); "
+              "materialise video_partitions to register it")
     return 0
 
 
@@ -80,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate-demo", help="write the synthetic dataset (deterministic)")
     gen.add_argument("root", nargs="?", default="data/demo", help="output folder (data/demo)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0,
+                     help="random seed; the same seed writes byte-identical data (0)")
     gen.add_argument("--train", type=int, default=24, help="train videos (24)")
     gen.add_argument("--val", type=int, default=24, help="val videos (24)")
     gen.add_argument("--frames", type=int, default=16, help="frames per video (16)")
-    gen.add_argument("--height", type=int, default=120)
-    gen.add_argument("--width", type=int, default=160)
+    gen.add_argument("--height", type=int, default=120, help="frame height in pixels (120)")
+    gen.add_argument("--width", type=int, default=160, help="frame width in pixels (160)")
     gen.set_defaults(func=_generate)
 
     ing = sub.add_parser("ingest", help="decode a video file into a JPEG frame folder")
@@ -95,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--video-id", help="folder / partition name (default: file stem)")
     ing.add_argument("--every", type=int, default=1, help="keep every N-th frame (1)")
     ing.add_argument("--max-frames", type=int, help="stop after this many frames")
+    ing.add_argument("--force", action="store_true",
+                     help="replace the frames of a video that already exists (its masks go stale)")
     ing.set_defaults(func=_ingest)
 
     qual = sub.add_parser("quality", help="class-agnostic quality of the embedded CPU predictor")

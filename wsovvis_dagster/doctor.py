@@ -1,8 +1,7 @@
 """`wsovvis doctor`: what stands between this environment and a working VideoCutLER.
 
 Each check probes the target interpreter in a subprocess (so the doctor itself stays fast and
-torch-free), turns what it sees into `Problem`s, and every Problem carries the fix. The
-checks are pure functions of a `Probe`, which tests build by hand.
+torch-free), turns what it sees into `Problem`s, and every Problem carries the fix.
 """
 
 from __future__ import annotations
@@ -17,6 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsovvis_dagster.vnext.cuda import CudaToolkit, build_toolkit, check_cuda_match, find_toolkits
+
+# Checks are pure functions of a `Probe`, so tests build Probes by hand.
+
+_HELP = """Check what stands between this environment and a working VideoCutLER backend.
+
+Probes the interpreter (--python) in a subprocess: torch and its CUDA build, the CUDA toolkit
+that would compile the MultiScaleDeformableAttention op (CUDA_HOME / nvcc), the patched VNext
+and CutLER checkouts, and the weights file. Prints each problem with its fix; exits 1 when any
+problem is an error (the real path would fail), 0 otherwise.
+"""
 
 
 @dataclass(frozen=True)
@@ -252,7 +261,7 @@ def run_doctor(vnext_root: Path | None = Path("third_party/VNext"),
 
 def add_doctor_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`wsovvis doctor`'s arguments (also usable on a subcommand parser)."""
-    ap.description = __doc__
+    ap.description = _HELP
     ap.formatter_class = argparse.RawDescriptionHelpFormatter
     ap.add_argument("--vnext-root", default="third_party/VNext", help="VNext checkout")
     ap.add_argument("--cutler-root", default="third_party/CutLER", help="CutLER checkout")

@@ -13,6 +13,10 @@ class FrameError(WsovvisError):
     """A frame folder or JPEG that cannot be read as a video."""
 
 
+class VideoExistsError(WsovvisError, FileExistsError):
+    """A frame folder that would be overwritten without being asked to (`--force`)."""
+
+
 class MaskFormatError(WsovvisError):
     """A mask PNG or mask folder that does not follow the `mask_<frame>.png` id-map format."""
 

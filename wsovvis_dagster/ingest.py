@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 
 from wsovvis_dagster.atomic import atomic_dir
-from wsovvis_dagster.errors import FrameError
+from wsovvis_dagster.errors import FrameError, VideoExistsError
 from wsovvis_dagster.paths import VideoRef, frames_dir
 
 
@@ -33,20 +33,29 @@ def ingest_video(
     video_id: str | None = None,
     every: int = 1,
     max_frames: int | None = None,
+    force: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[VideoRef, int]:
     """Decode `video_path` and write every `every`-th frame as `<data_root>/<split>/JPEGImages/
-    <video_id>/<index:05d>.jpg` (atomically). Returns the video ref and the frame count."""
+    <video_id>/<index:05d>.jpg` (atomically). Returns the video ref and the frame count.
+
+    An existing frame folder is replaced only with `force` (its masks then turn stale)."""
     video_path = Path(video_path)
     ref = VideoRef(split, video_id or video_path.stem)
     if every < 1:
         raise ValueError("every must be >= 1")
+    target = frames_dir(data_root, ref)
+    if target.exists() and not force:
+        raise VideoExistsError(
+            f"{target} already exists (video {ref.partition_key}); pass --force to replace its "
+            "frames, or --video-id to ingest under another name"
+        )
     try:
         container = av.open(str(video_path))
     except (av.FFmpegError, OSError) as exc:
         raise FrameError(f"cannot open video {video_path}: {exc}") from exc
     written = 0
-    with container, atomic_dir(frames_dir(data_root, ref)) as tmp:
+    with container, atomic_dir(target) as tmp:
         try:
             for index, frame in enumerate(container.decode(video=0)):
                 if index % every:

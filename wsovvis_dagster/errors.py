@@ -29,10 +29,6 @@ class TubeFormatError(WsovvisError):
     """A tube / results JSON that does not follow the YouTube-VIS format."""
 
 
-class NotImplementedYetError(WsovvisError, NotImplementedError):
-    """An asset of the graph whose implementation has not landed yet."""
-
-
 class ThirdPartyError(WsovvisError):
     """VNext / CutLER sources, weights or the CUDA op are missing or broken."""
 

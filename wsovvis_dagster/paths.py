@@ -99,10 +99,6 @@ def frames_dir(data_root: Path, ref: VideoRef) -> Path:
     return resolve_inside(data_root, ref.split, "JPEGImages", ref.video_id)
 
 
-def masks_root(output_root: Path, split: str) -> Path:
-    return resolve_inside(output_root, check_split(split), "masks")
-
-
 def masks_dir(output_root: Path, ref: VideoRef) -> Path:
     return resolve_inside(output_root, ref.split, "masks", ref.video_id)
 

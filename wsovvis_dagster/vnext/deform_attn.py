@@ -143,12 +143,6 @@ def select_backend(name: str) -> None:
     func.set_backend(name)
 
 
-def active_backend() -> str | None:
-    import importlib
-
-    return importlib.import_module(_FUNC_MODULE).BACKEND
-
-
 _COMPARE = """
 import json, sys, torch
 sys.path.insert(0, {videocutler!r})

@@ -32,7 +32,7 @@ from wsovvis_dagster.pipeline import VideoMasksResult, import_video, segment_vid
 from wsovvis_dagster.preview import PREVIEW_MIME
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
-MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import:<folder>"
+MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
 
 
 class MaskConfig(Config):
@@ -122,9 +122,8 @@ def mask_pngs(
         )
     for key, metadata in done.items():
         context.add_asset_metadata(metadata, partition_key=key)
-    # a run tag on each materialisation names where the masks came from (UI: Tags)
-    source = f"import:{Path(config.import_root).resolve()}" if importing else "predictor"
-    return MaterializeResult(tags={MASK_SOURCE_TAG: source})
+    # a tag on each materialisation says where the masks came from (the folder: `mask_source`)
+    return MaterializeResult(tags={MASK_SOURCE_TAG: "import" if importing else "predictor"})
 
 
 def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo) -> dict:

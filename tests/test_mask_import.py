@@ -19,6 +19,7 @@ from PIL import Image
 from wsovvis_dagster.cli import main as cli
 from wsovvis_dagster.errors import MaskFormatError, UnsafeNameError
 from wsovvis_dagster.frames import scan_videos
+from wsovvis_dagster.linking import LinkParams
 from wsovvis_dagster.mask_import import import_masks
 from wsovvis_dagster.masks_io import SOURCE_FILE, load_id_map, write_mask_pngs
 from wsovvis_dagster.paths import VideoRef
@@ -102,6 +103,21 @@ def test_png_frames_and_sparse_masks_give_full_length_video_with_nulls(tmp_path)
     expected = np.zeros_like(maps)
     expected[kept] = maps[kept]
     assert np.array_equal(decode_video_id_maps(tubes, video["id"]), expected)
+
+
+def test_linked_sparse_masks_keep_source_ids_per_video_frame(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    frames = make_frames(data, "v", 6, suffix=".jpg")
+    maps = blob_maps(6)
+    kept = [0, 1, 4]
+    write_mask_pngs(out / "val" / "masks" / "v", [frames[t].stem for t in kept],
+                    [maps[t] for t in kept], {1: 0.9, 2: 0.8})
+    result = build_split_tubes(data, out, "val", [VideoRef("val", "v")], linking=LinkParams())
+    tubes = load_tube_json(result.path)
+    assert validate_tube_json(tubes) == []
+    for ann in tubes["annotations"]:
+        assert len(ann["source_ids"]) == 6
+        assert [t for t, s in enumerate(ann["source_ids"]) if s is not None] == kept
 
 
 def test_mask_of_wrong_size_or_unknown_stem_is_an_error_naming_the_file(tmp_path):
@@ -277,3 +293,13 @@ def test_osvos_masks_round_trip_through_import_and_tube_json_asset(
         expected = np.stack([np.asarray(Image.open(p)) for p in pngs])
         assert expected.max() > 0
         assert np.array_equal(decode_video_id_maps(tubes, video["id"]), expected)
+
+
+def test_import_help_explains_layout_modes_and_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["import-masks", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needed in ("SRC/<video_id>/<frame stem>.png", "I;16", "--scores", "example:",
+                   "mask_<frame stem>.png"):
+        assert needed in text

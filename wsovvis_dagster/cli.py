@@ -95,6 +95,9 @@ example:
     wsovvis import-masks ../shared/data/davis/osvos --split val \\
         --data-root data/davis --output-root outputs --scores scores.json
 scores.json (optional, default 1.0 per track): {"<video_id>": {"1": 0.93, "2": 0.41}}
+
+Then materialise tube_json. To record the import in Dagster as well (mask previews, staleness),
+materialise mask_pngs with config import_root: SRC instead. More: docs/tubes.md
 """
 
 

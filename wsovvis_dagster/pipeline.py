@@ -202,11 +202,11 @@ def build_split_tubes(
         sources[label] = sources.get(label, 0) + 1
 
     def videos():
-        items = [
+        items = (  # lazily: one frame listing per video as conversion reaches it
             (masks_dir(output_root, ref), ref.video_id,
              list_frame_files(frames_dir(data_root, ref)))
             for ref in ready
-        ]
+        )
         converted = convert_mask_folders(items, workers=workers, linking=linking)
         for i, (ref, video) in enumerate(zip(ready, converted, strict=True)):
             if progress:

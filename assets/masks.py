@@ -7,6 +7,7 @@ definitions.py), so new frames mark one video stale and new predictor settings m
 
 import base64
 from collections.abc import Iterable
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -24,11 +25,14 @@ from pydantic import Field
 from assets.partitions import videos_partitions
 from resources import DatasetPaths, PredictorResource
 from wsovvis_dagster.errors import WsovvisError
+from wsovvis_dagster.mask_import import IMPORT_VERSION, ImportedVideo
+from wsovvis_dagster.masks_io import read_mask_source
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import VideoMasksResult, segment_video
+from wsovvis_dagster.pipeline import VideoMasksResult, import_video, segment_video
 from wsovvis_dagster.preview import PREVIEW_MIME
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
+MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
 
 
 class MaskConfig(Config):
@@ -36,6 +40,17 @@ class MaskConfig(Config):
         default=False,
         description="Skip unreadable frames (recorded in metadata) instead of failing the video",
     )
+    import_root: str = Field(
+        default="",
+        description="Bring your own masks: import <import_root>/<video_id>/<frame>.png (per-frame "
+        "instance-id PNGs from another model, checked against the frames) instead of running "
+        "the predictor; see docs/tubes.md",
+    )
+    import_scores: str = Field(
+        default="",
+        description='With import_root: JSON {"<video_id>": {"<track id>": score}} (default 1.0)',
+    )
+
 
 @asset(
     partitions_def=videos_partitions,
@@ -61,16 +76,24 @@ def mask_pngs(
     `<output_root>/<split>/masks/<video_id>/mask_<frame>.png`, one id per track, 0 = background.
     """
     keys = context.partition_keys
-    model = predictor.predictor
+    importing = bool(config.import_root)
+    model = None if importing else predictor.predictor  # an import loads no model
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
     for i, key in enumerate(keys, start=1):
         context.log.info(f"video {i}/{len(keys)}: {key}")
         try:
-            result = segment_video(
-                paths.data, paths.outputs, VideoRef.from_partition_key(key), model,
-                skip_bad_frames=config.skip_bad_frames,
-            )
+            if importing:
+                result, imported = import_video(
+                    paths.data, paths.outputs, VideoRef.from_partition_key(key),
+                    Path(config.import_root),
+                    scores_file=Path(config.import_scores) if config.import_scores else None,
+                )
+            else:
+                result = segment_video(
+                    paths.data, paths.outputs, VideoRef.from_partition_key(key), model,
+                    skip_bad_frames=config.skip_bad_frames,
+                )
         except WsovvisError as exc:
             if len(keys) == 1:
                 raise
@@ -82,7 +105,10 @@ def mask_pngs(
             f"video {i}/{len(keys)}: {key}: {result.frames} frames, {result.tracks} tracks, "
             f"{result.frames_per_second:.1f} frames/s"
         )
-        done[key] = _video_metadata(key, result, model, predictor.device)
+        if importing:
+            done[key] = _import_metadata(key, result, imported)
+        else:
+            done[key] = _video_metadata(key, result, model, predictor.device)
     if failed:
         # record the good videos as materialised, then fail the run naming the bad ones
         for key, metadata in done.items():
@@ -96,7 +122,25 @@ def mask_pngs(
         )
     for key, metadata in done.items():
         context.add_asset_metadata(metadata, partition_key=key)
-    return MaterializeResult()
+    # a tag on each materialisation says where the masks came from (the folder: `mask_source`)
+    return MaterializeResult(tags={MASK_SOURCE_TAG: "import" if importing else "predictor"})
+
+
+def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo) -> dict:
+    preview = base64.b64encode(result.preview_jpeg).decode("ascii")
+    return {
+        "path": MetadataValue.path(str(result.folder)),
+        "frames": imported.frames,
+        "frames_with_masks": imported.masks,
+        "tracks": result.tracks,
+        "mean_mask_area": round(result.mean_area, 1),
+        "seconds": round(result.seconds, 3),
+        "predictor": "import",
+        "predictor_version": f"import{IMPORT_VERSION}:{imported.fingerprint}",
+        "mask_source": MetadataValue.path(str(read_mask_source(result.folder)["folder"])),
+        "import_rewritten": imported.written,
+        "preview": MetadataValue.md(f"![{key}](data:{PREVIEW_MIME};base64,{preview})"),
+    }
 
 
 def _video_metadata(key: str, result: VideoMasksResult, model, device: str) -> dict:

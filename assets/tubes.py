@@ -35,7 +35,9 @@ from wsovvis_dagster.tube_reports import (
 
 class TubeConfig(Config):
     allow_partial: bool = Field(
-        default=False, description="Write tubes for the videos that have masks; skip the rest"
+        default=False,
+        description="Write tubes for the videos that have masks; leave the rest out (listed in "
+        "the log and in `<split>_left_out` metadata)",
     )
     link_fragments: bool = Field(
         default=False,
@@ -79,6 +81,8 @@ def _split_metadata(split: str, result, outputs) -> dict:
         metadata[f"{split}_videos_without_frames"] = MetadataValue.json(
             list(result.missing_frames)
         )
+    metadata[f"{split}_left_out"] = MetadataValue.json(result.left_out)
+    metadata[f"{split}_mask_sources"] = MetadataValue.json(result.mask_sources)
     return metadata
 
 
@@ -87,7 +91,8 @@ def _split_metadata(split: str, result, outputs) -> dict:
     group_name="tubes",
     kinds={"json", "parquet"},
     owners=["team:wsovvis"],
-    code_version="2",
+    # 3: file names, length and size from the frames; masks checked against them
+    code_version="3",
 )
 def tube_json(
     context: AssetExecutionContext, config: TubeConfig, paths: DatasetPaths
@@ -117,6 +122,13 @@ def tube_json(
             allow_partial=config.allow_partial, linking=linking, workers=config.workers,
             progress=progress,
         )
+        for key, why in list(result.left_out.items())[:100]:  # all of them in the metadata
+            context.log.warning(f"{split}: left out of {result.path.name}: {key}: {why}")
+        if result.left_out:
+            context.log.warning(
+                f"{split}: {len(result.left_out)} of {len(refs)} videos left out "
+                f"(allow_partial={config.allow_partial}); see metadata {split}_left_out"
+            )
         outputs = write_split_outputs(result.path, split, gt_path=gt_json_path(paths.data, split))
         metadata.update(_split_metadata(split, result, outputs))
     return MaterializeResult(metadata=metadata)

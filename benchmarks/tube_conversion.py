@@ -4,7 +4,9 @@ Makes its own synthetic mask folders (moving ellipses, 8-bit PNGs as `mask_pngs`
 then times, in one run:
   naive          per frame: PIL decode, np.unique, and per id pycocotools encode/area/toBbox on a
                  Fortran copy of the binary mask; same JSON writer
-  ours x1        `convert_mask_folders(workers=1)` + `write_tube_json`
+  ours x1        `convert_mask_folders(workers=1)` + `write_tube_json`, masks alone
+  ours x1 frames the same with each video's JPEG frames, as `tube_json` runs it: every mask's
+                 stem and size checked against its frame (frame headers read, not decoded)
   ours xN        the same over N worker processes (default: all cores)
   decode only    PIL decode of every PNG (the floor of any converter)
   decode+encode  PIL decode + `encode_id_map` (ours without tube assembly and JSON)
@@ -60,6 +62,22 @@ def make_dataset(root: Path, videos: int, frames: int, h: int, w: int, objects: 
     return items
 
 
+def make_frames(root: Path, items: list, h: int, w: int) -> list:
+    """A JPEG frame per mask (noise), as a dataset holds them; items with their frame files."""
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    out = []
+    for folder, name in items:
+        frame_dir = root / name
+        frame_dir.mkdir(parents=True)
+        files = []
+        for f in list_mask_files(folder):
+            files.append(frame_dir / f"{f.stem[5:]}.jpg")
+            image.save(files[-1], quality=90)
+        out.append((folder, name, files))
+    return out
+
+
 def naive_video(folder: Path, name: str) -> VideoTubes:
     """One frame at a time, one pycocotools call per id: the straightforward converter."""
     files = list_mask_files(folder)
@@ -108,6 +126,7 @@ def main() -> None:
         root = Path(tmp)
         items = make_dataset(root / "masks", args.videos, args.frames, args.height, args.width,
                              args.objects)
+        with_frames = make_frames(root / "frames", items, args.height, args.width)
         files = [f for folder, _ in items for f in list_mask_files(folder)]
         n_frames = len(files)
         out = root / "tubes.json"
@@ -123,6 +142,9 @@ def main() -> None:
         methods = {
             "naive": lambda: write_tube_json(out, (naive_video(f, n) for f, n in items)),
             "ours x1": lambda: write_tube_json(out, convert_mask_folders(items, workers=1)),
+            "ours x1 frames": lambda: write_tube_json(
+                out, convert_mask_folders(with_frames, workers=1)
+            ),
             f"ours x{args.workers}": lambda: write_tube_json(
                 out, convert_mask_folders(items, workers=args.workers)
             ),

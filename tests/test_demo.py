@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end(tmp_path, subprocess_env):
 def test_cli_help_explains_itself():
     r = subprocess.run([sys.executable, "-m", "wsovvis_dagster.cli", "--help"],
                        capture_output=True, text=True, check=True)
-    for command in ("generate-demo", "ingest", "quality", "eval", "doctor"):
+    for command in ("generate-demo", "ingest", "import-masks", "quality", "eval", "doctor"):
         assert command in r.stdout
         sub = subprocess.run([sys.executable, "-m", "wsovvis_dagster.cli", command, "--help"],
                              capture_output=True, text=True)

@@ -459,8 +459,12 @@ def test_deleted_video_is_reported_missing_and_named_by_tube_json(
     assert result.success, failure_text(result)
     assert metadata(result, "tube_json")["val_videos_without_frames"] == [
         "val__b_gone_after_masks", "val__c_gone_before_masks"]
+    # a video without frames is left out even with masks: they cannot be checked against its
+    # frames, and its file_names would name files that do not exist
+    assert set(metadata(result, "tube_json")["val_left_out"]) == {
+        "val__b_gone_after_masks", "val__c_gone_before_masks"}
     data_json = load_tube_json(tmp_path / "outputs" / "val" / "tubes_val.json")
-    assert [v["name"] for v in data_json["videos"]] == ["a_kept", "b_gone_after_masks"]
+    assert [v["name"] for v in data_json["videos"]] == ["a_kept"]
 
 
 def test_unmounted_data_root_is_not_taken_for_deleted_videos(real_jpegs, tmp_path):

@@ -2,6 +2,7 @@
 
     wsovvis generate-demo data/demo      # synthetic LV-VIS style dataset with ground truth
     wsovvis ingest clip.mp4 --split val  # a real video -> JPEG frame folder
+    wsovvis import-masks osvos/ --split val   # your own per-frame id PNGs -> mask_pngs layout
     wsovvis quality --data-root data/demo --davis ../shared/data/davis
     wsovvis eval GT.json RESULTS.json    # video AP / AR (YouTube-VIS protocol)
     wsovvis doctor                       # VideoCutLER toolchain checks with fixes
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -61,6 +63,52 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_masks(args: argparse.Namespace) -> int:
+    from wsovvis_dagster.mask_import import import_masks
+
+    with _bar(desc="import", unit="video") as bar:
+        report = import_masks(
+            Path(args.src), Path(args.data_root), Path(args.output_root), args.split,
+            scores_file=Path(args.scores) if args.scores else None, videos=args.video,
+            progress=lambda _: bar.update(1),
+        )
+    for v in report.videos:
+        state = "written" if v.written else "unchanged (already imported)"
+        print(f"{v.ref.partition_key}: {v.masks}/{v.frames} frames with masks, {v.tracks} tracks"
+              f" -> {v.folder} [{state}]")
+    for name, why in report.skipped.items():
+        print(f"skipped {args.src}/{name}: {why}")
+    written = sum(v.written for v in report.videos)
+    print(f"{written} of {len(report.videos)} videos written, {len(report.videos) - written} "
+          f"unchanged. Next: materialise tube_json (videos must be registered: "
+          f"video_partitions). To record them in Dagster too (staleness, previews), run the import "
+          f"as mask_pngs with config import_root: {report.source} (see docs/tubes.md)")
+    return 0
+
+
+_IMPORT_HELP = """\
+Import per-frame instance-id PNGs made by another model (OSVOS, SAM 2, XMem, Cutie, ...)
+into the outputs layout, so tube_json, previews and staleness use them like predictor output.
+
+SRC holds one folder per video, named like the video's frame folder:
+    SRC/<video_id>/<frame stem>.png   (or mask_<frame stem>.png)
+pixel value = instance id, 0 = background; DAVIS palette PNGs (P), 8-bit (L) or 16-bit (I;16).
+A frame without a PNG has no objects. Every folder must name a video of
+<data-root>/<split>/JPEGImages/, every PNG one of its frames, at that frame's size; all of it
+is checked before anything is written. Masks land in
+<output-root>/<split>/masks/<video_id>/mask_<frame stem>.png with tracks.json (scores) and
+source.json (where they came from). Rerunning with the same files writes nothing.
+
+example:
+    wsovvis import-masks ../shared/data/davis/osvos --split val \\
+        --data-root data/davis --output-root outputs --scores scores.json
+scores.json (optional, default 1.0 per track): {"<video_id>": {"1": 0.93, "2": 0.41}}
+
+Then materialise tube_json. To record the import in Dagster as well (mask previews, staleness),
+materialise mask_pngs with config import_root: SRC instead. More: docs/tubes.md
+"""
+
+
 def _quality(args: argparse.Namespace) -> int:
     from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
     from wsovvis_dagster.quality import davis_quality, synthetic_quality
@@ -78,6 +126,11 @@ def _quality(args: argparse.Namespace) -> int:
         for seq, value in quality.items():
             print(f"DAVIS {seq}: J = {value:.3f}")
     return 0
+
+
+def _env_default(name: str, default: str) -> str:
+    """The code location's setting (definitions.py reads the same env var) or `default`."""
+    return os.environ.get(name) or default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--force", action="store_true",
                      help="replace the frames of a video that already exists (its masks go stale)")
     ing.set_defaults(func=_ingest)
+
+    imp = sub.add_parser(
+        "import-masks", help="import your own per-frame id PNGs as the videos' masks",
+        description=_IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("src", help="folder of <video_id>/ folders of per-frame id PNGs")
+    imp.add_argument("--split", required=True, choices=["train", "val", "test"])
+    imp.add_argument("--data-root", default=_env_default("WSOVVIS_DATA_ROOT", "data/demo"),
+                     help="dataset root with <split>/JPEGImages/ ($WSOVVIS_DATA_ROOT or "
+                     "data/demo)")
+    imp.add_argument("--output-root", default=_env_default("WSOVVIS_OUTPUT_ROOT", "outputs"),
+                     help="where masks go ($WSOVVIS_OUTPUT_ROOT or outputs)")
+    imp.add_argument("--scores", help='JSON {"<video_id>": {"<track id>": score}} (default 1.0)')
+    imp.add_argument("--video", action="append",
+                     help="import only this video folder of SRC (repeatable)")
+    imp.set_defaults(func=_import_masks)
 
     qual = sub.add_parser("quality", help="class-agnostic quality of the embedded CPU predictor")
     qual.add_argument("--data-root", help="synthetic dataset with annotations/ (mean best IoU)")

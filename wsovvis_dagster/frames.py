@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from wsovvis_dagster.atomic import OLD_PREFIX, TEMP_PREFIX
 from wsovvis_dagster.errors import FrameError, UnsafeNameError, WsovvisError
 from wsovvis_dagster.paths import SPLITS, VideoRef, check_video_id, frames_dir, resolve_inside
 
@@ -95,10 +96,18 @@ class ScanReport:
         return {"min": min(n), "median": statistics.median(n), "max": max(n)}
 
 
+def is_own_temp_name(name: str) -> bool:
+    """True for the hidden temp names the project's atomic writers make (see atomic.py)."""
+    return name.startswith((TEMP_PREFIX, OLD_PREFIX))
+
+
 def scan_videos(data_root: Path) -> ScanReport:
     """Find `<data_root>/<split>/JPEGImages/<video_id>/` folders with at least one frame.
 
-    Unsafe names, empty folders and folders without images are reported, never registered.
+    Unsafe names (hidden `.name` folders included), empty folders and folders without images
+    are reported in `rejected`, never registered. The one exception is the project's own temp
+    folders (`is_own_temp_name`: `.tmp-*` / `.old-*` of `atomic.atomic_dir`, e.g. an `ingest`
+    still writing), which are skipped without a report.
     """
     data_root = Path(data_root)
     if not data_root.is_dir():
@@ -112,8 +121,8 @@ def scan_videos(data_root: Path) -> ScanReport:
         if not split_dir.is_dir():
             continue
         for folder in sorted(split_dir.iterdir(), key=lambda p: natural_key(p.name)):
-            if folder.name.startswith("."):
-                continue
+            if is_own_temp_name(folder.name):
+                continue  # a writer's temp folder (atomic.py), not a video
             where = f"{split}/{folder.name}"
             if not folder.is_dir():
                 if folder.is_symlink():
@@ -147,6 +156,17 @@ def check_image_size(img: Image.Image) -> None:
         raise Image.DecompressionBombError(
             f"{img.width}x{img.height} pixels exceeds the limit of {limit} (a decompression bomb?)"
         )
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """`(width, height)` of an image from its header alone (PIL opens lazily: no decode)."""
+    try:
+        with Image.open(path) as img:
+            check_image_size(img)
+            return img.size
+    except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise FrameError(f"cannot read frame {path}: {reason}") from exc
 
 
 def load_frame(path: Path) -> np.ndarray:

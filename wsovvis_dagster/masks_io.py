@@ -2,6 +2,8 @@
 
 Pixel value = track id (0 = background). 8-bit greyscale while every id fits, 16-bit
 greyscale when any id exceeds 255. A `tracks.json` beside the PNGs keeps each id's score.
+Masks brought from elsewhere (`mask_import`) also carry a `source.json` naming where they came
+from and a fingerprint of their content; predictor output has none.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from wsovvis_dagster.frames import IMAGE_DECODE_ERRORS, check_image_size, natura
 
 MASK_PREFIX = "mask_"
 TRACKS_FILE = "tracks.json"
+SOURCE_FILE = "source.json"  # only in folders of imported masks
 MAX_ID = 65535
 
 
@@ -74,6 +77,8 @@ def write_mask_pngs(
     stems: Iterable[str],
     id_maps: Iterable[np.ndarray],
     scores: dict[int, float],
+    *,
+    source: dict | None = None,
 ) -> MaskWriteSummary:
     """Write one PNG per frame into `dest`, atomically: `dest` appears complete or not at all.
 
@@ -81,7 +86,8 @@ def write_mask_pngs(
     id to its confidence; all ids appearing in the maps must be in it. The bit depth is chosen
     from `scores` before the first frame, so an id above it raises `MaskFormatError` rather than
     being wrapped silently. A failed write (e.g. disk full) raises `OutputWriteError` and leaves
-    the previous `dest` as it was.
+    the previous `dest` as it was. `source` (imported masks) is written as `source.json` in
+    the same atomic swap.
     """
     top = max(scores, default=0)
     sixteen_bit = top > 255
@@ -114,6 +120,8 @@ def write_mask_pngs(
                 frames += 1
             tracks = {str(k): float(v) for k, v in sorted(scores.items())}
             (tmp / TRACKS_FILE).write_text(json.dumps({"scores": tracks}))
+            if source is not None:
+                (tmp / SOURCE_FILE).write_text(json.dumps(source, sort_keys=True))
     except ValueError as exc:  # zip(strict=True): predictor gave more or fewer maps than frames
         if isinstance(exc, WsovvisError):
             raise
@@ -174,3 +182,19 @@ def read_track_scores(folder: Path) -> dict[int, float]:
         raise MaskFormatError(
             f"{path} is malformed ({exc}); re-run mask_pngs for this video"
         ) from exc
+
+
+def read_mask_source(folder: Path) -> dict | None:
+    """`source.json` of an imported mask folder; None for predictor output (no such file)."""
+    path = Path(folder) / SOURCE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise MaskFormatError(
+            f"{path} is malformed ({exc}); re-import the masks (wsovvis import-masks)"
+        ) from exc
+    if not isinstance(data, dict):
+        raise MaskFormatError(f"{path} must hold a JSON object; re-import the masks")
+    return data

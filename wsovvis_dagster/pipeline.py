@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from wsovvis_dagster.atomic import remove_stale_temp_dirs
-from wsovvis_dagster.errors import MaskFormatError, MissingMasksError, OutputWriteError
-from wsovvis_dagster.frames import read_video
+from wsovvis_dagster.errors import FrameError, MaskFormatError, MissingMasksError, OutputWriteError
+from wsovvis_dagster.frames import list_frame_files, read_video
 from wsovvis_dagster.linking import LinkParams
-from wsovvis_dagster.masks_io import write_mask_pngs
+from wsovvis_dagster.mask_import import ImportedVideo, import_masks
+from wsovvis_dagster.masks_io import (
+    frame_stem,
+    list_mask_files,
+    load_id_map,
+    read_mask_source,
+    write_mask_pngs,
+)
 from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
 from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.preview import overlay_montage
@@ -71,6 +78,36 @@ def segment_video(
     )
 
 
+def import_video(
+    data_root: Path,
+    output_root: Path,
+    ref: VideoRef,
+    import_root: Path,
+    *,
+    scores_file: Path | None = None,
+) -> tuple[VideoMasksResult, ImportedVideo]:
+    """Import `<import_root>/<video_id>/` as this video's masks (`mask_import.import_masks`),
+    with the same summary and preview `segment_video` gives for predictor output."""
+    start = time.perf_counter()
+    report = import_masks(import_root, data_root, output_root, ref.split,
+                          scores_file=scores_file, videos=[ref.video_id])
+    video = report.videos[0]
+    frames = read_video(data_root, ref)
+    maps = np.zeros(frames.images.shape[:3], dtype=np.uint16)
+    position = {s: t for t, s in enumerate(frames.stems)}
+    for f in list_mask_files(video.folder):
+        maps[position[frame_stem(f)]] = load_id_map(f)
+    present = maps[maps > 0]
+    per_track_frame = sum(len(np.unique(m[m > 0])) for m in maps)
+    result = VideoMasksResult(
+        ref=ref, folder=video.folder, frames=video.masks, tracks=video.tracks,
+        mean_area=present.size / per_track_frame if per_track_frame else 0.0,
+        seconds=time.perf_counter() - start, skipped_frames=(),
+        preview_jpeg=overlay_montage(frames.images, maps),
+    )
+    return result, video
+
+
 def _check_predictor_output(
     predictor: VideoPredictor, ref: VideoRef, frames_shape: tuple, id_maps: np.ndarray
 ) -> None:
@@ -92,9 +129,13 @@ class SplitTubesResult:
     tubes: int
     frames: int
     bytes: int
-    # videos whose JPEG folder vanished: their masks are used when present; without masks they
-    # are left out of the JSON (a deleted video), never a crash
+    # videos whose frame folder vanished: left out of the JSON (their masks cannot be checked and
+    # their file names would point at nothing), never a crash
     missing_frames: tuple[str, ...]
+    # every registered video not in the JSON, partition key -> why (no masks, frames gone)
+    left_out: dict[str, str] = field(default_factory=dict)
+    # where the masks came from: "mask_pngs" (a predictor) or "import:<origin>" -> video count
+    mask_sources: dict[str, int] = field(default_factory=dict)
 
 
 def find_videos_without_masks(output_root: Path, refs: Iterable[VideoRef]) -> list[VideoRef]:
@@ -114,37 +155,58 @@ def build_split_tubes(
 ) -> SplitTubesResult:
     """Convert the mask folders of `refs` (one split) into `tubes_<split>.json`.
 
-    Conversion runs over `workers` processes in one streaming pass; with `linking`, ids are
-    relinked into tracks by mask IoU (tubes keep the predictor's ids in `source_ids`).
+    Every mask is checked against its video's frames (stem and size), and each video's length,
+    file names and size are its frames' (`tubes.video_tubes_from_masks`). Conversion runs over
+    `workers` processes in one streaming pass; with `linking`, ids are relinked into tracks by
+    mask IoU (tubes keep the predictor's ids in `source_ids`).
 
-    Videos with no masks yet raise `MissingMasksError` listing them, unless `allow_partial`.
-    A registered video whose frame folder was deleted is named in `missing_frames`: its masks
-    are used if it has any, otherwise it is left out (no masks will ever come for it).
+    Videos with no masks yet raise `MissingMasksError` listing them, unless `allow_partial`,
+    which leaves them out and lists them in `left_out`. A registered video whose frame folder
+    was deleted is named in `missing_frames` and left out (no frames to check its masks against).
     """
     frames_root = Path(data_root) / split / "JPEGImages"
     gone = {r for r in refs if not frames_dir(data_root, r).is_dir()}
     without_masks = find_videos_without_masks(output_root, refs)
     # only when the split's frame folder exists: an unmounted data root is not a deletion
-    deleted = {r for r in without_masks if r in gone} if frames_root.is_dir() else set()
+    deleted = gone if frames_root.is_dir() else set()
     missing = [r for r in without_masks if r not in deleted]
     if missing and not allow_partial:
         listed = ", ".join(r.partition_key for r in missing[:20])
         more = f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""
         raise MissingMasksError(
             f"{len(missing)} of {len(refs)} {split} videos have no mask PNGs yet: {listed}{more}. "
-            "Materialise mask_pngs for them first, or set allow_partial: true"
+            "Materialise mask_pngs for them first (or import masks: wsovvis import-masks), or "
+            "set allow_partial: true"
         )
-    ready = [r for r in refs if r not in set(without_masks)]
+    left_out = {r.partition_key: "no mask PNGs yet (mask_pngs not materialised)" for r in missing}
+    for r in refs:
+        if r in deleted:
+            left_out[r.partition_key] = f"frame folder {frames_dir(data_root, r)} was deleted"
+    ready = [r for r in refs if r.partition_key not in left_out]
     if not ready and not allow_partial:
         raise MissingMasksError(
-            f"none of the {len(refs)} registered {split} videos has mask PNGs "
+            f"none of the {len(refs)} registered {split} videos has mask PNGs and frames "
             f"({len(deleted)} were deleted from {frames_root}); refusing to write an empty "
             f"{tube_json_path(output_root, split).name}. Materialise mask_pngs first"
         )
     missing_frames = tuple(r.partition_key for r in refs if r in gone)
+    if ready and not frames_root.is_dir():
+        raise FrameError(
+            f"{frames_root} does not exist, so the masks of {len(ready)} {split} videos cannot "
+            "be checked against their frames: is the data root mounted (WSOVVIS_DATA_ROOT)?"
+        )
+    sources: dict[str, int] = {}
+    for ref in ready:
+        source = read_mask_source(masks_dir(output_root, ref))
+        label = f"import:{source.get('origin', '?')}" if source else "mask_pngs"
+        sources[label] = sources.get(label, 0) + 1
 
     def videos():
-        items = [(masks_dir(output_root, ref), ref.video_id) for ref in ready]
+        items = (  # lazily: one frame listing per video as conversion reaches it
+            (masks_dir(output_root, ref), ref.video_id,
+             list_frame_files(frames_dir(data_root, ref)))
+            for ref in ready
+        )
         converted = convert_mask_folders(items, workers=workers, linking=linking)
         for i, (ref, video) in enumerate(zip(ready, converted, strict=True)):
             if progress:
@@ -153,7 +215,7 @@ def build_split_tubes(
 
     path = tube_json_path(output_root, split)
     remove_stale_temp_dirs(path.parent)  # temp files of tube_json runs killed over an hour ago
-    info = {"split": split, "source": "wsovvis mask_pngs"}
+    info = {"split": split, "source": "wsovvis mask_pngs", "mask_sources": sources}
     if linking is not None:
         info["linking"] = asdict(linking)
     try:
@@ -166,4 +228,5 @@ def build_split_tubes(
     return SplitTubesResult(
         split=split, path=path, videos=counts["videos"], tubes=counts["tubes"],
         frames=counts["frames"], bytes=path.stat().st_size, missing_frames=missing_frames,
+        left_out=left_out, mask_sources=sources,
     )

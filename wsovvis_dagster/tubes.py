@@ -9,6 +9,11 @@ Tube JSON layout (YouTube-VIS 2019 style, extended with `track_id` and `score`):
 RLE is pycocotools' compressed form with `counts` as str; `null` where the track is absent.
 Tubes made with the linker also carry `"source_ids": [original id | null per frame]`.
 
+Given the video's frame files, a video's `length`, `file_names` (each frame's real name),
+`width` and `height` come from the frames, not the masks: every mask must be named after a frame
+and have that frame's size (`MaskFormatError` naming the file otherwise), and frames without a
+mask get `null` in every tube. Frame sizes are read from the image headers, never decoded.
+
 Conversion encodes all ids of a frame in one pass (`encode_id_map`), reads one frame at a time,
 and can spread videos over processes (`convert_mask_folders`) while `write_tube_json` streams.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -28,7 +33,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import atomic_file
-from wsovvis_dagster.errors import MaskFormatError, TubeFormatError
+from wsovvis_dagster.errors import FrameError, MaskFormatError, TubeFormatError
+from wsovvis_dagster.frames import image_size
 from wsovvis_dagster.linking import LinkParams, link_fragments
 from wsovvis_dagster.masks_io import frame_stem, list_mask_files, load_id_map, read_track_scores
 from wsovvis_dagster.ytvis import validate_tube_json as validate_tube_json  # re-exported
@@ -111,16 +117,17 @@ class _TubeBuilder:
     """Accumulates per-frame encodings; memory holds RLEs only, never the id maps."""
 
     def __init__(self) -> None:
-        self.num_frames = 0
+        self.num_frames = 0  # video length: frames after the last mask stay null
         self.per_track: dict[int, dict[int, tuple[dict, int, list[float]]]] = {}
 
-    def add_frame(self, frame: np.ndarray) -> None:
+    def add_frame(self, frame: np.ndarray, t: int | None = None) -> None:
+        """Encode `frame` as frame `t` of the video (default: the next one)."""
         ids, rles, areas, boxes = encode_id_map(frame)
-        t = self.num_frames
+        t = self.num_frames if t is None else t
         for k, tid in enumerate(ids.tolist()):
             box = [float(x) for x in boxes[k]]
             self.per_track.setdefault(tid, {})[t] = (rles[k], int(areas[k]), box)
-        self.num_frames += 1
+        self.num_frames = max(self.num_frames, t + 1)
 
     def tubes(
         self, scores: dict[int, float], sources: dict[int, list[int | None]] | None = None
@@ -186,14 +193,93 @@ def _linked_scores(
     return out
 
 
+def _frame_size(path: Path) -> tuple[int, int]:
+    """`(height, width)` of a frame from its header (no decode); `FrameError` naming it."""
+    try:
+        w, h = image_size(path)
+    except FrameError as exc:
+        raise FrameError(f"{exc}; tube_json needs every frame's size to check its mask") from exc
+    return h, w
+
+
+class _FrameCheck:
+    """Places masks on the frames of their video and checks each against its frame.
+
+    `index(stem)` is the frame a mask belongs to; `check(mask_file, shape)` compares a decoded
+    mask with its frame's size (read from the frame's header once per frame).
+    """
+
+    def __init__(self, mask_folder: Path, frames: Sequence[Path]) -> None:
+        if not frames:
+            raise FrameError(f"no frames given for the masks in {mask_folder}")
+        self.folder = Path(mask_folder)
+        self.frames = [Path(f) for f in frames]
+        self.position = {f.stem: t for t, f in enumerate(self.frames)}
+        self.height, self.width = _frame_size(self.frames[0])
+
+    def index(self, mask_file: Path) -> int:
+        stem = frame_stem(mask_file)
+        t = self.position.get(stem)
+        if t is None:
+            raise MaskFormatError(
+                f"mask {mask_file} has no frame: {self.frames[0].parent} holds no frame named "
+                f"{stem!r} (.jpg/.jpeg/.png), so the mask would describe a frame that does not "
+                "exist. Every mask must be named mask_<frame stem>.png after a frame of its "
+                "video: delete or rename the mask, or re-run mask_pngs / import-masks"
+            )
+        return t
+
+    def check(self, mask_file: Path, t: int, shape: tuple[int, int]) -> None:
+        frame = self.frames[t]
+        size = (self.height, self.width) if t == 0 else _frame_size(frame)
+        if size != (self.height, self.width):
+            raise FrameError(
+                f"frame {frame} is {size[1]}x{size[0]} but {self.frames[0].name} is "
+                f"{self.width}x{self.height}: all frames of a video must share one size; resize "
+                "or remove the odd frame"
+            )
+        if tuple(shape) != size:
+            raise MaskFormatError(
+                f"mask {mask_file} is {shape[1]}x{shape[0]} but its frame {frame} is "
+                f"{size[1]}x{size[0]}: the mask does not line up with the frame. Re-run "
+                "mask_pngs for this video, or re-import masks made at the frames' resolution"
+            )
+
+
+def _iter_checked(folder: Path, check: _FrameCheck) -> Iterator[tuple[int, np.ndarray]]:
+    """`(frame index, (H, W) ids)` per mask PNG of `folder`, each checked against its frame."""
+    files = list_mask_files(folder)
+    if not files:
+        raise MaskFormatError(f"mask folder {folder} has no mask_*.png files; re-run mask_pngs")
+    placed = [(check.index(f), f) for f in files]  # every stem checked before any decode
+    for t, f in placed:
+        m = load_id_map(f)
+        check.check(f, t, m.shape)
+        yield t, m
+
+
+def _iter_unchecked(folder: Path, stems: list[str]) -> Iterator[tuple[int, np.ndarray]]:
+    """`(index, ids)` per mask PNG, the masks taken as the whole video; appends their stems."""
+    for t, (stem, m) in enumerate(_iter_mask_folder(folder)):
+        stems.append(stem)
+        yield t, m
+
+
 def video_tubes_from_masks(
     folder: Path,
     video_name: str,
     frame_suffix: str = ".jpg",
     *,
+    frames: Sequence[Path] | None = None,
     linking: LinkParams | None = None,
 ) -> VideoTubes:
-    """Read one video's mask folder into `VideoTubes` (file names mirror the JPEG frames).
+    """Read one video's mask folder into `VideoTubes`.
+
+    With `frames` (the video's frame files in order, as `frames.list_frame_files` gives them;
+    what `tube_json` passes), the video's length, file names and size are the frames', every
+    mask is checked against its frame and frames without a mask are null. Without `frames`
+    (masks alone, e.g. tests and benchmarks), the video is the masks: file names are
+    `<stem><frame_suffix>` and the size is the masks'.
 
     Frames are read and encoded one at a time. With `linking`, the ids are first relinked into
     consistent tracks (`link_fragments`, whole video in memory); each tube then keeps the
@@ -201,48 +287,83 @@ def video_tubes_from_masks(
     """
     scores = read_track_scores(folder)
     builder = _TubeBuilder()
-    stems: list[str] = []
-    shape = (0, 0)
-    if linking is None:
-        for stem, frame in _iter_mask_folder(folder):
-            builder.add_frame(frame)
-            stems.append(stem)
-            shape = frame.shape
-        tubes = builder.tubes(scores)
+    if frames is not None:
+        check = _FrameCheck(folder, frames)
+        pairs: Iterable[tuple[int, np.ndarray]] = _iter_checked(folder, check)
+        file_names = [f"{video_name}/{f.name}" for f in check.frames]
+        shape = (check.height, check.width)
     else:
-        stems, id_maps = read_mask_folder(folder)
-        shape = id_maps.shape[1:]
+        stems: list[str] = []
+        pairs = _iter_unchecked(folder, stems)
+        shape = None
+    if linking is None:
+        for t, frame in pairs:
+            builder.add_frame(frame, t)
+            shape = shape or frame.shape
+        tubes_scores, sources = scores, None
+    else:
+        placed = list(pairs)
+        if not placed:
+            raise MaskFormatError(f"mask folder {folder} has no mask_*.png files")
+        maps = [m for _, m in placed]
+        dtype = np.uint16 if any(m.dtype == np.uint16 for m in maps) else np.uint8
+        shape = shape or maps[0].shape
         linked = link_fragments(
-            id_maps, iou_threshold=linking.iou_threshold, max_gap=linking.max_gap
+            np.stack(maps).astype(dtype), iou_threshold=linking.iou_threshold,
+            max_gap=linking.max_gap,
         )
-        for frame in linked.id_maps:
-            builder.add_frame(frame)
-        sources = linked.all_source_ids()
-        tubes = builder.tubes(_linked_scores(scores, sources), sources)
+        for (t, _), frame in zip(placed, linked.id_maps, strict=True):
+            builder.add_frame(frame, t)
+        length = len(file_names) if frames is not None else len(placed)
+        # source ids per video frame (null where the frame has no mask)
+        sources = {}
+        for tid, src in linked.all_source_ids().items():
+            full: list[int | None] = [None] * length
+            for (t, _), s in zip(placed, src, strict=True):
+                full[t] = s
+            sources[tid] = full
+        tubes_scores = _linked_scores(scores, sources)
+    if frames is not None:
+        builder.num_frames = len(file_names)
+    else:
+        file_names = [f"{video_name}/{s}{frame_suffix}" for s in stems]
+    tubes = builder.tubes(tubes_scores, sources)
     return VideoTubes(
         name=video_name,
         width=int(shape[1]),
         height=int(shape[0]),
-        file_names=[f"{video_name}/{s}{frame_suffix}" for s in stems],
+        file_names=file_names,
         tubes=tubes,
     )
 
 
+# A conversion item: (mask folder, video name) or (mask folder, video name, frame files)
+Item = tuple[Path, str] | tuple[Path, str, Sequence[Path]]
+
+
+def _convert_one(item: Item, frame_suffix: str, linking: LinkParams | None) -> VideoTubes:
+    folder, name, *rest = item
+    frames = rest[0] if rest else None
+    return video_tubes_from_masks(folder, name, frame_suffix, frames=frames, linking=linking)
+
+
 def _convert_chunk(
-    chunk: list[tuple[Path, str]], frame_suffix: str, linking: LinkParams | None
+    chunk: list[Item], frame_suffix: str, linking: LinkParams | None
 ) -> list[VideoTubes]:
-    return [video_tubes_from_masks(f, n, frame_suffix, linking=linking) for f, n in chunk]
+    return [_convert_one(item, frame_suffix, linking) for item in chunk]
 
 
 def convert_mask_folders(
-    items: Iterable[tuple[Path, str]],
+    items: Iterable[Item],
     *,
     workers: int = 1,
     chunksize: int = 1,
     linking: LinkParams | None = None,
     frame_suffix: str = ".jpg",
 ) -> Iterator[VideoTubes]:
-    """`VideoTubes` of each `(mask folder, video name)`, in input order, over `workers` processes.
+    """`VideoTubes` of each `(mask folder, video name[, frame files])`, in input order, over
+    `workers` processes (with frame files, masks are checked against them: see
+    `video_tubes_from_masks`; `frame_suffix` only names frames of items without them).
 
     At most `2 * workers` chunks of `chunksize` videos are in flight, so memory stays flat
     however long `items` is (pair with `write_tube_json`, which streams). `workers <= 1`
@@ -250,8 +371,8 @@ def convert_mask_folders(
     """
     items = iter(items)
     if workers <= 1:
-        for folder, name in items:
-            yield video_tubes_from_masks(folder, name, frame_suffix, linking=linking)
+        for item in items:
+            yield _convert_one(item, frame_suffix, linking)
         return
     # forkserver: no fork of a multi-threaded parent (Dagster, loggers), cheap worker start
     ctx = multiprocessing.get_context("forkserver")

@@ -82,7 +82,8 @@ def mask_pngs(
             f"video {i}/{len(keys)}: {key}: {result.frames} frames, {result.tracks} tracks, "
             f"{result.frames_per_second:.1f} frames/s"
         )
-        done[key] = _video_metadata(key, result, model, predictor.device)
+        done[key] = _video_metadata(key, result, model, predictor.device) | {
+            "predictor_settings": MetadataValue.json(predictor.effective_settings())}
     if failed:
         # record the good videos as materialised, then fail the run naming the bad ones
         for key, metadata in done.items():

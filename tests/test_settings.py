@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from dagster import AssetKey, ConfigurableResource, Definitions, asset, materialize
@@ -187,3 +188,15 @@ def test_cli_launch_config_keeps_env_backend(instance, subprocess_env, synthetic
     meta = event.asset_materialization.metadata
     assert meta["predictor"].value == "cpu-colour-motion+hold0.02s"
     assert meta["predictor_settings"].value["lease_timeout_s"]["source"] == "launch"
+
+
+def test_docs_table_lists_every_setting():
+    from assets.training import TrainingConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    for cls, key in ((PredictorResource, "predictor"), (DatasetPaths, "paths"),
+                     (SacredObserverResource, "sacred")):
+        for name in cls.model_fields:
+            assert f"| `{env_var_name(cls, name)}` | `resources.{key}.config.{name}` |" in doc
+    for name in TrainingConfig.model_fields:
+        assert f"`{name}`" in doc, name

@@ -1,0 +1,77 @@
+"""Launching Sacred scripts: one schema for the reference trainer's keys, which keys reach the
+script and from which layer, rank 0 alone observed, metrics as metadata."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assets.training import TRAINING_KEYS, TrainingConfig, launch_values
+from resources import DatasetPaths
+from wsovvis_dagster.training.launch import (
+    REFERENCE_ENTRYPOINT,
+    LaunchError,
+    parse_entrypoint,
+    sacred_command,
+)
+from wsovvis_dagster.training.rank_entry import rank_argv
+from wsovvis_dagster.training.sacred_report import curve_markdown, last_values
+from wsovvis_dagster.training.schema import DEFAULT_CONFIG, TrainingJob
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_training_keys_are_defined_once():
+    """Sacred defaults, the shipped YAML and the asset's Config agree with training/schema.py."""
+    from wsovvis_dagster.training.experiment import build_experiment
+
+    shipped = yaml.safe_load((REPO / "configs" / "wsovvis_sacred.yaml").read_text())
+    assert shipped == DEFAULT_CONFIG  # same keys, same defaults
+    sacred_defaults = build_experiment().run("print_config").config
+    assert {k: sacred_defaults[k] for k in DEFAULT_CONFIG} == DEFAULT_CONFIG
+    for key in TRAINING_KEYS:
+        assert TrainingConfig.model_fields[key].default == DEFAULT_CONFIG[key], key
+        assert key in TrainingJob.__dataclass_fields__
+
+
+def test_only_keys_set_at_launch_override_the_config_file(tmp_path):
+    paths = DatasetPaths(data_root=str(tmp_path / "d"), output_root=str(tmp_path / "o"))
+    passed = launch_values(TrainingConfig(epochs=40, lr=0.5), paths, "cpu", {"epochs"})
+    assert passed["epochs"] == {"value": 40, "source": "launch"}  # set, though == default
+    assert "lr" not in passed and "seed" not in passed  # not named at launch: the file's
+    assert passed["tube_json_val"]["value"] == str(tmp_path / "o" / "val" / "tubes_val.json")
+    assert passed["output_root"]["value"] == str(tmp_path / "o")  # reference trainer keys
+    assert passed["device"]["value"] == "cpu"
+    other = launch_values(TrainingConfig(entrypoint="train_wsovvis.py", data_root_key="root",
+                                         tube_json_val_key=""), paths, "cpu", set())
+    assert set(other) == {"root", "tube_json_train"}  # mapped names; '' = not passed
+
+
+def test_entrypoints_and_command():
+    assert parse_entrypoint(REFERENCE_ENTRYPOINT) == ["-m", "wsovvis_dagster.training"]
+    assert parse_entrypoint("examples/train_wsovvis.py") == ["examples/train_wsovvis.py"]
+    with pytest.raises(LaunchError, match="script path"):
+        parse_entrypoint("-m a b")
+    command = sacred_command(["t.py"], nproc=2, config_file="c.yaml", updates=["a=1"],
+                             runs_dir="/r", run_id="x1")
+    assert command[command.index("t.py"):] == [
+        "t.py", "-F", "/r", "--id", "x1", "--beat-interval", "2.0", "with", "c.yaml", "a=1"]
+
+
+def test_only_rank_zero_is_observed():
+    args = ["-F", "/runs", "--id", "x1", "with", "c.yaml", "epochs=3"]
+    assert rank_argv(args, 0) == args
+    assert rank_argv(args, 1) == ["with", "c.yaml", "epochs=3", "--unobserved"]
+    assert rank_argv(["--file_storage=/r", "--id=x", "with", "a=1"], 3) == [
+        "with", "a=1", "--unobserved"]
+
+
+def test_metrics_become_last_values_and_a_small_loss_table():
+    metrics = {"train.loss": {"steps": list(range(1, 101)), "values": [1 / s for s in
+                                                                       range(1, 101)]},
+               "val.AP": {"steps": [100], "values": [0.4]}}
+    assert last_values(metrics) == {"train.loss": 0.01, "val.AP": 0.4}
+    table = curve_markdown(metrics, rows=10)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "step" not in line]
+    assert len(rows) == 10 and rows[0].startswith("| 1 |") and rows[-1].startswith("| 100 |")
+    assert "val.AP" not in table and "`train.loss`: █" in table

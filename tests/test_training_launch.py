@@ -75,3 +75,23 @@ def test_metrics_become_last_values_and_a_small_loss_table():
     rows = [line for line in table.splitlines() if line.startswith("| ") and "step" not in line]
     assert len(rows) == 10 and rows[0].startswith("| 1 |") and rows[-1].startswith("| 100 |")
     assert "val.AP" not in table and "`train.loss`: █" in table
+
+
+def test_training_gpus_come_from_the_mask_predictors_leases(tmp_path):
+    """A training job and mask runs lease from the same lock files: never the same GPU."""
+    from wsovvis_dagster.gpu_slots import GpuSlotError, acquire_gpu_slot
+    from wsovvis_dagster.training.launch import lease_gpus, visible_devices
+
+    mask_run = acquire_gpu_slot("0,1,2", run_id="masks", slot_dir=tmp_path, timeout_s=0)
+    assert mask_run.index == 0
+    leases = lease_gpus("0,1,2", 2, run_id="train", slot_dir=tmp_path, timeout_s=0)
+    assert [lease.index for lease in leases] == [1, 2]
+    with pytest.raises(GpuSlotError, match="no free GPU"):
+        acquire_gpu_slot("0,1,2", run_id="masks2", slot_dir=tmp_path, timeout_s=0)
+    leases[1].release()  # GPU 2 free again; a 2-GPU job gets it, then finds no second one
+    with pytest.raises(GpuSlotError):
+        lease_gpus("0,1,2", 2, run_id="train2", slot_dir=tmp_path, timeout_s=0)
+    # all or nothing: the failed job gave GPU 2 back
+    assert acquire_gpu_slot("0,1,2", run_id="masks3", slot_dir=tmp_path, timeout_s=0).index == 2
+    assert visible_devices([1, 2]) == "1,2"
+    assert visible_devices([0, 1], parent="4,6,7") == "4,6"  # this process's own numbering

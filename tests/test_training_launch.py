@@ -95,3 +95,21 @@ def test_training_gpus_come_from_the_mask_predictors_leases(tmp_path):
     assert acquire_gpu_slot("0,1,2", run_id="masks3", slot_dir=tmp_path, timeout_s=0).index == 2
     assert visible_devices([1, 2]) == "1,2"
     assert visible_devices([0, 1], parent="4,6,7") == "4,6"  # this process's own numbering
+
+
+def test_a_failing_rank_reports_its_traceback(tmp_path, monkeypatch):
+    import json
+
+    from wsovvis_dagster.training import rank_entry
+
+    script = tmp_path / "boom.py"
+    script.write_text("import sys\nassert sys.argv[1:] == ['with', 'a=1', '--unobserved']\n"
+                      "raise ValueError('tube json broken')\n")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv(rank_entry.ERRORS_DIR_ENV, str(tmp_path / "errors"))
+    monkeypatch.setattr("sys.argv", ["x"])
+    with pytest.raises(ValueError, match="tube json broken"):
+        rank_entry.main([str(script), "-F", "/runs", "with", "a=1"])
+    report = json.loads((tmp_path / "errors" / "rank1.json").read_text())
+    assert report["rank"] == 1 and report["exit_code"] == 1
+    assert "ValueError: tube json broken" in report["traceback"]

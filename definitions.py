@@ -3,12 +3,13 @@
 Loaded by `dagster dev` / webserver / daemon through workspace.yaml, and by
 `dagster asset materialize` through DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME=definitions
 (set by the environment that scripts/setup.sh prepares). Settings come from env vars here,
-and only here.
+and only here (one rule, resources/settings.py).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from dagster import (
@@ -21,31 +22,37 @@ from dagster import (
 
 from assets import masks, sensors, third_party, training, tubes, videos
 from resources import DatasetPaths, PredictorResource, SacredObserverResource
+from resources.settings import configured, resolved
 
 REPO = Path(__file__).resolve().parent
 _MODULES = [third_party, videos, masks, tubes, training]
+
+
+PATH_DEFAULTS = {"data_root": str(REPO / "data" / "demo"), "output_root": str(REPO / "outputs")}
+SACRED_DEFAULTS = {"runs_dir": str(REPO / "runs")}
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def build_resources() -> dict:
-    """Resources from env vars (defaults: the embedded CPU demo under the repo)."""
+def build_resources(env: Mapping[str, str] = os.environ) -> dict:
+    """Resources with built-in defaults < env vars < launch-time config, key by key.
+
+    Each field's env var is `WSOVVIS_<FIELD>` (or its alias, e.g. WSOVVIS_PREDICTOR for
+    `predictor.backend`); see docs/settings.md. Launch-time resource config overrides only the
+    keys it names (`configure_at_launch`).
+    """
     return {
-        "paths": DatasetPaths(
-            data_root=_env("WSOVVIS_DATA_ROOT", str(REPO / "data" / "demo")),
-            output_root=_env("WSOVVIS_OUTPUT_ROOT", str(REPO / "outputs")),
-        ),
-        "predictor": PredictorResource(
-            backend=_env("WSOVVIS_PREDICTOR", "cpu"),
-            gpus=_env("WSOVVIS_GPUS", ""),
-            weights=_env("WSOVVIS_VIDEOCUTLER_WEIGHTS", ""),
-            # test backend cpu-slow only: seconds held per video (tests, benchmarks)
-            hold_seconds=float(_env("WSOVVIS_HOLD_SECONDS", "0")),
-        ),
-        "sacred": SacredObserverResource(runs_dir=_env("WSOVVIS_RUNS_DIR", str(REPO / "runs"))),
+        "paths": configured(DatasetPaths, env, PATH_DEFAULTS),
+        "predictor": configured(PredictorResource, env),
+        "sacred": configured(SacredObserverResource, env, SACRED_DEFAULTS),
     }
+
+
+def loaded_predictor(env: Mapping[str, str] = os.environ) -> PredictorResource:
+    """The predictor settings this code location loaded (no launch config): its code version."""
+    return resolved(PredictorResource, env)
 
 
 # Run tags mark GPU work for the run coordinator; backfills from the UI use the implicit job,
@@ -60,7 +67,7 @@ _resources = build_resources()
 defs = Definitions(
     # mask_pngs' code version carries the predictor settings: changing them shows it stale
     assets=masks.stamp_predictor_version(
-        load_assets_from_modules(_MODULES), _resources["predictor"]
+        load_assets_from_modules(_MODULES), loaded_predictor()
     ),
     asset_checks=load_asset_checks_from_modules(_MODULES),
     jobs=[mask_pngs_job],

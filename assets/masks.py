@@ -108,7 +108,8 @@ def mask_pngs(
         if importing:
             done[key] = _import_metadata(key, result, imported)
         else:
-            done[key] = _video_metadata(key, result, model, predictor.device)
+            done[key] = _video_metadata(key, result, model, predictor.device) | {
+                "predictor_settings": MetadataValue.json(predictor.effective_settings())}
     if failed:
         # record the good videos as materialised, then fail the run naming the bad ones
         for key, metadata in done.items():

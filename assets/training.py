@@ -1,5 +1,8 @@
-"""`trained_model`: the WS-OVVIS reference model, trained by a torchrun job tracked by Sacred."""
+"""`trained_model`: any Sacred training script or module, launched under torchrun and tracked by
+Sacred (default: the reference WS-OVVIS trainer). See docs/training.md."""
 
+import os
+import shlex
 import time
 from pathlib import Path
 
@@ -7,52 +10,102 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from resources import DatasetPaths, SacredObserverResource
-from wsovvis_dagster.training.launch import launch_training, plan_launch, write_launch_config
+from wsovvis_dagster.gpu_slots import parse_gpus
+from wsovvis_dagster.paths import tube_json_path
+from wsovvis_dagster.training.launch import (
+    REFERENCE_ENTRYPOINT,
+    launch_sacred,
+    lease_gpus,
+    parse_entrypoint,
+    plan_launch,
+    sacred_command,
+    sacred_updates,
+    visible_devices,
+)
+from wsovvis_dagster.training.sacred_report import curve_markdown, last_values
+from wsovvis_dagster.training.schema import DEFAULT_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG_FILE = REPO / "configs" / "wsovvis_sacred.yaml"
+REFERENCE_CONFIG_FILE = REPO / "configs" / "wsovvis_sacred.yaml"
+# the reference trainer's keys offered as typed fields (defaults from its schema)
+TRAINING_KEYS = ("epochs", "batch_videos", "lr", "seed", "pooling", "extractor",
+                 "extractor_weights", "text_bank", "text_bank_names", "resume")
+
+
+def _key(default: object, what: str) -> object:
+    return Field(default=default, description=f"{what}; passed only when set at launch "
+                 f"(else the config file's value; reference default {default!r})")
 
 
 class TrainingConfig(Config):
-    """Launch settings, and the training keys most often changed (the rest: `config_file`)."""
+    """How to launch the trainer. Layers: script defaults < config_file < keys set here."""
 
+    entrypoint: str = Field(default=REFERENCE_ENTRYPOINT, description="Sacred script (path, "
+                            "relative to the repository root) or '-m package.module'")
+    config_file: str = Field(default="", description="Sacred config file passed after `with` "
+                             "(default: configs/wsovvis_sacred.yaml for the reference trainer, "
+                             "none for other entrypoints)")
+    config_updates: list[str] = Field(default_factory=list, description="Sacred `key=value` "
+                                      "updates after the config file (they win over it)")
     nproc: int = Field(default=0, description="processes, one per GPU when GPUs are used; "
-                       "0: every GPU, or 2 CPU processes without GPUs")
+                       "0: every GPU (of `devices`), or 2 CPU processes without GPUs")
     device: str = Field(default="auto", description="auto (GPUs when present) | cuda | cpu")
-    epochs: int = 40
-    batch_videos: int = Field(default=4, description="videos per step and process")
-    lr: float = 3e-3
-    seed: int = 0
-    pooling: str = Field(default="lse", description="max | lse")
-    extractor: str = Field(default="handcrafted", description="or open_clip:<arch>")
-    extractor_weights: str = Field(default="", description="local weights of open_clip")
-    text_bank: str = Field(default="attributes", description="or a (C, D) .npy bank")
-    text_bank_names: str = Field(default="", description="category names of the .npy rows")
-    resume: bool = Field(default=True, description="continue from the last checkpoint")
-    config_file: str = Field(default="", description="base Sacred YAML (default: "
-                             "configs/wsovvis_sacred.yaml)")
+    devices: str = Field(default="", description="GPU indices the job may lease, e.g. '0,1' "
+                         "(empty: every GPU); leased like mask_pngs' GPUs, exported as "
+                         "CUDA_VISIBLE_DEVICES")
+    gpu_lease_timeout_s: float = Field(default=3600.0, description="wait for free GPUs")
+    data_root_key: str = Field(default="data_root", description="Sacred key that receives the "
+                               "data root ('' = not passed)")
+    tube_json_train_key: str = Field(default="tube_json_train", description="Sacred key that "
+                                     "receives train's tube JSON path ('' = not passed)")
+    tube_json_val_key: str = Field(default="tube_json_val", description="Sacred key that "
+                                   "receives val's tube JSON path ('' = not passed)")
+    output_root_key: str = Field(default="auto", description="Sacred key that receives the "
+                                 "output root (auto: output_root for the reference trainer, "
+                                 "not passed otherwise)")
+    device_key: str = Field(default="auto", description="Sacred key that receives cpu/cuda "
+                            "(auto: device for the reference trainer, not passed otherwise)")
+    observe: bool = Field(default=True, description="attach Sacred's FileStorageObserver at "
+                          "the sacred resource's runs_dir (`-F`) on rank 0")
+    epochs: int = _key(DEFAULT_CONFIG["epochs"], "training epochs")
+    batch_videos: int = _key(DEFAULT_CONFIG["batch_videos"], "videos per step and process")
+    lr: float = _key(DEFAULT_CONFIG["lr"], "learning rate")
+    seed: int = _key(DEFAULT_CONFIG["seed"], "Sacred seed")
+    pooling: str = _key(DEFAULT_CONFIG["pooling"], "max | lse")
+    extractor: str = _key(DEFAULT_CONFIG["extractor"], "handcrafted or open_clip:<arch>")
+    extractor_weights: str = _key(DEFAULT_CONFIG["extractor_weights"], "open_clip weights")
+    text_bank: str = _key(DEFAULT_CONFIG["text_bank"], "attributes or a (C, D) .npy bank")
+    text_bank_names: str = _key(DEFAULT_CONFIG["text_bank_names"], "names of the .npy rows")
+    resume: bool = _key(DEFAULT_CONFIG["resume"], "continue from the last checkpoint")
 
 
-def _metadata(summary: dict, nproc: int) -> dict:
-    metrics = summary["metrics"]
-    out = {
-        "sacred_run_id": summary["sacred"]["run_id"],
-        "sacred_run_dir": MetadataValue.path(summary["sacred"]["run_dir"] or ""),
-        "final_loss": summary["final_loss"],
-        "loss_per_epoch": MetadataValue.json(summary["losses"]),
-        "epochs": summary["epochs_done"],
-        "resumed_from_epoch": summary["resumed_from_epoch"],
-        "checkpoint": MetadataValue.path(summary["checkpoint"]),
-        "results_json": MetadataValue.path(summary["results"]),
-        "wall_time_s": round(summary["wall_time_s"], 1),  # features + training + evaluation
-        "nproc": nproc,
-        "device": summary["device"],
-    }
-    for who, keys in (("val", ("AP", "AP50", "AP75", "APb", "APn")),
-                      ("random", ("AP", "AP50", "APb", "APn")),
-                      ("oracle", ("AP", "AP50", "APb", "APn"))):
-        values = metrics["model" if who == "val" else who]
-        out.update({f"{who}_{k}": round(values[k], 4) for k in keys if k in values})
+def launched_keys(context: AssetExecutionContext) -> set[str]:
+    """The Config keys this run's launch config names. Not `model_dump(exclude_unset=True)`:
+    Dagster 1.13 drops launch values equal to the default before building the Config."""
+    ops = (context.run.run_config or {}).get("ops") or {}
+    return set(((ops.get(context.op_def.name) or {}).get("config")) or {})
+
+
+def launch_values(config: TrainingConfig, paths: DatasetPaths, device: str,
+                  launched: set[str]) -> dict[str, dict]:
+    """Sacred keys the asset passes, each with its value and layer (after the config file)."""
+    reference = parse_entrypoint(config.entrypoint) == parse_entrypoint(REFERENCE_ENTRYPOINT)
+
+    def key(name: str, reference_key: str) -> str:
+        return (reference_key if reference else "") if name == "auto" else name
+
+    out: dict[str, dict] = {}
+    for name, value in (
+        (config.data_root_key, str(paths.data)),
+        (config.tube_json_train_key, str(tube_json_path(paths.outputs, "train"))),
+        (config.tube_json_val_key, str(tube_json_path(paths.outputs, "val"))),
+        (key(config.output_root_key, "output_root"), str(paths.outputs)),
+        (key(config.device_key, "device"), device),
+    ):
+        if name:
+            out[name] = {"value": value, "source": "resources (paths) / launch plan"}
+    for name in sorted(launched & set(TRAINING_KEYS)):
+        out[name] = {"value": getattr(config, name), "source": "launch"}
     return out
 
 
@@ -61,7 +114,10 @@ def _metadata(summary: dict, nproc: int) -> dict:
     group_name="training",
     kinds={"pytorch"},
     owners=["team:wsovvis"],
-    code_version="1",
+    # asset tag: runs selecting trained_model count as GPU runs (see docs/training.md); the
+    # GPUs themselves are leased from the same lock files as mask_pngs'
+    tags={"gpu": "true"},
+    code_version="2",
 )
 def trained_model(
     context: AssetExecutionContext,
@@ -69,23 +125,61 @@ def trained_model(
     paths: DatasetPaths,
     sacred: SacredObserverResource,
 ) -> MaterializeResult:
-    """Tube->text projection trained on video-level base tags (MIL), evaluated on val with
-    the full vocabulary; `<output_root>/training/` holds its checkpoint and results JSON."""
-    plan = plan_launch(config.nproc, config.device)
+    """A Sacred training run under torchrun: its run folder, config and last metric values."""
+    entry = parse_entrypoint(config.entrypoint)
+    gpus = len(parse_gpus(config.devices)) if config.devices else None
+    plan = plan_launch(config.nproc, config.device, gpus=gpus)
+    values = launch_values(config, paths, plan.device, launched_keys(context))
+    reference = entry == parse_entrypoint(REFERENCE_ENTRYPOINT)
+    config_file = config.config_file or (str(REFERENCE_CONFIG_FILE) if reference else "")
+    run_id = f"{context.run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = sacred_command(
+        entry, nproc=plan.nproc, config_file=config_file,
+        updates=sacred_updates({k: v["value"] for k, v in values.items()})
+        + list(config.config_updates),
+        runs_dir=sacred.path if config.observe else None, run_id=run_id)
+    # observe false: the script's own FileStorageObserver, expected at the sacred resource's
+    # runs_dir (rank_entry still passes it the run id)
+    env, leases = {}, []
     if plan.uses_gpu:
-        context.instance.add_run_tags(context.run_id, {"gpu": "true"})
-    work_dir = paths.outputs / "training"
-    overrides = config.model_dump(exclude={"nproc", "config_file"}) | {
-        "data_root": str(paths.data), "output_root": str(paths.outputs),
-        "runs_dir": str(sacred.path), "work_dir": str(work_dir), "device": plan.device,
-    }
-    config_path = write_launch_config(
-        Path(config.config_file or DEFAULT_CONFIG_FILE), overrides, work_dir / "launch_config.yaml"
-    )
-    context.log.info(f"torchrun: {plan.nproc} {plan.device} processes ({plan.backend})")
+        slot_dir = Path(context.instance.root_directory) / "gpu_slots"
+        leases = lease_gpus(config.devices, plan.nproc, run_id=context.run_id,
+                            slot_dir=slot_dir, timeout_s=config.gpu_lease_timeout_s)
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices(
+            [lease.index for lease in leases], os.environ.get("CUDA_VISIBLE_DEVICES"))
+    context.log.info(f"torchrun: {plan.nproc} {plan.device} processes ({plan.backend})"
+                     f"{', CUDA_VISIBLE_DEVICES=' + env['CUDA_VISIBLE_DEVICES'] if env else ''}"
+                     f": {shlex.join(command)}")
     started = time.perf_counter()
-    summary = launch_training(config_path, nproc=plan.nproc, work_dir=work_dir,
-                              on_line=context.log.info, cwd=REPO)
-    metadata = _metadata(summary, plan.nproc)
-    metadata["launch_wall_time_s"] = round(time.perf_counter() - started, 1)  # with startup
+    try:
+        run = launch_sacred(
+            command, run_dir=sacred.run_dir(run_id),
+            errors_dir=paths.outputs / "training" / "launches" / run_id / "errors",
+            on_line=context.log.info, env=env, cwd=REPO,
+            on_metric=lambda n, s, v: context.log.info(f"metric {n} step {s}: {v:.6g}"))
+    finally:
+        for lease in leases:
+            lease.release()
+    sources = {k: "config file / script default" for k in run.config} | {
+        k: v["source"] for k, v in values.items()} | {
+        u.split("=", 1)[0]: "launch (config_updates)" for u in config.config_updates}
+    metadata = {
+        "sacred_run_id": run.run_id,
+        "sacred_run_dir": MetadataValue.path(str(run.run_dir)),
+        "sacred_status": run.status,
+        "command": MetadataValue.text(shlex.join(command)),
+        "config": MetadataValue.json(run.config),
+        "config_sources": MetadataValue.json(sources),
+        **last_values(run.metrics),
+        "nproc": plan.nproc,
+        "device": plan.device,
+        "launch_wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    if curve := curve_markdown(run.metrics):
+        metadata["loss_curve"] = MetadataValue.md(curve)
+    if run.result is not None:
+        metadata["sacred_result"] = MetadataValue.json(run.result)
+    for name in ("checkpoint", "results_json"):  # the reference trainer's files
+        if isinstance(run.info.get(name), str):
+            metadata[name] = MetadataValue.path(run.info[name])
     return MaterializeResult(metadata=metadata)

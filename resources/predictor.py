@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
+import os
+from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from resources.settings import (
+    SettingsError,
+    configured_value,
+    env_var_name,
+    launch_keys,
+    setting_sources,
+)
 from wsovvis_dagster.gpu_slots import GpuLease, acquire_gpu_slot
 from wsovvis_dagster.predictors import VideoPredictor
-from wsovvis_dagster.predictors.factory import BACKENDS, PredictorSettings, build_predictor
+from wsovvis_dagster.predictors.factory import (
+    BACKENDS,
+    NOT_OUTPUT,
+    SETTINGS_FIELDS,
+    PredictorSettings,
+    build_predictor,
+    output_fingerprint,
+)
+
+_D = PredictorSettings()  # the built-in defaults of every library setting, defined once
 
 
 class PredictorResource(ConfigurableResource):
@@ -21,9 +37,17 @@ class PredictorResource(ConfigurableResource):
     With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu_slots`: an
     exclusive flock under `<DAGSTER_HOME>/gpu_slots`) and builds the model there; the lease is
     released at teardown, or by the kernel if the process dies.
+
+    Every field is also an env var, `WSOVVIS_<FIELD>` (aliases below), applied in
+    `definitions.build_resources`; see docs/settings.md.
     """
 
-    backend: str = Field(default="cpu", description=f"one of {', '.join(BACKENDS)}")
+    RESOURCE_KEY: ClassVar[str] = "predictor"
+    ENV_ALIASES: ClassVar[dict[str, str]] = {
+        "backend": "WSOVVIS_PREDICTOR", "weights": "WSOVVIS_VIDEOCUTLER_WEIGHTS"}
+
+    backend: str = Field(default=_D.backend, description=f"one of {', '.join(BACKENDS)} "
+                         "(env WSOVVIS_PREDICTOR)")
     gpus: str = Field(
         default="",
         description="GPU indices this machine offers runs, e.g. '0,1,2,3' (env WSOVVIS_GPUS). "
@@ -35,38 +59,82 @@ class PredictorResource(ConfigurableResource):
     lease_timeout_s: float = Field(
         default=3600.0, description="How long a run waits for a free GPU before failing"
     )
-    max_tracks: int = 10
-    vnext_root: str = "third_party/VNext"
-    cutler_root: str = "third_party/CutLER"
-    config_file: str = ""
-    weights: str = Field(default="", description="local path to videocutler_m2f_rn50.pth")
-    confidence: float = 0.6
-    chunk_size: int = 64
-    chunk_overlap: int = 8
+    max_tracks: int = _D.max_tracks
+    vnext_root: str = _D.vnext_root
+    cutler_root: str = _D.cutler_root
+    config_file: str = _D.config_file
+    weights: str = Field(default=_D.weights, description="local path to "
+                         "videocutler_m2f_rn50.pth (env WSOVVIS_VIDEOCUTLER_WEIGHTS)")
+    confidence: float = _D.confidence
+    chunk_size: int = _D.chunk_size
+    chunk_overlap: int = _D.chunk_overlap
     allow_random_weights: bool = Field(
-        default=False, description="TESTING ONLY: build VideoCutLER with random weights"
+        default=_D.allow_random_weights,
+        description="TESTING ONLY: build VideoCutLER with random weights"
     )
     fast_path: bool = Field(
-        default=True,
+        default=_D.fast_path,
         description="VideoCutLER: resize/normalise and compose masks on the GPU (False: "
         "upstream VideoPredictor's steps exactly; fp32 output is identical)",
     )
     precision: str = Field(
-        default="fp32", pattern="^(fp32|bf16|fp16)$",
+        default=_D.precision, pattern="^(fp32|bf16|fp16)$",
         description="VideoCutLER fast path: fp32, or bf16/fp16 autocast (faster, see README)",
     )
     deform_attn: str = Field(
-        default="auto", pattern="^(auto|cuda|pytorch)$",
+        default=_D.deform_attn, pattern="^(auto|cuda|pytorch)$",
         description="MultiScaleDeformableAttention: the CUDA op, the PyTorch path, or auto",
     )
     hold_seconds: float = Field(
-        default=0.0, description="TESTING ONLY (backend cpu-slow): seconds held per video"
+        default=_D.hold_seconds,
+        description="TESTING ONLY (backend cpu-slow): seconds held per video"
     )
 
     _predictor: VideoPredictor | None = PrivateAttr(default=None)
     _lease: GpuLease | None = PrivateAttr(default=None)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def check_launch_settings(self, launched: set[str], env=os.environ) -> None:
+        """Refuse launch-time values that change the masks: mask_pngs' code version is stamped
+        from the settings the code location loaded (defaults < env), so such masks would be
+        recorded as if made with those and never show stale. Set the env var instead."""
+        settings = self.settings()
+        before = replace(settings, **{k: configured_value(type(self), env, k)
+                                      for k in launched if k in SETTINGS_FIELDS})
+        if output_fingerprint(before) == output_fingerprint(settings):
+            return
+        changed = [k for k in sorted(launched) if k in SETTINGS_FIELDS and k not in NOT_OUTPUT
+                   and getattr(before, k) != getattr(settings, k)]
+        fixes = ", ".join(f"{env_var_name(type(self), k)}={getattr(settings, k)}"
+                          for k in changed)
+        raise SettingsError(
+            "launch-time predictor config changes the masks ("
+            + ", ".join(f"{k}: {getattr(before, k)!r} -> {getattr(settings, k)!r}"
+                        for k in changed)
+            + f"), but mask_pngs' code version was stamped from backend={before.backend!r} "
+            "and the other settings the code location loaded; the masks would be recorded "
+            f"under the wrong version. Set {fixes} in the code location's environment "
+            "(definitions.py reads it) and reload, or leave these keys out of the run config."
+        )
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Which layer set each setting in this run (launch / env VAR / code / default)."""
+        return dict(self._sources)
+
+    def effective_settings(self) -> dict[str, dict]:
+        """Every field's value in this run and the layer that set it (run metadata)."""
+        return {k: {"value": getattr(self, k), "source": self._sources.get(k, "?")}
+                for k in type(self).model_fields}
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
+        launched = launch_keys(context, self.RESOURCE_KEY)
+        self._sources = setting_sources(self, os.environ, launched)
+        self.check_launch_settings(launched)
+        if context.log and launched:
+            context.log.warning(  # loud: these differ from what the code location loaded
+                "predictor settings set at launch: " + ", ".join(
+                    f"{k}={getattr(self, k)!r}" for k in sorted(launched)))
         run_id = context.run.run_id if context.run else "local"
         slot_dir = self.slot_dir or (
             str(Path(context.instance.root_directory) / "gpu_slots") if context.instance else None
@@ -78,7 +146,8 @@ class PredictorResource(ConfigurableResource):
         if context.log:
             if self._lease:  # parsed by tests/test_gpu_coordination.py: keep the wording
                 context.log.info(f"gpu lease acquired: {device} ({self._lease.path})")
-            context.log.info(f"building predictor backend={self.backend} on {device}")
+            context.log.info(f"building predictor backend={self.backend} on {device} "
+                             f"(backend from {self._sources.get('backend', '?')})")
         try:
             self._predictor = build_predictor(self.settings(device))
         except BaseException:
@@ -86,36 +155,17 @@ class PredictorResource(ConfigurableResource):
             raise
 
     def settings(self, device: str = "cpu") -> PredictorSettings:
-        """The library settings this resource stands for, on `device`."""
+        """The library settings this resource stands for, on `device` (copied by name)."""
         return PredictorSettings(
-            backend=self.backend, device=device, max_tracks=self.max_tracks,
-            vnext_root=self.vnext_root, cutler_root=self.cutler_root,
-            config_file=self.config_file, weights=self.weights, confidence=self.confidence,
-            chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap,
-            allow_random_weights=self.allow_random_weights, fast_path=self.fast_path,
-            precision=self.precision, deform_attn=self.deform_attn,
-            hold_seconds=self.hold_seconds,
-        )
+            device=device, **{k: getattr(self, k) for k in SETTINGS_FIELDS if k != "device"})
 
     def output_fingerprint(self) -> str:
-        """Short hash of the settings that change the masks (not device, GPUs or hold time).
+        """Short hash of the settings that change the masks (`factory.output_fingerprint`).
 
         Becomes part of `mask_pngs`' code version, so changing backend, weights or thresholds
         marks every video stale. The weights file counts by path, size and mtime.
         """
-        if self.backend in ("cpu", "cpu-slow"):  # cpu-slow = cpu output, held longer
-            fields: dict = {"backend": "cpu", "max_tracks": self.max_tracks}
-        else:
-            # every setting counts unless it only says where or how fast the model runs
-            fields = asdict(self.settings())
-            for where in ("device", "hold_seconds", "vnext_root", "cutler_root"):
-                fields.pop(where)
-            weights = Path(self.weights) if self.weights else None
-            if weights and weights.is_file():
-                st = weights.stat()
-                fields["weights_file"] = [st.st_size, st.st_mtime_ns]
-        blob = json.dumps(fields, sort_keys=True).encode()
-        return f"{fields['backend']}-{hashlib.sha1(blob).hexdigest()[:10]}"
+        return output_fingerprint(self.settings())
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self._predictor = None

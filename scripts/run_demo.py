@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             ok = result.success
             if ok:
                 md = result.asset_materializations_for_node("trained_model")[0].metadata
-                trained = {k: md[k].value for k in ("val_AP", "val_APb", "val_APn", "random_AP",
-                                                    "oracle_AP") if k in md}
+                # the last value of each Sacred metric is the asset's metadata
+                trained = {k: md[k].value for k in ("val.model.AP", "val.model.APb",
+                                                    "val.model.APn", "val.random.AP",
+                                                    "val.oracle.AP") if k in md}
     if not ok:
         print("[demo] a step failed; see the log above", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end(tmp_path, subprocess_env):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "[demo] done" in r.stdout and "dagster dev" in r.stdout
-    assert "trained_model on val: val_AP" in r.stdout  # the demo trains by default
+    assert "trained_model on val: val.model.AP" in r.stdout  # the demo trains by default
     for split in ("train", "val"):
         tubes = json.loads((out / split / f"tubes_{split}.json").read_text())
         assert len(tubes["videos"]) == 2 and tubes["annotations"], split

@@ -127,11 +127,16 @@ def test_launch_plan_and_failure_report(tmp_path):
     errors.mkdir()
     (errors / "rank0.json").write_text(json.dumps(
         {"rank": 0, "time": 2.0, "traceback": "RuntimeError: peer closed"}))
-    (errors / "rank1.json").write_text(json.dumps(
-        {"rank": 1, "time": 1.0, "traceback": "FrameError: cannot read frame x.jpg"}))
-    message = failure_message(1, tmp_path, ["log line"])
+    (errors / "rank1.json").write_text(json.dumps({"rank": 1, "time": 1.0, "traceback": ""}))
+    # rank 1 exited through Sacred, which printed its traceback: taken from rank 1's lines
+    rank_lines = {1: ["epoch 1", "Traceback (most recent calls WITHOUT Sacred internals):",
+                      '  File "fit.py", line 3', "FrameError: cannot read frame x.jpg"],
+                  0: ["Traceback (most recent call last):", "RuntimeError: peer closed"]}
+    message = failure_message(1, errors, ["log line"], rank_lines)
     assert "rank 1 failed first; ranks [0] failed after it" in message
-    assert "FrameError: cannot read frame x.jpg" in message
+    assert "FrameError: cannot read frame x.jpg" in message and "epoch 1" not in message
+    assert "peer closed" not in message
+    assert "before any rank reported" in failure_message(1, tmp_path / "none", ["log line"])
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +38,28 @@ class PredictorSettings:
     deform_attn: str = "auto"  # "cuda" op, "pytorch" (slow), auto: cuda on GPU, pytorch on CPU
     # cpu-slow backend: seconds each predict() sleeps after the cpu prediction (tests/benchmarks)
     hold_seconds: float = 0.0
+
+
+SETTINGS_FIELDS = tuple(f.name for f in fields(PredictorSettings))
+# settings that say where or how fast a model runs, never what it outputs
+NOT_OUTPUT = frozenset({"device", "hold_seconds", "vnext_root", "cutler_root"})
+
+
+def output_fingerprint(settings: PredictorSettings) -> str:
+    """Short hash of the settings that change the masks (not device, roots or hold time).
+
+    The weights file counts by path, size and mtime. cpu-slow is cpu output, held longer.
+    """
+    if settings.backend in ("cpu", "cpu-slow"):
+        payload: dict = {"backend": "cpu", "max_tracks": settings.max_tracks}
+    else:
+        payload = {k: v for k, v in asdict(settings).items() if k not in NOT_OUTPUT}
+        weights = Path(settings.weights) if settings.weights else None
+        if weights and weights.is_file():
+            st = weights.stat()
+            payload["weights_file"] = [st.st_size, st.st_mtime_ns]
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return f"{payload['backend']}-{hashlib.sha1(blob).hexdigest()[:10]}"
 
 
 def build_predictor(settings: PredictorSettings) -> VideoPredictor:

@@ -2,15 +2,12 @@
 
 Every rank builds the same experiment and runs the same config; rank 0 alone attaches a
 `FileStorageObserver` at the config's `runs_dir`, so `runs/<id>/{config,metrics,run}.json` and
-`cout.txt` are written once per job. Rank 0 also writes `<work_dir>/summary.json` (what the
-Dagster asset reports). A rank that fails writes its traceback to
-`<work_dir>/errors/rank<k>.json` before exiting, so the launcher can name the failing rank.
+`cout.txt` are written once per job (launched by `trained_model`, `-F`/`-u` do the same for any
+script: see launch.py). Rank 0 also writes `<work_dir>/summary.json`.
 """
 
 from __future__ import annotations
 
-import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -18,48 +15,16 @@ from sacred import Experiment
 from sacred.observers import FileStorageObserver
 
 from wsovvis_dagster.atomic import write_json_atomic
-from wsovvis_dagster.paths import gt_json_path
-from wsovvis_dagster.training.fit import TrainingJob, fit_and_evaluate
+from wsovvis_dagster.paths import gt_json_path, tube_json_path
+from wsovvis_dagster.training.fit import fit_and_evaluate
 from wsovvis_dagster.training.loop import init_distributed, shutdown_distributed
+from wsovvis_dagster.training.schema import DEFAULT_CONFIG, TrainingJob
 
 EXPERIMENT_NAME = "wsovvis_train"
 
-# The config schema: every key a run accepts, with its default. configs/wsovvis_sacred.yaml
-# and `key=value` updates override these; an unknown key is refused by Sacred.
-DEFAULT_CONFIG = {
-    "data_root": "data/demo",  # LV-VIS layout: <data_root>/<split>/JPEGImages/<video>/
-    "output_root": "outputs",  # where tube_json wrote <split>/tubes_<split>.json
-    "runs_dir": "runs",  # Sacred FileStorageObserver folder (rank 0 only); "" = unobserved
-    "work_dir": "",  # checkpoints, results, summary; "" = <output_root>/training
-    "feature_cache": "",  # "" = <output_root>/features
-    "train_split": "train",
-    "eval_split": "val",
-    "train_gt": "",  # "" = <data_root>/annotations/<train_split>_instances.json
-    "eval_gt": "",  # "" = <data_root>/annotations/<eval_split>_instances.json
-    "extractor": "handcrafted",  # or open_clip:<arch> (needs extractor_weights)
-    "extractor_weights": "",
-    "text_bank": "attributes",  # or a (C, D) .npy aligned with the categories sorted by id
-    "text_bank_names": "",  # optional: the category names the .npy rows follow
-    "text_dim": 64,  # attribute bank dimension (a .npy bank brings its own)
-    "hidden_dim": 256,
-    "dropout": 0.1,
-    "init_temperature": 0.07,
-    "epochs": 40,
-    "batch_videos": 4,  # videos per step and rank
-    "lr": 3e-3,
-    "weight_decay": 1e-4,
-    "pooling": "lse",  # max | lse (smooth max over tubes)
-    "lse_r": 5.0,
-    "checkpoint_every": 1,  # epochs
-    "resume": True,  # continue from <work_dir>/checkpoints/last.pt if its settings match
-    "topk": 10,  # categories per tube in the results JSON
-    # Novel objects in training videos are never tagged, so training learns them as background;
-    # keeping the background column at test time suppresses exactly those tubes (APn -3 on the
-    # synthetic set), so by default only the categories compete.
-    "inference_background": False,
-    "device": "auto",  # auto | cpu | cuda
-    "threads": 0,  # torch CPU threads per rank; 0 = torch's default (torchrun sets 1)
-}
+# The config schema (wsovvis_dagster/training/schema.py): configs/wsovvis_sacred.yaml and
+# `key=value` updates override these; an unknown key is refused by Sacred.
+__all__ = ["DEFAULT_CONFIG", "EXPERIMENT_NAME", "build_experiment", "job_from_config"]
 
 
 def job_from_config(config: dict) -> TrainingJob:
@@ -70,8 +35,12 @@ def job_from_config(config: dict) -> TrainingJob:
     def gt(key: str, split: str) -> Path:
         return Path(config[key]) if config[key] else gt_json_path(data_root, split)
 
+    def tubes(key: str, split: str) -> Path:
+        return Path(config[key]).resolve() if config[key] else tube_json_path(output_root, split)
+
     fields = set(TrainingJob.__dataclass_fields__) - {
-        "data_root", "output_root", "work_dir", "feature_cache", "train_gt", "eval_gt"}
+        "data_root", "output_root", "work_dir", "feature_cache", "train_gt", "eval_gt",
+        "train_tubes", "eval_tubes"}
     return TrainingJob(
         data_root=data_root,
         output_root=output_root,
@@ -79,6 +48,8 @@ def job_from_config(config: dict) -> TrainingJob:
         feature_cache=Path(config["feature_cache"] or output_root / "features").resolve(),
         train_gt=gt("train_gt", config["train_split"]),
         eval_gt=gt("eval_gt", config["eval_split"]),
+        train_tubes=tubes("tube_json_train", config["train_split"]),
+        eval_tubes=tubes("tube_json_val", config["eval_split"]),
         **{k: config[k] for k in fields},
     )
 
@@ -112,16 +83,10 @@ class RankZeroObservedExperiment(Experiment):
         return run
 
 
-def write_rank_error(work_dir: Path, rank: int) -> None:
-    """Record the exception being handled as `<work_dir>/errors/rank<k>.json`."""
-    write_json_atomic(Path(work_dir) / "errors" / f"rank{rank}.json",
-                      {"rank": rank, "time": time.time(), "traceback": traceback.format_exc()})
-
-
 def build_experiment(*, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> Experiment:
     """The training experiment for one process of a `world_size` job."""
     ex = RankZeroObservedExperiment(EXPERIMENT_NAME, rank=rank)
-    ex.add_config({**DEFAULT_CONFIG, "seed": 0})
+    ex.add_config(dict(DEFAULT_CONFIG))
 
     @ex.main
     def run(_run, _config, _log) -> dict:
@@ -134,9 +99,6 @@ def build_experiment(*, rank: int = 0, world_size: int = 1, local_rank: int = 0)
             _log.info(f"rank {rank}/{world_size} on {ctx.device} ({ctx.backend}), "
                       f"work_dir {job.work_dir}")
             summary = fit_and_evaluate(job, ctx, log=_log, log_scalar=_run.log_scalar)
-        except BaseException:
-            write_rank_error(job.work_dir, rank)
-            raise
         finally:
             shutdown_distributed()
         if summary is None:
@@ -152,6 +114,7 @@ def build_experiment(*, rank: int = 0, world_size: int = 1, local_rank: int = 0)
                 _run.log_scalar(f"{job.eval_split}.{who}.{name}", value, summary["epochs_done"])
         _run.info["metrics"] = summary["metrics"]
         _run.info["checkpoint"] = summary["checkpoint"]
+        _run.info["results_json"] = summary["results"]
         _run.info["resumed_from_epoch"] = summary["resumed_from_epoch"]
         write_json_atomic(job.summary_path, summary)
         return {"final_loss": summary["final_loss"], **{

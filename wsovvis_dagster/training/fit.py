@@ -13,14 +13,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wsovvis_dagster.atomic import write_json_atomic
-from wsovvis_dagster.paths import resolve_inside, tube_json_path
+from wsovvis_dagster.paths import resolve_inside
 from wsovvis_dagster.training.data import (
     annotations_by_video,
     build_samples,
@@ -41,54 +41,10 @@ from wsovvis_dagster.training.inference import (
 )
 from wsovvis_dagster.training.loop import DistContext, TrainSettings, train
 from wsovvis_dagster.training.model import TubeTextModel
+from wsovvis_dagster.training.schema import TrainingJob
 from wsovvis_dagster.training.text import build_bank
 from wsovvis_dagster.tubes import load_tube_json
 from wsovvis_dagster.ytvis import load_gt
-
-
-@dataclass(frozen=True)
-class TrainingJob:
-    """Everything one run needs, as explicit values (the Sacred config translated once)."""
-
-    data_root: Path
-    output_root: Path  # where tube_json wrote <split>/tubes_<split>.json
-    work_dir: Path  # checkpoints, results JSON, summary
-    feature_cache: Path
-    train_gt: Path
-    eval_gt: Path
-    train_split: str = "train"
-    eval_split: str = "val"
-    extractor: str = "handcrafted"
-    extractor_weights: str = ""
-    text_bank: str = "attributes"
-    text_bank_names: str = ""
-    text_dim: int = 64
-    hidden_dim: int = 256
-    dropout: float = 0.1
-    init_temperature: float = 0.07
-    epochs: int = 40
-    batch_videos: int = 4
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    pooling: str = "lse"
-    lse_r: float = 5.0
-    checkpoint_every: int = 1
-    resume: bool = True
-    topk: int = 10
-    inference_background: bool = False
-    seed: int = 0
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.work_dir / "checkpoints" / "last.pt"
-
-    @property
-    def results_path(self) -> Path:
-        return self.work_dir / f"results_{self.eval_split}.json"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.work_dir / "summary.json"
 
 
 def _file_digest(path: Path) -> str:
@@ -145,9 +101,9 @@ def fit_and_evaluate(
     """Train on `job.train_split`, evaluate on `job.eval_split`; rank 0 returns the summary."""
     started = time.perf_counter()
     torch.manual_seed(job.seed)  # the model's initial weights (DDP then copies rank 0's)
-    train_tubes_path = tube_json_path(job.output_root, job.train_split)
+    train_tubes_path = job.train_tubes
     train_tubes = load_tube_json(train_tubes_path)
-    eval_tubes = load_tube_json(tube_json_path(job.output_root, job.eval_split))
+    eval_tubes = load_tube_json(job.eval_tubes)
     train_gt, eval_gt = load_gt(job.train_gt), load_gt(job.eval_gt)
     bank = build_bank(job.text_bank, eval_gt["categories"], dim=job.text_dim,
                       names_path=job.text_bank_names or None)

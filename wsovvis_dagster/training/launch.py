@@ -1,32 +1,40 @@
-"""Launching the trainer as a `torchrun` job in a subprocess, and reading back what it did.
+"""Launching any Sacred script under `torchrun` in a subprocess, and reading back its run.
 
-`launch_training` writes the run's full config as YAML, starts
-`python -m torch.distributed.run --standalone --nproc_per_node=N -m wsovvis_dagster.training
-with <config>`, hands every output line to a callback as it comes (torchrun's `--tee` prefixes
-each with `[default<rank>]:`), and returns rank 0's `summary.json`. A failed job raises
-`TrainingFailedError` with the traceback of the rank that failed first.
+`sacred_command` builds
+`python -m torch.distributed.run --standalone --nproc_per_node=N --tee=3 -m
+wsovvis_dagster.training.rank_entry (SCRIPT | -m MODULE) -F <runs_dir> --id <id> with
+[CONFIG] key=value ...` (rank_entry keeps the observer on rank 0 only). `launch_sacred` runs it,
+hands rank 0's and torchrun's output lines to a callback as they come (`--tee` prefixes each
+rank's lines with `[default<rank>]:`), streams new values of Sacred's `metrics.json` to another,
+and returns the run's record. A failed job raises `TrainingFailedError` with the traceback of
+the rank that failed first.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import queue
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from wsovvis_dagster.atomic import atomic_file
 from wsovvis_dagster.errors import WsovvisError
 from wsovvis_dagster.training.errors import TrainingFailedError
+from wsovvis_dagster.training.rank_entry import ERRORS_DIR_ENV
 
 LOG_TAIL_LINES = 80
+REFERENCE_ENTRYPOINT = "-m wsovvis_dagster.training"
+_RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
 
 
 class LaunchError(WsovvisError, ValueError):
@@ -77,24 +85,45 @@ def plan_launch(nproc: int, device: str = "auto", *, gpus: int | None = None) ->
     return LaunchPlan(nproc or gpus, "cuda")
 
 
-def write_launch_config(base: Path, overrides: dict, dest: Path) -> Path:
-    """`base` YAML updated with `overrides`, written atomically to `dest`."""
-    config = yaml.safe_load(Path(base).read_text()) or {}
-    config.update(overrides)
-    with atomic_file(dest) as fh:
-        yaml.safe_dump(config, fh, sort_keys=False)
-    return Path(dest)
+def parse_entrypoint(entrypoint: str) -> list[str]:
+    """'-m pkg.module' -> ['-m', 'pkg.module']; 'path/train.py' -> ['path/train.py']."""
+    parts = shlex.split(entrypoint or REFERENCE_ENTRYPOINT)
+    if (len(parts) == 2 and parts[0] == "-m") or (len(parts) == 1 and not parts[0].startswith("-")):
+        return parts
+    raise LaunchError(f"entrypoint {entrypoint!r}: give a script path (train_wsovvis.py) or "
+                      "'-m package.module'")
 
 
-def torchrun_command(config_path: Path, nproc: int, *, python: str = sys.executable) -> list[str]:
+def sacred_updates(values: Mapping[str, Any]) -> list[str]:
+    """`key=value` Sacred updates; values as Python literals, which Sacred parses back."""
+    return [f"{key}={value!r}" for key, value in values.items()]
+
+
+def sacred_command(entry: list[str], *, nproc: int, config_file: str | Path | None = None,
+                   updates: list[str] = (), runs_dir: str | Path | None = None,
+                   run_id: str | None = None, beat_interval_s: float = 2.0,
+                   python: str = sys.executable) -> list[str]:
+    """The torchrun command line for one Sacred run of `entry` (later updates win)."""
+    # no runs_dir: the script's own observer, which then names the run `run_id` too
+    options = (["-F", str(runs_dir)] if runs_dir else []) + (["--id", run_id] if run_id else [])
+    with_args = ([str(config_file)] if config_file else []) + list(updates)
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "--tee=3", "-m", "wsovvis_dagster.training", "with", str(config_path)]
+            "--tee=3", "-m", "wsovvis_dagster.training.rank_entry", *entry, *options,
+            "--beat-interval", str(beat_interval_s), *(["with", *with_args] if with_args else [])]
 
 
-def failure_message(returncode: int, work_dir: Path, tail: list[str]) -> str:
-    """The first failing rank's traceback (from `<work_dir>/errors/`), else the log's tail."""
+def last_traceback(lines: list[str]) -> str:
+    """The last Python traceback in `lines` (to the end), or ''."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call")]
+    return "\n".join(lines[starts[-1]:]) if starts else ""
+
+
+def failure_message(returncode: int, errors_dir: Path, tail: list[str],
+                    rank_lines: Mapping[int, list[str]] | None = None) -> str:
+    """The first failing rank's traceback (from `errors_dir`, else from that rank's output),
+    else the log's tail."""
     reports = []
-    for path in sorted(Path(work_dir, "errors").glob("rank*.json")):
+    for path in sorted(Path(errors_dir).glob("rank*.json")):
         try:
             reports.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
@@ -103,10 +132,127 @@ def failure_message(returncode: int, work_dir: Path, tail: list[str]) -> str:
         first = min(reports, key=lambda r: r["time"])
         others = sorted(r["rank"] for r in reports if r is not first)
         also = f"; ranks {others} failed after it" if others else ""
+        trace = first.get("traceback") or last_traceback(
+            list((rank_lines or {}).get(first["rank"], []))) or "\n".join(tail)
         return (f"training failed (torchrun exit code {returncode}): rank {first['rank']} "
-                f"failed first{also}. Its traceback:\n{first['traceback']}")
+                f"failed first{also}. Its traceback:\n{trace}")
     return (f"training failed (torchrun exit code {returncode}) before any rank reported an "
             "error; last lines of its output:\n" + "\n".join(tail[-LOG_TAIL_LINES:]))
+
+
+@dataclass
+class SacredRun:
+    """What one Sacred run left in its FileStorageObserver folder."""
+
+    run_id: str
+    run_dir: Path
+    status: str = ""
+    config: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    result: Any = None
+    metrics: dict[str, dict] = field(default_factory=dict)  # name -> {steps, values}
+    command: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> Any:
+    """`path` parsed, or None while it is missing or half written (Sacred writes in place)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_sacred_run(run_dir: Path, run_id: str) -> SacredRun:
+    run = _read_json(run_dir / "run.json") or {}
+    return SacredRun(
+        run_id=run_id, run_dir=run_dir, status=run.get("status", ""),
+        config=_read_json(run_dir / "config.json") or {},
+        info=_read_json(run_dir / "info.json") or {}, result=run.get("result"),
+        metrics=_read_json(run_dir / "metrics.json") or {},
+    )
+
+
+class _MetricStream:
+    """Calls `on_metric(name, step, value)` once for each value Sacred adds to metrics.json."""
+
+    def __init__(self, path: Path, on_metric: Callable[[str, int, float], None]) -> None:
+        self.path, self.on_metric, self.seen = path, on_metric, {}
+
+    def poll(self) -> None:
+        metrics = _read_json(self.path) or {}
+        for name, series in metrics.items():
+            done = self.seen.get(name, 0)
+            for step, value in list(zip(series["steps"], series["values"], strict=False))[done:]:
+                self.on_metric(name, step, value)
+            self.seen[name] = max(done, len(series["values"]))
+
+
+def launch_sacred(
+    command: list[str], *, run_dir: Path, errors_dir: Path,
+    on_line: Callable[[str], None] = lambda line: None,
+    on_metric: Callable[[str, int, float], None] = lambda name, step, value: None,
+    env: Mapping[str, str] | None = None, cwd: Path | None = None, poll_s: float = 1.0,
+) -> SacredRun:
+    """Run the torchrun job `command` to completion; its Sacred run lives in `run_dir`.
+
+    Streams rank 0's and torchrun's output lines to `on_line` and new metric values to
+    `on_metric`. Raises `TrainingFailedError` naming the rank that failed first. If the caller
+    is interrupted, the job and its ranks are stopped.
+    """
+    errors_dir = Path(errors_dir)
+    errors_dir.mkdir(parents=True, exist_ok=True)
+    for old in errors_dir.glob("rank*.json"):
+        old.unlink()
+    proc_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
+                ERRORS_DIR_ENV: str(errors_dir)}
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    rank_lines: dict[int, deque[str]] = {}
+    stream = _MetricStream(Path(run_dir) / "metrics.json", on_metric)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, env=proc_env, cwd=cwd, start_new_session=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # a thread, so that metrics are polled while no line comes
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        next_poll = time.monotonic() + poll_s
+        while True:
+            try:
+                line = lines.get(timeout=poll_s)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            if line:
+                tail.append(line)
+                match = _RANK_PREFIX.match(line)
+                if match:
+                    rank = int(match.group(1))
+                    rank_lines.setdefault(rank, deque(maxlen=400)).append(match.group(2))
+                if not match or match.group(1) == "0":
+                    on_line(line)
+            if time.monotonic() >= next_poll:
+                stream.poll()
+                next_poll = time.monotonic() + poll_s
+        returncode = proc.wait()
+    finally:
+        _stop(proc)
+    stream.poll()
+    if returncode != 0:
+        raise TrainingFailedError(failure_message(
+            returncode, errors_dir, list(tail), {r: list(v) for r, v in rank_lines.items()}))
+    run = read_sacred_run(Path(run_dir), Path(run_dir).name)
+    run.command = command
+    if not run.status:
+        raise TrainingFailedError(
+            f"torchrun exited 0 but Sacred wrote no run in {run_dir} (does the script run "
+            "`ex.run_commandline()` / `@ex.automain`?); last lines:\n" + "\n".join(tail))
+    return run
 
 
 def process_tree(pid: int) -> list[int]:
@@ -149,41 +295,28 @@ def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
         proc.wait()
 
 
-def launch_training(
-    config_path: Path, *, nproc: int, work_dir: Path,
-    on_line: Callable[[str], None] = lambda line: None,
-    env: dict[str, str] | None = None, cwd: Path | None = None,
-) -> dict:
-    """Run the torchrun job for `config_path` (whose `work_dir` is `work_dir`) to completion.
+def lease_gpus(devices: str, count: int, *, run_id: str, slot_dir: str | Path | None,
+               timeout_s: float) -> list:
+    """`count` GPU leases among `devices` ('0,1' or 'auto'), from the same lock files as the
+    mask predictor's, so a training job and mask runs never share a device."""
+    from wsovvis_dagster.gpu_slots import acquire_gpu_slot
 
-    Returns rank 0's summary (see `fit.fit_and_evaluate`, plus `sacred` and `command`).
-    Raises `TrainingFailedError` naming the failing rank. If the caller is interrupted, the
-    job's process group is terminated.
-    """
-    work_dir = Path(work_dir)
-    summary_path = work_dir / "summary.json"
-    shutil.rmtree(work_dir / "errors", ignore_errors=True)
-    summary_path.unlink(missing_ok=True)
-    command = torchrun_command(config_path, nproc)
-    proc_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, env=proc_env, cwd=cwd, start_new_session=True)
+    leases = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            on_line(line)
-        returncode = proc.wait()
-    finally:
-        _stop(proc)
-    if returncode != 0:
-        raise TrainingFailedError(failure_message(returncode, work_dir, list(tail)))
-    if not summary_path.is_file():
-        raise TrainingFailedError(
-            f"torchrun exited 0 but rank 0 wrote no {summary_path}; last lines:\n"
-            + "\n".join(tail))
-    summary = json.loads(summary_path.read_text())
-    summary["command"] = command
-    return summary
+        for _ in range(count):  # each call takes the first device this process does not hold
+            leases.append(acquire_gpu_slot(devices or "auto", run_id=run_id, slot_dir=slot_dir,
+                                           timeout_s=timeout_s))
+    except BaseException:
+        for lease in leases:
+            lease.release()
+        raise
+    return leases
+
+
+def visible_devices(indices: list[int], parent: str | None = None) -> str:
+    """CUDA_VISIBLE_DEVICES for the job: `indices` as this process numbers them, mapped
+    through this process's own CUDA_VISIBLE_DEVICES (`parent`) when it has one."""
+    if parent:
+        physical = [p.strip() for p in parent.split(",") if p.strip()]
+        return ",".join(physical[i] for i in indices)
+    return ",".join(str(i) for i in indices)

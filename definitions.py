@@ -41,6 +41,13 @@ def build_resources() -> dict:
             backend=_env("WSOVVIS_PREDICTOR", "cpu"),
             gpus=_env("WSOVVIS_GPUS", ""),
             weights=_env("WSOVVIS_VIDEOCUTLER_WEIGHTS", ""),
+            runs_per_gpu=int(_env("WSOVVIS_RUNS_PER_GPU", "1")),
+            # TESTING ONLY: VideoCutLER with random weights (logged loudly); never changes backend
+            allow_random_weights=_env("WSOVVIS_ALLOW_RANDOM_WEIGHTS", "0") == "1",
+            precision=_env("WSOVVIS_PRECISION", "fp32"),
+            cudnn_workspace_mib=int(_env("WSOVVIS_CUDNN_WORKSPACE_MIB", "0")),
+            cudnn_benchmark=_env("WSOVVIS_CUDNN_BENCHMARK", "1") != "0",
+            gpu_memory_gib=float(_env("WSOVVIS_GPU_MEMORY_GIB", "0")),
             # test backend cpu-slow only: seconds held per video (tests, benchmarks)
             hold_seconds=float(_env("WSOVVIS_HOLD_SECONDS", "0")),
         ),
@@ -59,8 +66,10 @@ mask_pngs_job = define_asset_job(
 _resources = build_resources()
 defs = Definitions(
     # mask_pngs' code version carries the predictor settings: changing them shows it stale
-    assets=masks.stamp_predictor_version(
-        load_assets_from_modules(_MODULES), _resources["predictor"]
+    assets=masks.with_videos_per_run(
+        masks.stamp_predictor_version(load_assets_from_modules(_MODULES), _resources["predictor"]),
+        int(_env("WSOVVIS_VIDEOS_PER_RUN", str(masks.default_videos_per_run(
+            _resources["predictor"].backend)))),
     ),
     asset_checks=load_asset_checks_from_modules(_MODULES),
     jobs=[mask_pngs_job],

@@ -45,7 +45,6 @@ def build_resources() -> dict:
             # TESTING ONLY: VideoCutLER with random weights (logged loudly); never changes backend
             allow_random_weights=_env("WSOVVIS_ALLOW_RANDOM_WEIGHTS", "0") == "1",
             precision=_env("WSOVVIS_PRECISION", "fp32"),
-            cudnn_workspace_mib=int(_env("WSOVVIS_CUDNN_WORKSPACE_MIB", "0")),
             cudnn_benchmark=_env("WSOVVIS_CUDNN_BENCHMARK", "1") != "0",
             gpu_memory_gib=float(_env("WSOVVIS_GPU_MEMORY_GIB", "0")),
             # test backend cpu-slow only: seconds held per video (tests, benchmarks)

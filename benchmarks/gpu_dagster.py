@@ -22,8 +22,8 @@ a thread. It prints, side by side:
 - peak GPU memory per video: torch's peak reserved (metadata) and nvidia-smi's maximum over
   the video's window (from the run's log timestamps), the first video of each run included.
 
-Before the backfills, `--cudnn` variants of the library loop (autotuning on / workspace cap /
-allocator cap / off) measure first-video memory and fps; `--cudnn auto` applies the fastest
+Before the backfills, `--cudnn` variants of the library loop (autotuning on / allocator cap /
+off) measure first-video memory and fps; `--cudnn auto` applies the fastest
 variant whose nvidia-smi peak stays within `--memory-budget-gib` to every backfill. Results:
 `gpu_dagster.json` under `--out` (default benchmarks/results/).
 """
@@ -48,7 +48,6 @@ for p in (REPO, REPO / "benchmarks"):
 # cuDNN variants of the library loop: env for the resource / library settings
 CUDNN_VARIANTS = {
     "autotune": {},
-    "wscap2g": {"WSOVVIS_CUDNN_WORKSPACE_MIB": "2048"},
     "alloc18g": {"WSOVVIS_GPU_MEMORY_GIB": "18"},
     "off": {"WSOVVIS_CUDNN_BENCHMARK": "0"},
 }

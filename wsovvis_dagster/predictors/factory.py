@@ -33,7 +33,6 @@ class PredictorSettings:
     fast_path: bool = True  # on-device pre/post-processing (False: upstream's steps exactly)
     precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (fast path only)
     deform_attn: str = "auto"  # "cuda" op, "pytorch" (slow), auto: cuda on GPU, pytorch on CPU
-    cudnn_workspace_mib: int = 0  # cap on cuDNN's autotuning workspace (0: cuDNN's default)
     cudnn_benchmark: bool = True  # CUDA: cuDNN autotuning
     gpu_memory_gib: float = 0.0  # CUDA: cap on this process's PyTorch allocator (0: none)
     warmup: bool = True  # CUDA: one chunk at build time, so autotuning happens before video 1

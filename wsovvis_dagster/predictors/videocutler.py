@@ -19,7 +19,6 @@ higher score), as `compose_id_maps` defines.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import zipfile
@@ -343,10 +342,9 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
                 from exc
     on_cuda = settings.device.startswith("cuda")
     if on_cuda:
-        if settings.cudnn_workspace_mib:
-            # cuDNN's autotuning tries algorithms with workspaces of tens of GiB; this caps them
-            os.environ["CUDNN_CONV_WSCAP_DBG"] = str(settings.cudnn_workspace_mib)
         if settings.gpu_memory_gib:
+            # cuDNN's autotuning takes workspaces as large as the allocator allows (47 GiB on
+            # an H200); an allocator cap is what bounds it (CUDNN_CONV_WSCAP_DBG did not)
             device = torch.device(settings.device)
             total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(

@@ -200,3 +200,27 @@ def test_settings_from_env(monkeypatch):
     assert res.backend == "cpu"  # the testing flag never switches the backend
     monkeypatch.delenv("WSOVVIS_ALLOW_RANDOM_WEIGHTS")
     assert not definitions.build_resources()["predictor"].allow_random_weights
+
+
+def test_job_execute_builds_the_model_once(dataset, instance, subprocess_env, tmp_path):
+    """`dagster job execute` re-initialises resources after RUN_SUCCESS (to load outputs):
+    the predictor must not be built (nor a GPU leased) a second time there."""
+    import subprocess
+    import sys
+
+    from definitions import REPO
+
+    data, refs = dataset
+    instance.add_dynamic_partitions("videos", [refs[0].partition_key])
+    env = dict(subprocess_env, WSOVVIS_DATA_ROOT=str(data),
+               WSOVVIS_OUTPUT_ROOT=str(tmp_path / "out"), WSOVVIS_PREDICTOR="cpu",
+               WSOVVIS_GPUS="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "definitions", "-j",
+         "mask_pngs_job", "--tags", f'{{"dagster/partition": "{refs[0].partition_key}"}}'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "RUN_SUCCESS" in log
+    assert log.count("building predictor backend=cpu") == 1
+    assert "run already finished: predictor not built" in log.split("RUN_SUCCESS", 1)[1]

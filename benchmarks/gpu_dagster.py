@@ -47,8 +47,8 @@ for p in (REPO, REPO / "benchmarks"):
 
 # cuDNN variants of the library loop: env for the resource / library settings
 CUDNN_VARIANTS = {
-    "autotune": {},
-    "alloc18g": {"WSOVVIS_GPU_MEMORY_GIB": "18"},
+    "autotune": {"WSOVVIS_CUDNN_BENCHMARK": "1"},  # the default
+    "alloc18g": {"WSOVVIS_CUDNN_BENCHMARK": "1", "WSOVVIS_GPU_MEMORY_GIB": "18"},
     "off": {"WSOVVIS_CUDNN_BENCHMARK": "0"},
 }
 

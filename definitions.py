@@ -22,7 +22,7 @@ from dagster import (
 
 from assets import masks, sensors, third_party, training, tubes, videos
 from resources import DatasetPaths, PredictorResource, SacredObserverResource
-from resources.settings import configured, resolved
+from resources.settings import SettingsError, configured, resolved
 
 REPO = Path(__file__).resolve().parent
 _MODULES = [third_party, videos, masks, tubes, training]
@@ -55,6 +55,17 @@ def loaded_predictor(env: Mapping[str, str] = os.environ) -> PredictorResource:
     return resolved(PredictorResource, env)
 
 
+def videos_per_run(env: Mapping[str, str] = os.environ) -> int:
+    """mask_pngs videos per backfill run: WSOVVIS_VIDEOS_PER_RUN, else by backend (GPU runs
+    pay ~15 s of start-up each, so they take more videos)."""
+    value = env.get("WSOVVIS_VIDEOS_PER_RUN", "")
+    if value == "":
+        return masks.default_videos_per_run(loaded_predictor(env).backend)
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(f"WSOVVIS_VIDEOS_PER_RUN must be a positive integer, got {value!r}")
+    return int(value)
+
+
 # Run tags mark GPU work for the run coordinator; backfills from the UI use the implicit job,
 # so the `gpu` pool on mask_pngs (op-level) is what caps them (see README).
 # gpu=true (+ e.g. a per-run GPU request on Kubernetes: deploy/k8s/gpu_run_tags.yaml)
@@ -66,8 +77,9 @@ mask_pngs_job = define_asset_job(
 _resources = build_resources()
 defs = Definitions(
     # mask_pngs' code version carries the predictor settings: changing them shows it stale
-    assets=masks.stamp_predictor_version(
-        load_assets_from_modules(_MODULES), loaded_predictor()
+    assets=masks.with_videos_per_run(
+        masks.stamp_predictor_version(load_assets_from_modules(_MODULES), loaded_predictor()),
+        videos_per_run(),
     ),
     asset_checks=load_asset_checks_from_modules(_MODULES),
     jobs=[mask_pngs_job],

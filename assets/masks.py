@@ -24,15 +24,23 @@ from pydantic import Field
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths, PredictorResource
-from wsovvis_dagster.errors import WsovvisError
 from wsovvis_dagster.mask_import import IMPORT_VERSION, ImportedVideo
 from wsovvis_dagster.masks_io import read_mask_source
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import VideoMasksResult, import_video, segment_video
+from wsovvis_dagster.pipeline import VideoMasksResult, import_videos, segment_videos
 from wsovvis_dagster.preview import PREVIEW_MIME
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
 MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
+# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): each run pays a process start and a
+# model build (~15 s with VideoCutLER), so GPU backfills want many videos per run
+DEFAULT_VIDEOS_PER_RUN = 4
+GPU_VIDEOS_PER_RUN = 16
+
+
+def default_videos_per_run(backend: str) -> int:
+    return GPU_VIDEOS_PER_RUN if backend == "videocutler" else DEFAULT_VIDEOS_PER_RUN
+
 
 
 class MaskConfig(Config):
@@ -56,7 +64,7 @@ class MaskConfig(Config):
     partitions_def=videos_partitions,
     deps=["video_partitions", "deform_attn_ops", "video_frames"],
     # several videos per run so the model loads once, while the pool caps GPU runs
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=4),
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=DEFAULT_VIDEOS_PER_RUN),
     # the `gpu` pool (instance limit WSOVVIS_GPU_LIMIT) caps concurrent mask_pngs steps in
     # every kind of run: queued, backfill, sensor, CLI (see dagster_home/dagster.yaml)
     pool="gpu",
@@ -80,33 +88,32 @@ def mask_pngs(
     model = None if importing else predictor.predictor  # an import loads no model
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    for i, key in enumerate(keys, start=1):
-        context.log.info(f"video {i}/{len(keys)}: {key}")
-        try:
-            if importing:
-                result, imported = import_video(
-                    paths.data, paths.outputs, VideoRef.from_partition_key(key),
-                    Path(config.import_root),
-                    scores_file=Path(config.import_scores) if config.import_scores else None,
-                )
-            else:
-                result = segment_video(
-                    paths.data, paths.outputs, VideoRef.from_partition_key(key), model,
-                    skip_bad_frames=config.skip_bad_frames,
-                )
-        except WsovvisError as exc:
+    refs = [VideoRef.from_partition_key(key) for key in keys]
+    if importing:
+        outcomes = import_videos(
+            paths.data, paths.outputs, refs, Path(config.import_root),
+            scores_file=Path(config.import_scores) if config.import_scores else None,
+        )
+    else:
+        # the pipelined loop: next video decoded and last one's PNGs written while this one runs
+        outcomes = segment_videos(paths.data, paths.outputs, refs, model,
+                                  skip_bad_frames=config.skip_bad_frames)
+    for i, outcome in enumerate(outcomes, start=1):
+        key = outcome.ref.partition_key
+        if outcome.error is not None:
             if len(keys) == 1:
-                raise
+                raise outcome.error
             # a bad video must not cost the others of a multi-video run their masks
-            context.log.error(f"video {i}/{len(keys)}: {key} failed: {exc}")
-            failed[key] = str(exc)
+            context.log.error(f"video {i}/{len(keys)}: {key} failed: {outcome.error}")
+            failed[key] = str(outcome.error)
             continue
+        result = outcome.result
         context.log.info(
             f"video {i}/{len(keys)}: {key}: {result.frames} frames, {result.tracks} tracks, "
             f"{result.frames_per_second:.1f} frames/s"
         )
         if importing:
-            done[key] = _import_metadata(key, result, imported)
+            done[key] = _import_metadata(key, result, outcome.imported)
         else:
             done[key] = _video_metadata(key, result, model, predictor.device) | {
                 "predictor_settings": MetadataValue.json(predictor.effective_settings())}
@@ -153,10 +160,15 @@ def _video_metadata(key: str, result: VideoMasksResult, model, device: str) -> d
         "mean_mask_area": round(result.mean_area, 1),
         "seconds": round(result.seconds, 3),
         "frames_per_second": round(result.frames_per_second, 2),
+        # where the loop's time went (decode and write overlap other videos' predict)
+        "decode_seconds": round(result.decode_seconds, 3),
+        "predict_seconds": round(result.predict_seconds, 3),
+        "write_seconds": round(result.write_seconds, 3),
         "skipped_frames": MetadataValue.json(list(result.skipped_frames)),
         "predictor": model.name,
         "predictor_version": model.version,
         "device": device,
+        **({"peak_gpu_gib": result.peak_gpu_gib} if result.peak_gpu_gib is not None else {}),
         "preview": MetadataValue.md(f"![{key}](data:{PREVIEW_MIME};base64,{preview})"),
     }
 
@@ -178,3 +190,13 @@ def stamp_predictor_version(assets: Iterable, predictor: PredictorResource) -> l
         return a
 
     return [stamp(a) for a in assets]
+
+
+def with_videos_per_run(assets: Iterable, videos_per_run: int) -> list:
+    """`assets` with `mask_pngs`' backfill policy set to at most `videos_per_run` per run."""
+    if videos_per_run < 1:
+        raise ValueError(f"WSOVVIS_VIDEOS_PER_RUN must be >= 1, got {videos_per_run}")
+    policy = BackfillPolicy.multi_run(max_partitions_per_run=videos_per_run)
+    return [a.with_attributes(backfill_policy=policy)
+            if isinstance(a, AssetsDefinition) and mask_pngs.key in a.keys else a
+            for a in assets]

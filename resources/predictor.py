@@ -56,6 +56,25 @@ class PredictorResource(ConfigurableResource):
     slot_dir: str = Field(
         default="", description="Lease files folder, local disk (default: <DAGSTER_HOME>/gpu_slots)"
     )
+    runs_per_gpu: int = Field(
+        default=1, ge=1,
+        description="Runs that may share one GPU at once (env WSOVVIS_RUNS_PER_GPU); each holds "
+        "its own lease slot. Set the `gpu` pool limit (WSOVVIS_GPU_LIMIT) to GPUs x this",
+    )
+    cudnn_benchmark: bool = Field(
+        default=_D.cudnn_benchmark, description="VideoCutLER on CUDA: cuDNN autotuning (env "
+        "WSOVVIS_CUDNN_BENCHMARK=0 turns it off)",
+    )
+    gpu_memory_gib: float = Field(
+        default=_D.gpu_memory_gib, ge=0,
+        description="VideoCutLER on CUDA: cap on this run's PyTorch allocator in GiB (env "
+        "WSOVVIS_GPU_MEMORY_GIB; 0 = none). Bounds cuDNN's autotuning (47 GiB uncapped on an "
+        "H200, 17 GiB with 18) and keeps runs sharing a GPU (runs_per_gpu) in their share",
+    )
+    warmup: bool = Field(
+        default=_D.warmup, description="VideoCutLER on CUDA: run one chunk when the model is "
+        "built, so cuDNN autotuning happens before the first video (env WSOVVIS_WARMUP)",
+    )
     lease_timeout_s: float = Field(
         default=3600.0, description="How long a run waits for a free GPU before failing"
     )
@@ -128,6 +147,12 @@ class PredictorResource(ConfigurableResource):
                 for k in type(self).model_fields}
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
+        if context.run is not None and context.run.is_finished:
+            # `execute_job` (hence `dagster job execute`) re-initialises every resource after
+            # the run, to load outputs, with the finished run: no model, no GPU lease there
+            if context.log:
+                context.log.debug("run already finished: predictor not built")
+            return
         launched = launch_keys(context, self.RESOURCE_KEY)
         self._sources = setting_sources(self, os.environ, launched)
         self.check_launch_settings(launched)
@@ -140,7 +165,8 @@ class PredictorResource(ConfigurableResource):
             str(Path(context.instance.root_directory) / "gpu_slots") if context.instance else None
         )
         self._lease = acquire_gpu_slot(
-            self.gpus, run_id=run_id, slot_dir=slot_dir, timeout_s=self.lease_timeout_s
+            self.gpus, run_id=run_id, slot_dir=slot_dir, timeout_s=self.lease_timeout_s,
+            runs_per_gpu=self.runs_per_gpu,
         )
         device = self._lease.device if self._lease else "cpu"
         if context.log:

@@ -4,7 +4,8 @@ Why not the UI's "Materialize all partitions"? A UI backfill carries no `gpu=tru
 unless you add it in the launch dialog, so only the op-level `gpu` pool caps it (every run
 starts and waits on the pool). This command tags every run, so surplus runs stay QUEUED.
 Needs the daemon (`dagster dev` or `dagster-daemon run -w workspace.yaml`) on the same
-DAGSTER_HOME. Runs hold up to 4 neighbouring videos each (model loaded once per run).
+DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (model loaded
+once per run; 16 with videocutler, else 4).
 
     python scripts/backfill.py                 # every registered video
     python scripts/backfill.py --missing       # videos without materialised masks
@@ -39,7 +40,7 @@ def launch_backfill(
     """Queue an asset backfill of `keys` (mask_pngs partitions, plus what descends from them).
 
     Runs carry definitions.GPU_RUN_TAGS (gpu=true, + deployment tags), so the run-queue limit
-    sees them; the daemon's backfill loop submits one run per <=4 contiguous videos
+    sees them; the daemon's backfill loop submits one run per <= WSOVVIS_VIDEOS_PER_RUN videos
     (mask_pngs' BackfillPolicy). Returns the backfill id.
     """
     from definitions import GPU_RUN_TAGS, defs

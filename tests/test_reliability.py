@@ -551,7 +551,8 @@ _signals = Path(os.environ["WSOVVIS_TEST_SIGNALS"])
 
 def _pausing_save(path, id_map, *, sixteen_bit):
     _save(path, id_map, sixteen_bit=sixteen_bit)
-    if len(list(Path(path).parent.glob("mask_*.png"))) == int(os.environ["WSOVVIS_TEST_PAUSE"]):
+    # PNGs are encoded in parallel: every writer thread that sees enough files pauses
+    if len(list(Path(path).parent.glob("mask_*.png"))) >= int(os.environ["WSOVVIS_TEST_PAUSE"]):
         (_signals / f"paused-{os.getpid()}").write_text(str(Path(path).parent))
         deadline = time.time() + 120
         while not (_signals / "release").exists() and time.time() < deadline:
@@ -638,9 +639,9 @@ def test_sigkill_mid_video_leaves_no_partial_folder_and_rerun_is_byte_identical(
              for key in ("val__done", "val__fresh")]
     try:
         _wait_for(lambda: len(_paused(hooks)) == 2, procs)
-        for temp in _paused(hooks):  # both are mid-video, two PNGs into hidden temp folders
+        for temp in _paused(hooks):  # both are mid-video, >= two PNGs into hidden temp folders
             assert temp.parent == masks and temp.name.startswith(".tmp-")
-            assert len(list(temp.glob("mask_*.png"))) == 2
+            assert len(list(temp.glob("mask_*.png"))) >= 2
         for p in procs:
             os.killpg(p.pid, signal.SIGKILL)
     finally:

@@ -9,6 +9,7 @@ import statistics
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,9 +198,14 @@ class Frames:
 
 
 def read_video(
-    data_root: Path, ref: VideoRef, *, skip_bad_frames: bool = False
+    data_root: Path, ref: VideoRef, *, skip_bad_frames: bool = False,
+    pool: Executor | None = None,
 ) -> Frames:
-    """Read every frame of a video, checking that all frames decode and share one size."""
+    """Read every frame of a video, checking that all frames decode and share one size.
+
+    With `pool`, frames decode there in parallel; errors and order are those of the
+    sequential read (the first bad file in frame order is the one named).
+    """
     folder = frames_dir(data_root, ref)
     if not folder.is_dir():
         raise FrameError(
@@ -211,19 +217,30 @@ def read_video(
         raise FrameError(f"video folder {folder} has no .jpg/.png frames")
     for path in files:  # a frame symlinked out of the data root is refused, not read
         resolve_inside(data_root, ref.split, "JPEGImages", ref.video_id, path.name)
-    return read_frames(files, skip_bad_frames=skip_bad_frames)
+    return read_frames(files, skip_bad_frames=skip_bad_frames, pool=pool)
+
+
+def _load_or_error(path: Path) -> np.ndarray | FrameError:
+    try:
+        return load_frame(path)
+    except FrameError as exc:
+        return exc
 
 
 def iter_frames(
-    files: list[Path], *, skip_bad_frames: bool = False, skipped: list[str] | None = None
+    files: list[Path], *, skip_bad_frames: bool = False, skipped: list[str] | None = None,
+    pool: Executor | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield `(stem, (H, W, 3) uint8)` per readable frame, checking sizes agree."""
     size = None
     first = None
     good = 0
-    for path in files:
+    # pool.map keeps frame order, so the checks below see what a sequential read sees
+    decoded = pool.map(_load_or_error, files) if pool is not None else map(_load_or_error, files)
+    for path, img in zip(files, decoded, strict=True):
         try:
-            img = load_frame(path)
+            if isinstance(img, FrameError):
+                raise img
         except FrameError:
             if not skip_bad_frames:
                 raise
@@ -243,9 +260,11 @@ def iter_frames(
         yield path.stem, img
 
 
-def read_frames(files: list[Path], *, skip_bad_frames: bool = False) -> Frames:
+def read_frames(
+    files: list[Path], *, skip_bad_frames: bool = False, pool: Executor | None = None
+) -> Frames:
     skipped: list[str] = []
-    pairs = list(iter_frames(files, skip_bad_frames=skip_bad_frames, skipped=skipped))
+    pairs = list(iter_frames(files, skip_bad_frames=skip_bad_frames, skipped=skipped, pool=pool))
     if not pairs:
         raise FrameError(f"no readable frame among {len(files)} files in {files[0].parent}")
     stems = tuple(s for s, _ in pairs)

@@ -25,6 +25,13 @@ from pathlib import Path
 from wsovvis_dagster.errors import WsovvisError
 
 LOCK_PATTERN = "gpu{index}.lock"
+SLOT_PATTERN = "gpu{index}.slot{slot}.lock"  # slots 1.. of a GPU shared by several runs
+
+
+def lock_name(index: int, slot: int = 0) -> str:
+    """Lease file of (device, slot); slot 0 keeps the one-run-per-GPU name."""
+    return LOCK_PATTERN.format(index=index) if slot == 0 else SLOT_PATTERN.format(
+        index=index, slot=slot)
 
 
 class GpuSlotError(WsovvisError):
@@ -71,6 +78,7 @@ class GpuLease:
     index: int
     path: Path | None = None
     _fd: int | None = field(default=None, repr=False)
+    slot: int = 0  # which of the device's `runs_per_gpu` slots this lease holds
 
     @property
     def device(self) -> str:
@@ -127,11 +135,14 @@ def acquire_gpu_slot(
     slot_dir: str | Path | None = None,
     timeout_s: float = 3600.0,
     poll_s: float = 0.5,
+    runs_per_gpu: int = 1,
 ) -> GpuLease | None:
     """Lease one free GPU among `gpus` ('0,1,2,3', 'auto', or '' for CPU -> None) for `run_id`.
 
-    Tries the devices in order and takes the first free one, so concurrent runs get distinct
-    devices. If all are held it polls every `poll_s` for up to `timeout_s` (more runs than
+    Each device offers `runs_per_gpu` slots, each an exclusive lease of its own (a lock file
+    per (device, slot)). Slot 0 of every device is tried first, then slot 1, ..., so runs
+    spread over the devices before any two share one, and concurrent runs never hold the same
+    (device, slot). If all are held it polls every `poll_s` for up to `timeout_s` (more runs than
     GPUs only happens when the Dagster `gpu` pool limit exceeds the device count), then raises
     `GpuSlotError` naming the holders. `slot_dir` defaults to `<tmp>/wsovvis_gpu_slots`; the
     Dagster resource passes `<DAGSTER_HOME>/gpu_slots`.
@@ -139,50 +150,61 @@ def acquire_gpu_slot(
     indices = parse_gpus(gpus)
     if not indices:
         return None
+    if runs_per_gpu < 1:
+        raise GpuSlotError(f"runs_per_gpu must be >= 1, got {runs_per_gpu} "
+                           "(env WSOVVIS_RUNS_PER_GPU)")
     folder = Path(slot_dir) if slot_dir else Path(tempfile.gettempdir()) / "wsovvis_gpu_slots"
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     while True:
-        for index in indices:
-            path = folder / LOCK_PATTERN.format(index=index)
-            fd = _try_lock(path)
-            if fd is not None:
-                _write_holder(fd, run_id)
-                return GpuLease(index, path, fd)
+        for slot in range(runs_per_gpu):
+            for index in indices:
+                path = folder / lock_name(index, slot)
+                fd = _try_lock(path)
+                if fd is not None:
+                    _write_holder(fd, run_id)
+                    return GpuLease(index, path, fd, slot)
         if time.monotonic() >= deadline:
-            busy = ", ".join(f"{i}: {h}" for i, h in slot_holders(gpus, folder).items())
+            held = slot_holders(gpus, folder, runs_per_gpu=runs_per_gpu)
+            busy = ", ".join(f"{i}: {h}" for i, h in held.items())
             raise GpuSlotError(
                 f"no free GPU among {list(indices)} in {folder} after {timeout_s:.0f} s "
                 f"(holders: {busy}). Lower the `gpu` pool limit (WSOVVIS_GPU_LIMIT) to the "
-                "number of GPUs, or free a device"
+                "number of GPUs times runs_per_gpu, or free a device"
             )
         time.sleep(poll_s)
 
 
-def slot_holders(gpus: str, slot_dir: str | Path) -> dict[int, dict | None]:
-    """Who holds each device right now: index -> holder record, or None when free.
+def slot_holders(
+    gpus: str, slot_dir: str | Path, *, runs_per_gpu: int = 1
+) -> dict:
+    """Who holds each lease right now: holder record, or None when free.
 
-    A lease file whose lock is free is free, whatever text a killed holder left in it.
+    Keys are device indices with `runs_per_gpu=1`, else `(index, slot)` pairs. A lease file
+    whose lock is free is free, whatever text a killed holder left in it.
     """
-    holders: dict[int, dict | None] = {}
-    for index in parse_gpus(gpus):
-        path = Path(slot_dir) / LOCK_PATTERN.format(index=index)
-        if not path.exists():
-            holders[index] = None
-            continue
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-                try:
-                    holders[index] = json.loads(text) if text else {}
-                except json.JSONDecodeError:
-                    holders[index] = {"raw": text}
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                holders[index] = None
-        finally:
-            os.close(fd)
+    holders: dict = {}
+    for slot in range(runs_per_gpu):
+        for index in parse_gpus(gpus):
+            key = index if runs_per_gpu == 1 else (index, slot)
+            holders[key] = _holder(Path(slot_dir) / lock_name(index, slot))
     return holders
+
+
+def _holder(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            try:
+                return json.loads(text) if text else {}
+            except json.JSONDecodeError:
+                return {"raw": text}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

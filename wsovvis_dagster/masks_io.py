@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,12 @@ def write_mask_pngs(
     scores: dict[int, float],
     *,
     source: dict | None = None,
+    pool: Executor | None = None,
 ) -> MaskWriteSummary:
     """Write one PNG per frame into `dest`, atomically: `dest` appears complete or not at all.
+
+    With `pool`, the PNGs are encoded there in parallel (zlib releases the GIL); the bytes are
+    the same as without it, and the folder is swapped in only once every file is written.
 
     `id_maps` yields `(H, W)` integer arrays (consumed one at a time). `scores` maps each track
     id to its confidence; all ids appearing in the maps must be in it. The bit depth is chosen
@@ -102,22 +107,34 @@ def write_mask_pngs(
     present = 0
     shape = None
     names: set[str] = set()
+    pending: list[Future] = []
     try:
         with atomic_dir(dest) as tmp:
-            for stem, id_map in zip(stems, id_maps, strict=True):
-                name = mask_png_name(stem)
-                id_map = np.asarray(id_map)
-                _check_id_map(dest, name, id_map, limit, shape)
-                if name in names or "/" in stem or stem.startswith("."):
-                    raise MaskFormatError(f"frame stem {stem!r} for {dest} is repeated or unsafe")
-                names.add(name)
-                shape = id_map.shape
-                save_id_map(tmp / name, id_map, sixteen_bit=sixteen_bit)
-                counts = np.bincount(id_map.ravel().astype(np.int64))
-                fg = counts[1:]
-                area_sum += int(fg.sum())
-                present += int((fg > 0).sum())
-                frames += 1
+            try:
+                for stem, id_map in zip(stems, id_maps, strict=True):
+                    name = mask_png_name(stem)
+                    id_map = np.asarray(id_map)
+                    _check_id_map(dest, name, id_map, limit, shape)
+                    if name in names or "/" in stem or stem.startswith("."):
+                        raise MaskFormatError(
+                            f"frame stem {stem!r} for {dest} is repeated or unsafe")
+                    names.add(name)
+                    shape = id_map.shape
+                    if pool is None:
+                        save_id_map(tmp / name, id_map, sixteen_bit=sixteen_bit)
+                    else:
+                        pending.append(pool.submit(save_id_map, tmp / name, id_map,
+                                                   sixteen_bit=sixteen_bit))
+                    counts = np.bincount(id_map.ravel().astype(np.int64))
+                    fg = counts[1:]
+                    area_sum += int(fg.sum())
+                    present += int((fg > 0).sum())
+                    frames += 1
+                for future in pending:  # before the swap: every PNG is on disk, or we raise
+                    future.result()
+            except BaseException:
+                _drain(pending)  # no encoder may still write once the temp folder goes
+                raise
             tracks = {str(k): float(v) for k, v in sorted(scores.items())}
             (tmp / TRACKS_FILE).write_text(json.dumps({"scores": tracks}))
             if source is not None:
@@ -138,6 +155,18 @@ def write_mask_pngs(
         mean_area=area_sum / present if present else 0.0,
         sixteen_bit=sixteen_bit,
     )
+
+
+def _drain(pending: list[Future]) -> None:
+    """Cancel queued encodes and wait for running ones (their errors are not the first)."""
+    for future in pending:
+        future.cancel()
+    for future in pending:
+        if not future.cancelled():
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001,S110 - the error being raised is the one to report
+                pass
 
 
 def _check_id_map(

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from wsovvis_dagster.atomic import remove_stale_temp_dirs
-from wsovvis_dagster.errors import FrameError, MaskFormatError, MissingMasksError, OutputWriteError
+from wsovvis_dagster.errors import (
+    FrameError,
+    MaskFormatError,
+    MissingMasksError,
+    OutputWriteError,
+    WsovvisError,
+)
 from wsovvis_dagster.frames import list_frame_files, read_video
 from wsovvis_dagster.linking import LinkParams
 from wsovvis_dagster.mask_import import ImportedVideo, import_masks
@@ -34,13 +45,148 @@ class VideoMasksResult:
     frames: int
     tracks: int
     mean_area: float
-    seconds: float
+    seconds: float  # the loop's wall time spent on this video (see `segment_videos`)
     skipped_frames: tuple[str, ...]
     preview_jpeg: bytes  # overlay montage (wsovvis_dagster.preview)
+    decode_seconds: float = 0.0  # reading + decoding its frames (overlaps the previous video)
+    predict_seconds: float = 0.0  # the predictor call (on the loop's own thread)
+    write_seconds: float = 0.0  # PNG encoding + atomic swap (overlaps the next video)
+    peak_gpu_gib: float | None = None  # torch's peak reserved memory during predict (CUDA only)
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """One video of `segment_videos` / `import_videos`: its result, or the typed error that
+    failed it (`imported`: what an import wrote)."""
+
+    ref: VideoRef
+    result: VideoMasksResult | None = None
+    error: WsovvisError | None = None
+    imported: ImportedVideo | None = None
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def segment_videos(
+    data_root: Path,
+    output_root: Path,
+    refs: Iterable[VideoRef],
+    predictor: VideoPredictor,
+    *,
+    skip_bad_frames: bool = False,
+    workers: int | None = None,
+    max_pending_writes: int = 2,
+) -> Iterator[VideoOutcome]:
+    """Segment `refs` in a pipeline; yield one `VideoOutcome` per video, in input order.
+
+    While the predictor runs video i on the calling thread (a GPU model keeps one thread, so
+    cuDNN's per-thread autotuning happens once), video i+1 is read and decoded in a
+    background thread (frames in a pool of `workers`) and the PNGs of video i-1 are encoded
+    in another pool and swapped into place atomically. A video is yielded once its folder is
+    complete on disk. A bad video (broken frame, unsafe name, bad predictor output, failed
+    write) yields its `WsovvisError` and the loop goes on; any other exception propagates.
+
+    `seconds` of each result is the loop's wall time spent on that video (waiting for its
+    frames, predicting, and waiting for its write when the loop has to), so the seconds of a
+    run add up to the loop's wall time and `frames / seconds` is the loop's throughput.
+    """
+    refs = list(refs)
+    workers = workers or default_workers()
+    cleaned: set[Path] = set()
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as loader, \
+            ThreadPoolExecutor(workers, thread_name_prefix="decode") as decode_pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="writer") as writer, \
+            ThreadPoolExecutor(workers, thread_name_prefix="png") as png_pool:
+
+        def load(ref: VideoRef):
+            t0 = time.perf_counter()
+            dest = masks_dir(output_root, ref)  # refuses a key or symlink out of output_root
+            frames = read_video(data_root, ref, skip_bad_frames=skip_bad_frames,
+                                pool=decode_pool)
+            return dest, frames, time.perf_counter() - t0
+
+        def write(dest, frames, output):
+            t0 = time.perf_counter()
+            if dest.parent not in cleaned:  # leftovers of writers killed over an hour ago
+                cleaned.add(dest.parent)
+                remove_stale_temp_dirs(dest.parent)
+            summary = write_mask_pngs(dest, frames.stems, output.id_maps, output.scores,
+                                      pool=png_pool)
+            preview = overlay_montage(frames.images, output.id_maps)
+            return summary, preview, time.perf_counter() - t0
+
+        pending: deque = deque()  # (ref, write future | error, partial result fields)
+
+        def finish(entry) -> VideoOutcome:
+            ref, job, info = entry
+            if isinstance(job, WsovvisError):
+                return VideoOutcome(ref, error=job)
+            w0 = time.perf_counter()
+            try:
+                summary, preview, write_s = job.result()
+            except WsovvisError as exc:
+                return VideoOutcome(ref, error=exc)
+            info["seconds"] += time.perf_counter() - w0
+            return VideoOutcome(ref, VideoMasksResult(
+                ref=ref, folder=info.pop("dest"), frames=summary.frames, tracks=summary.tracks,
+                mean_area=summary.mean_area, preview_jpeg=preview, write_seconds=write_s,
+                **info,
+            ))
+
+        loads = deque()
+        if refs:
+            loads.append(loader.submit(load, refs[0]))
+        for i, ref in enumerate(refs):
+            t0 = time.perf_counter()
+            job = loads.popleft()
+            if i + 1 < len(refs):  # decode the next video while this one is predicted
+                loads.append(loader.submit(load, refs[i + 1]))
+            try:
+                dest, frames, decode_s = job.result()
+                p0 = time.perf_counter()
+                with _peak_gpu_memory(predictor) as peak:
+                    output = predictor.predict(frames.images)
+                predict_s = time.perf_counter() - p0
+                _check_predictor_output(predictor, ref, frames.images.shape, output.id_maps)
+            except WsovvisError as exc:
+                pending.append((ref, exc, None))
+            else:
+                info = {"dest": dest, "skipped_frames": frames.skipped, "decode_seconds": decode_s,
+                        "predict_seconds": predict_s, "peak_gpu_gib": peak.get("gib")}
+                future = writer.submit(write, dest, frames, output)
+                info["seconds"] = time.perf_counter() - t0
+                pending.append((ref, future, info))
+            del job
+            # hand back finished videos in order; wait only when too many writes are queued
+            while pending and (len(pending) > max_pending_writes or _ready(pending[0][1])):
+                yield finish(pending.popleft())
+        while pending:
+            yield finish(pending.popleft())
+
+
+def _ready(job) -> bool:
+    return isinstance(job, WsovvisError) or job.done()
+
+
+@contextlib.contextmanager
+def _peak_gpu_memory(predictor):
+    """{'gib': peak reserved GiB} of the predictor's CUDA device during the block, if any."""
+    out: dict = {}
+    device = getattr(predictor, "device", None)
+    torch = sys.modules.get("torch")  # never imports torch for a CPU predictor
+    on_cuda = (torch is not None and getattr(device, "type", None) == "cuda"
+               and torch.cuda.is_available())
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    yield out
+    if on_cuda:
+        out["gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
 
 
 def segment_video(
@@ -51,31 +197,18 @@ def segment_video(
     *,
     skip_bad_frames: bool = False,
 ) -> VideoMasksResult:
-    """Read one video, run the predictor, write its mask PNGs atomically.
+    """Read one video, run the predictor, write its mask PNGs atomically (`segment_videos`
+    for one video: the same code path).
 
     Inputs are checked before the predictor runs (unsafe names, a missing or broken video, frames
     of different sizes raise typed errors); its output is checked against the frames before
     anything is written, so a mask can never be misaligned with its frame.
     """
-    start = time.perf_counter()
-    dest = masks_dir(output_root, ref)  # refuses a key or symlink leading out of output_root
-    frames = read_video(data_root, ref, skip_bad_frames=skip_bad_frames)
-    output = predictor.predict(frames.images)
-    _check_predictor_output(predictor, ref, frames.images.shape, output.id_maps)
-    # leftovers of writers killed more than an hour ago (crash, OOM, SIGKILL)
-    remove_stale_temp_dirs(dest.parent)
-    summary = write_mask_pngs(dest, frames.stems, output.id_maps, output.scores)
-    seconds = time.perf_counter() - start
-    return VideoMasksResult(
-        ref=ref,
-        folder=dest,
-        frames=summary.frames,
-        tracks=summary.tracks,
-        mean_area=summary.mean_area,
-        seconds=seconds,
-        skipped_frames=frames.skipped,
-        preview_jpeg=overlay_montage(frames.images, output.id_maps),
-    )
+    (outcome,) = segment_videos(data_root, output_root, [ref], predictor,
+                                skip_bad_frames=skip_bad_frames)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
 
 
 def import_video(
@@ -106,6 +239,26 @@ def import_video(
         preview_jpeg=overlay_montage(frames.images, maps),
     )
     return result, video
+
+
+def import_videos(
+    data_root: Path,
+    output_root: Path,
+    refs: Iterable[VideoRef],
+    import_root: Path,
+    *,
+    scores_file: Path | None = None,
+) -> Iterator[VideoOutcome]:
+    """`import_video` for each ref, in order; a bad video yields its error, not an exception,
+    as `segment_videos` does, so one asset loop serves both."""
+    for ref in refs:
+        try:
+            result, imported = import_video(data_root, output_root, ref, import_root,
+                                            scores_file=scores_file)
+        except WsovvisError as exc:
+            yield VideoOutcome(ref, error=exc)
+        else:
+            yield VideoOutcome(ref, result=result, imported=imported)
 
 
 def _check_predictor_output(

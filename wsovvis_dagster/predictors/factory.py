@@ -36,13 +36,17 @@ class PredictorSettings:
     fast_path: bool = True  # on-device pre/post-processing (False: upstream's steps exactly)
     precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (fast path only)
     deform_attn: str = "auto"  # "cuda" op, "pytorch" (slow), auto: cuda on GPU, pytorch on CPU
+    cudnn_benchmark: bool = True  # CUDA: cuDNN autotuning
+    gpu_memory_gib: float = 0.0  # CUDA: cap on this process's PyTorch allocator (0: none)
+    warmup: bool = True  # CUDA: one chunk at build time, so autotuning happens before video 1
     # cpu-slow backend: seconds each predict() sleeps after the cpu prediction (tests/benchmarks)
     hold_seconds: float = 0.0
 
 
 SETTINGS_FIELDS = tuple(f.name for f in fields(PredictorSettings))
 # settings that say where or how fast a model runs, never what it outputs
-NOT_OUTPUT = frozenset({"device", "hold_seconds", "vnext_root", "cutler_root"})
+NOT_OUTPUT = frozenset({"device", "hold_seconds", "vnext_root", "cutler_root", "warmup",
+                        "cudnn_benchmark", "gpu_memory_gib"})
 
 
 def output_fingerprint(settings: PredictorSettings) -> str:

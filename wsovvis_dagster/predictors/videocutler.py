@@ -54,6 +54,7 @@ class LoadTimes:
     imports: float
     build: float
     weights: float
+    warmup: float = 0.0
 
 
 def _import_videocutler(cutler_root: Path):
@@ -339,10 +340,39 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise WeightsError(f"cannot load weights {settings.weights}: {exc}. {WEIGHTS_HELP}") \
                 from exc
-    if settings.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-    times = LoadTimes(imports=t1 - t0, build=t2 - t1, weights=time.monotonic() - t2)
+    on_cuda = settings.device.startswith("cuda")
+    if on_cuda:
+        if settings.gpu_memory_gib:
+            # cuDNN's autotuning takes workspaces as large as the allocator allows (47 GiB on
+            # an H200); an allocator cap is what bounds it (CUDNN_CONV_WSCAP_DBG did not)
+            device = torch.device(settings.device)
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(
+                min(1.0, settings.gpu_memory_gib * 2**30 / total), device)
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    t3 = time.monotonic()
+    pred = VideoCutLERPredictor(settings, model, cfg, mods, deform_attn,
+                                LoadTimes(imports=t1 - t0, build=t2 - t1, weights=t3 - t2))
+    if on_cuda and settings.warmup:
+        warm_up(pred)
+    pred.load_times = times = LoadTimes(imports=t1 - t0, build=t2 - t1, weights=t3 - t2,
+                                        warmup=time.monotonic() - t3)
     log.info("VideoCutLER ready on %s (deformable attention: %s; imports %.1fs, build %.1fs, "
-             "weights %.1fs)", settings.device, deform_attn, times.imports, times.build,
-             times.weights)
-    return VideoCutLERPredictor(settings, model, cfg, mods, deform_attn, times)
+             "weights %.1fs, warm-up %.1fs)", settings.device, deform_attn, times.imports,
+             times.build, times.weights, times.warmup)
+    return pred
+
+
+WARMUP_SIZE = (360, 640)  # (H, W) of the warm-up chunk: LV-VIS / DAVIS 480p-class frames
+
+
+def warm_up(pred: VideoCutLERPredictor, size: tuple[int, int] = WARMUP_SIZE) -> None:
+    """One full chunk on random frames, at build time: cuDNN autotunes the chunk shape here
+    (once per process), not inside the first video, and the cache it leaves is released."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (pred.settings.chunk_size, *size, 3), dtype=np.uint8)
+    pred.predict_clip(frames)
+    torch.cuda.synchronize(pred.device)
+    torch.cuda.empty_cache()

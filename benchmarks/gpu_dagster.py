@@ -1,0 +1,479 @@
+"""Issue 14: the GPU path as users run it, measured in one run.
+
+    # on a GPU machine (patched third_party/, 640x360 JPEGs in FRAMES)
+    python benchmarks/gpu_dagster.py --frames FRAMES --out $OUT
+    # dry run on any machine: embedded CPU predictor, tiny videos
+    python benchmarks/gpu_dagster.py --backend cpu --scenarios long:4x8:1:fp32 --skip library
+
+For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN]` it builds a data
+root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
+`dagster-daemon`, registers the partitions, queues the tagged backfill of `mask_pngs` +
+`tube_json` (scripts/backfill.py's `launch_backfill`) and waits for it, sampling nvidia-smi in
+a thread. It prints, side by side:
+
+- library loop fps: `pipeline.segment_videos` (the asset's own loop) called directly in one
+  fresh process on the same videos, model built once: the ceiling for the asset;
+- in-asset fps: frames / sum of the per-video `seconds` in the asset's metadata;
+- mask wall fps: frames / (first mask run start -> last mask run end), run records;
+- submit -> tube_json fps: frames / (backfill queued -> tube_json materialised);
+- overhead: mask wall / (sum of video seconds / runs per GPU) - 1;
+- fixed cost per run: run wall - the seconds of its videos (process start, imports, model
+  build, warm-up, teardown);
+- peak GPU memory per video: torch's peak reserved (metadata) and nvidia-smi's maximum over
+  the video's window (from the run's log timestamps), the first video of each run included.
+
+Before the backfills, `--cudnn` variants of the library loop (autotuning on / allocator cap /
+off) measure first-video memory and fps; `--cudnn auto` applies the fastest
+variant whose nvidia-smi peak stays within `--memory-budget-gib` to every backfill. Results:
+`gpu_dagster.json` under `--out` (default benchmarks/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+# cuDNN variants of the library loop: env for the resource / library settings
+CUDNN_VARIANTS = {
+    "autotune": {"WSOVVIS_CUDNN_BENCHMARK": "1"},  # the default
+    "alloc18g": {"WSOVVIS_CUDNN_BENCHMARK": "1", "WSOVVIS_GPU_MEMORY_GIB": "18"},
+    "off": {"WSOVVIS_CUDNN_BENCHMARK": "0"},
+}
+
+
+# -- GPU memory sampling -----------------------------------------------------------------------
+class GpuSampler:
+    """nvidia-smi's used memory (MiB, whole GPU) every `period` s, with wall-clock stamps."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        self.period, self.samples = period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.available = _nvidia_smi_mib() is not None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            mib = _nvidia_smi_mib()
+            if mib is not None:
+                self.samples.append((time.time(), mib))
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def peak_gib(self, start: float | None = None, end: float | None = None) -> float | None:
+        vals = [m for t, m in self.samples
+                if (start is None or t >= start) and (end is None or t <= end)]
+        return round(max(vals) / 1024, 2) if vals else None
+
+
+def _nvidia_smi_mib() -> float | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,"
+                              "nounits", "-i", "0"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    try:
+        return float(out.stdout.strip().splitlines()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+# -- data --------------------------------------------------------------------------------------
+def source_frames(frames: Path | None, workdir: Path, height: int, width: int) -> list[Path]:
+    """The JPEGs videos are made of: `frames`, or one synthetic video written here."""
+    if frames is not None:
+        files = sorted(Path(frames).glob("*.jpg"))
+        if not files:
+            raise SystemExit(f"no JPEGs in {frames}")
+        return files
+    from wsovvis_dagster.synthetic import generate_dataset
+
+    root = workdir / "synthetic"
+    generate_dataset(root, seed=0, num_frames=16, videos_per_split={"train": 1},
+                     height=height, width=width)
+    return sorted((root / "train" / "JPEGImages").glob("*/*.jpg"))
+
+
+def make_videos(data: Path, files: list[Path], videos: int, length: int, prefix: str) -> list:
+    """`videos` folders of `length` frames (the files played forward and back), hard links."""
+    from wsovvis_dagster.paths import VideoRef
+
+    cycle = files + files[-2:0:-1] if len(files) > 1 else files
+    refs = []
+    for v in range(videos):
+        folder = data / "train" / "JPEGImages" / f"{prefix}{v:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for t in range(length):
+            dst = folder / f"{t:05d}.jpg"
+            if not dst.exists():
+                try:
+                    os.link(cycle[(t + 7 * v) % len(cycle)], dst)
+                except OSError:  # another file system: copy
+                    dst.write_bytes(cycle[(t + 7 * v) % len(cycle)].read_bytes())
+        refs.append(VideoRef("train", folder.name))
+    return refs
+
+
+# -- the library loop, in a fresh process ------------------------------------------------------
+def library_child(args) -> int:
+    """Child process: build the predictor as the resource does, run `segment_videos`."""
+    import definitions  # the same settings the resource reads from env
+    from wsovvis_dagster.paths import VideoRef
+    from wsovvis_dagster.pipeline import segment_videos
+    from wsovvis_dagster.predictors.factory import build_predictor
+
+    t0 = time.time()
+    res = definitions.build_resources()["predictor"]
+    device = "cuda:0" if res.gpus else "cpu"
+    model = build_predictor(res.settings(device))
+    built = time.time()
+    refs = [VideoRef.from_partition_key(k) for k in args.keys.split(",")]
+    videos = []
+    start = time.perf_counter()
+    for out in segment_videos(Path(args.data), Path(args.output), refs, model):
+        if out.error is not None:
+            raise out.error
+        r = out.result
+        videos.append({"key": out.ref.partition_key, "frames": r.frames, "seconds": r.seconds,
+                       "predict_seconds": r.predict_seconds, "decode_seconds": r.decode_seconds,
+                       "write_seconds": r.write_seconds, "peak_gpu_gib": r.peak_gpu_gib,
+                       "end": time.time()})
+    wall = time.perf_counter() - start
+    frames = sum(v["frames"] for v in videos)
+    result = {"build_s": round(built - t0, 2), "loop_s": round(wall, 3),
+              "fps": round(frames / wall, 1), "frames": frames, "videos": videos,
+              "load_times": getattr(getattr(model, "load_times", None), "__dict__", None),
+              "built_at": built}
+    if args.model_only:
+        result["model_only"] = model_only(model)
+    Path(args.json).write_text(json.dumps(result))
+    return 0
+
+
+def model_only(pred) -> dict:
+    """Forward passes alone on one device-resident 64-frame chunk (no decode, no PNGs):
+    fp32, bf16 autocast, channels-last. Median of 5 after 2 warm-ups, CUDA events."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (pred.settings.chunk_size, 360, 640, 3), dtype=np.uint8)
+    out: dict = {}
+    with torch.inference_mode():
+        x, _ = pred._preprocess_fast(frames)
+
+        def forward():
+            return pred.model.sem_seg_head(pred.model.backbone(x))
+
+        def timed(fn, label):
+            for _ in range(2):
+                fn()
+            times = []
+            for _ in range(5):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                torch.cuda.synchronize()
+                times.append(a.elapsed_time(b) / 1000)
+            sec = sorted(times)[len(times) // 2]
+            out[label] = {"s_per_chunk": round(sec, 4), "fps": round(len(frames) / sec, 1)}
+
+        timed(forward, "fp32")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            timed(forward, "bf16")
+        try:
+            pred.model.backbone.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+            timed(forward, "fp32_channels_last")
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                timed(forward, "bf16_channels_last")
+        except RuntimeError as exc:  # report, do not hide
+            out["channels_last_error"] = str(exc)[:300]
+        timed(lambda: pred.predict_clip(frames), "predict_clip_fp32_with_host_io")
+    return out
+
+
+def run_library(env: dict, data: Path, output: Path, keys: list[str], workdir: Path,
+                sampler: GpuSampler, model_only_: bool = False) -> dict:
+    path = workdir / f"lib-{time.monotonic_ns()}.json"
+    cmd = [sys.executable, __file__, "_library", "--data", str(data), "--output", str(output),
+           "--keys", ",".join(keys), "--json", str(path)] + (["--model-only"] if model_only_
+                                                             else [])
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"library loop failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    res = json.loads(path.read_text())
+    prev = res["built_at"]
+    res["setup_peak_smi_gib"] = sampler.peak_gib(started, prev)
+    for v in res["videos"]:
+        v["peak_smi_gib"] = sampler.peak_gib(prev, v["end"])
+        prev = v["end"]
+    return res
+
+
+# -- the product path: a daemon backfill -------------------------------------------------------
+def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: GpuSampler,
+                 runs_per_gpu: int) -> dict:
+    from dagster import AssetKey, DagsterEventType, DagsterInstance
+    from dagster._core.execution.backfill import BulkActionStatus
+    from orchestration import render_instance, start_daemon, stop_daemon, wait_for
+
+    from scripts.backfill import launch_backfill
+
+    home = workdir / f"home-{name}"
+    render_instance(home, gpu_limit=runs_per_gpu)
+    env = {**env, "DAGSTER_HOME": str(home)}
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("videos", keys)
+        daemon = start_daemon(env, workdir / f"daemon-{name}.log")
+        try:
+            time.sleep(3)  # let the daemon come up before the clock starts
+            submitted = time.time()
+            backfill_id = launch_backfill(instance, keys, assets=["mask_pngs", "tube_json"])
+            wait_for(lambda: instance.get_backfill(backfill_id).status
+                     in (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
+                         BulkActionStatus.FAILED, BulkActionStatus.CANCELED),
+                     timeout=3600, poll=0.5, what="the backfill")
+            status = instance.get_backfill(backfill_id).status.value
+        finally:
+            stop_daemon(daemon)
+        runs = []
+        for record in instance.get_run_records():
+            run = record.dagster_run
+            is_tubes = AssetKey("tube_json") in (run.asset_selection or set())
+            logs = instance.all_logs(run.run_id)
+            step_start = next((e.timestamp for e in logs if e.dagster_event and
+                               e.dagster_event.event_type == DagsterEventType.STEP_START), None)
+            init_start = next((e.timestamp for e in logs if e.dagster_event and
+                               e.dagster_event.event_type
+                               == DagsterEventType.RESOURCE_INIT_STARTED), None)
+            ends = {}
+            for e in logs:  # the asset logs "video i/n: key: ..." as each video is done
+                msg = e.user_message or ""
+                if msg.startswith("video ") and ": train__" in msg and " frames, " in msg:
+                    ends[msg.split(": ")[1]] = e.timestamp
+            runs.append({"run_id": run.run_id, "tubes": is_tubes, "status": run.status.value,
+                         "start": record.start_time, "end": record.end_time,
+                         "init_start": init_start, "step_start": step_start, "video_ends": ends})
+        meta = {}
+        for key in keys:
+            recs = instance.fetch_materializations(_mask_filter(key), limit=1).records
+            if recs:
+                md = recs[0].asset_materialization.metadata
+                meta[key] = {k: md[k].value for k in ("frames", "seconds", "predict_seconds",
+                                                      "decode_seconds", "write_seconds")
+                             if k in md}
+                if "peak_gpu_gib" in md:
+                    meta[key]["peak_gpu_gib"] = md["peak_gpu_gib"].value
+        tube = instance.fetch_materializations(AssetKey("tube_json"), limit=1).records
+        tube_at = tube[0].timestamp if tube else None
+    return summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
+
+
+def _mask_filter(key: str):
+    from dagster import AssetKey, AssetRecordsFilter
+
+    return AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=[key])
+
+
+def summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys) -> dict:
+    mask_runs = sorted((r for r in runs if not r["tubes"] and r["start"]), key=lambda r: r["start"])
+    tube_runs = [r for r in runs if r["tubes"]]
+    frames = sum(m.get("frames", 0) for m in meta.values())
+    video_s = sum(m.get("seconds", 0.0) for m in meta.values())
+    first = min(r["start"] for r in mask_runs)
+    last = max(r["end"] for r in mask_runs)
+    wall = last - first
+    per_video = []
+    fixed = []
+    for r in mask_runs:
+        prev = r["step_start"]
+        own = 0.0
+        for i, (key, end) in enumerate(sorted(r["video_ends"].items(), key=lambda kv: kv[1])):
+            m = meta.get(key, {})
+            own += m.get("seconds", 0.0)
+            per_video.append({"key": key, "run": r["run_id"][:8], "index_in_run": i,
+                              "seconds": m.get("seconds"), "peak_gpu_gib": m.get("peak_gpu_gib"),
+                              "peak_smi_gib": sampler.peak_gib(prev, end)})
+            prev = end
+        fixed.append({"run": r["run_id"][:8], "videos": len(r["video_ends"]),
+                      "run_s": round(r["end"] - r["start"], 2),
+                      "start_to_step_s": round((r["step_start"] or r["start"]) - r["start"], 2),
+                      "setup_s": round((r["step_start"] or 0) - (r["init_start"] or 0), 2)
+                      if r["init_start"] else None,
+                      "setup_peak_smi_gib": sampler.peak_gib(r["init_start"], r["step_start"]),
+                      "fixed_s": round(r["end"] - r["start"] - own, 2)})
+    out = {
+        "scenario": name, "status": status, "videos": len(keys), "frames": frames,
+        "runs_per_gpu": runs_per_gpu, "mask_runs": len(mask_runs),
+        "in_asset_fps": round(frames / video_s, 1) if video_s else None,
+        "mask_wall_s": round(wall, 2), "mask_wall_fps": round(frames / wall, 1),
+        "queue_to_first_run_s": round(first - submitted, 2),
+        "overhead": round(wall / (video_s / runs_per_gpu) - 1, 3) if video_s else None,
+        "fixed_per_run": fixed,
+        "mean_fixed_s": round(sum(f["fixed_s"] for f in fixed) / len(fixed), 2),
+        "peak_per_video": per_video,
+        "max_video_peak_smi_gib": max((v["peak_smi_gib"] or 0 for v in per_video), default=None),
+        "max_video_peak_torch_gib": max((v["peak_gpu_gib"] or 0 for v in per_video),
+                                        default=None),
+    }
+    if tube_at:
+        out["submit_to_tubes_s"] = round(tube_at - submitted, 2)
+        out["submit_to_tubes_fps"] = round(frames / (tube_at - submitted), 1)
+    if tube_runs:
+        t = tube_runs[0]
+        out["tube_run_queued_after_masks_s"] = round(t["start"] - last, 2) if t["start"] else None
+        out["tube_run_s"] = round(t["end"] - t["start"], 2) if t["start"] else None
+    return out
+
+
+def parse_scenario(text: str) -> dict:
+    parts = text.split(":")
+    name, shape, rpg, prec = parts[:4]
+    videos, length = (int(x) for x in shape.split("x"))
+    per_run = int(parts[4]) if len(parts) > 4 else -(-videos // int(rpg))
+    return {"name": name, "videos": videos, "length": length, "runs_per_gpu": int(rpg),
+            "precision": prec, "videos_per_run": per_run}
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_library":
+        p = argparse.ArgumentParser()
+        for a in ("--data", "--output", "--keys", "--json"):
+            p.add_argument(a, required=True)
+        p.add_argument("--model-only", action="store_true")
+        return library_child(p.parse_args(sys.argv[2:]))
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="videocutler", choices=["videocutler", "cpu"])
+    ap.add_argument("--frames", type=Path, help="folder of JPEGs (default: synthetic frames)")
+    ap.add_argument("--size", default="360x640", help="HxW of synthetic frames")
+    ap.add_argument("--weights", default="", help="checkpoint (default: random weights)")
+    ap.add_argument("--scenarios", default="long:16x200:1:fp32,long:16x200:2:fp32,"
+                    "long:16x200:4:fp32,long_bf16:16x200:1:bf16,lvvis:96x32:1:fp32")
+    ap.add_argument("--cudnn", default="auto",
+                    help=f"variant for the backfills: auto or one of {', '.join(CUDNN_VARIANTS)}")
+    ap.add_argument("--cudnn-variants", default=",".join(CUDNN_VARIANTS))
+    ap.add_argument("--variant-videos", type=int, default=3)
+    ap.add_argument("--memory-budget-gib", type=float, default=20.0)
+    ap.add_argument("--skip", default="", help="comma list of: library, variants, model_only")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--workdir", type=Path, help="default: a temp folder")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    scenarios = [parse_scenario(s) for s in args.scenarios.split(",")]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsovvis-gpu-dagster-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    height, width = (int(x) for x in args.size.split("x"))
+    files = source_frames(args.frames, workdir, height, width)
+    gpu = args.backend == "videocutler"
+    base_env = {**os.environ, "WSOVVIS_PREDICTOR": args.backend, "WSOVVIS_GPUS": "0",
+                "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "PYTHONUNBUFFERED": "1"}
+    if gpu and not args.weights:
+        base_env["WSOVVIS_ALLOW_RANDOM_WEIGHTS"] = "1"
+    if args.weights:
+        base_env["WSOVVIS_VIDEOCUTLER_WEIGHTS"] = args.weights
+    results: dict = {"backend": args.backend, "frames_source": str(args.frames or "synthetic"),
+                     "scenarios": [], "library": [], "cudnn_variants": {}}
+    with GpuSampler() as sampler:
+        results["nvidia_smi"] = sampler.available
+        chosen = {} if args.cudnn == "auto" else dict(CUDNN_VARIANTS[args.cudnn])
+        if gpu and "variants" not in skip:
+            data = workdir / "data-variants"
+            refs = make_videos(data, files, args.variant_videos, 200, "var")
+            keys = [r.partition_key for r in refs]
+            for name in args.cudnn_variants.split(","):
+                env = {**base_env, **CUDNN_VARIANTS[name]}
+                res = run_library(env, data, workdir / f"out-var-{name}", keys, workdir, sampler)
+                row = {"fps": res["fps"], "setup_peak_smi_gib": res["setup_peak_smi_gib"],
+                       "first_video_peak_smi_gib": res["videos"][0]["peak_smi_gib"],
+                       "video_peak_smi_gib": max(v["peak_smi_gib"] or 0 for v in res["videos"]),
+                       "video_peak_torch_gib": max(v["peak_gpu_gib"] or 0
+                                                   for v in res["videos"]),
+                       "build_s": res["build_s"], "load_times": res["load_times"]}
+                results["cudnn_variants"][name] = row
+                print(f"cudnn variant {name}: {row}", flush=True)
+            if args.cudnn == "auto":
+                ok = {n: r for n, r in results["cudnn_variants"].items()
+                      if max(r["setup_peak_smi_gib"] or 0, r["video_peak_smi_gib"])
+                      <= args.memory_budget_gib}
+                pick = max(ok, key=lambda n: ok[n]["fps"]) if ok else "autotune"
+                chosen = dict(CUDNN_VARIANTS[pick])
+                results["cudnn_chosen"] = pick
+                print(f"backfills use cudnn variant {pick}", flush=True)
+        for sc in scenarios:
+            data = workdir / f"data-{sc['videos']}x{sc['length']}"
+            refs = make_videos(data, files, sc["videos"], sc["length"], f"v{sc['length']}_")
+            keys = [r.partition_key for r in refs]
+            env = {**base_env, **chosen, "WSOVVIS_DATA_ROOT": str(data),
+                   "WSOVVIS_PRECISION": sc["precision"],
+                   "WSOVVIS_RUNS_PER_GPU": str(sc["runs_per_gpu"]),
+                   "WSOVVIS_VIDEOS_PER_RUN": str(sc["videos_per_run"])}
+            label = f"{sc['name']}-{sc['videos']}x{sc['length']}-rpg{sc['runs_per_gpu']}"
+            lib_key = (sc["videos"], sc["length"], sc["precision"])
+            if "library" not in skip and lib_key not in {tuple(x["key"]) for x in
+                                                          results["library"]}:
+                res = run_library(env, data, workdir / f"out-lib-{label}", keys, workdir,
+                                  sampler, model_only_=gpu and "model_only" not in skip
+                                  and not results["library"])
+                row = {"key": list(lib_key), "fps": res["fps"], "loop_s": res["loop_s"],
+                       "build_s": res["build_s"], "frames": res["frames"],
+                       "setup_peak_smi_gib": res["setup_peak_smi_gib"],
+                       "max_video_peak_smi_gib": max((v["peak_smi_gib"] or 0)
+                                                     for v in res["videos"]),
+                       "first_video_peak_smi_gib": res["videos"][0]["peak_smi_gib"]}
+                if "model_only" in res:
+                    results["model_only"] = res["model_only"]
+                    print(f"model only: {res['model_only']}", flush=True)
+                results["library"].append(row)
+                print(f"library loop {lib_key}: {row}", flush=True)
+            env["WSOVVIS_OUTPUT_ROOT"] = str(workdir / f"out-{label}")
+            res = run_backfill(label, env, keys, workdir, sampler, sc["runs_per_gpu"])
+            res["library_fps"] = next((x["fps"] for x in results["library"]
+                                       if tuple(x["key"]) == lib_key), None)
+            if res["library_fps"]:
+                res["wall_vs_library"] = round(res["mask_wall_fps"] / res["library_fps"], 3)
+            results["scenarios"].append(res)
+            brief = {k: v for k, v in res.items() if k not in ("fixed_per_run", "peak_per_video")}
+            print(f"backfill {label}: {brief}", flush=True)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu_dagster.json").write_text(json.dumps(results, indent=1))
+    print_table(results)
+    (args.out / "gpu_dagster.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def print_table(results: dict) -> None:
+    cols = ("scenario", "mask_runs", "library_fps", "in_asset_fps", "mask_wall_fps",
+            "submit_to_tubes_fps", "overhead", "mean_fixed_s", "tube_run_queued_after_masks_s",
+            "max_video_peak_smi_gib", "max_video_peak_torch_gib")
+    print(" | ".join(cols))
+    for r in results["scenarios"]:
+        print(" | ".join(str(r.get(c)) for c in cols))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
-from wsovvis_dagster.quality import davis_quality, read_sequence_list
+from wsovvis_dagster.quality import davis_quality, read_sequence_list, synthetic_quality
 
 
 def main() -> None:
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--split-file", required=True)
     ap.add_argument("--max-frames", type=int, default=40)
     ap.add_argument("--per-sequence", action="store_true")
+    ap.add_argument("--synthetic", help="also score this synthetic data root's train split")
     args = ap.parse_args()
     names = read_sequence_list(args.split_file)
     if "val" in args.split_file.rsplit("/", 1)[-1]:
@@ -39,8 +40,12 @@ def main() -> None:
         j = np.mean([r["J"] for r in res.values()])
         jb = np.mean([r["J_best"] for r in res.values()])
         fps = sum(r["frames"] for r in res.values()) / sum(r["seconds"] for r in res.values())
-        print(f"J {j:.3f}  J_best {jb:.3f}  {fps:5.1f} fps  {time.perf_counter() - start:5.0f}s"
-              f"  {setting}", flush=True)
+        syn = ""
+        if args.synthetic:
+            value = synthetic_quality(CpuVideoPredictor(**kwargs), args.synthetic, ("train",))
+            syn = f"  synthetic-train {value['train']:.3f}"
+        print(f"J {j:.3f}  J_best {jb:.3f}{syn}  {fps:5.1f} fps"
+              f"  {time.perf_counter() - start:5.0f}s  {setting}", flush=True)
         if args.per_sequence:
             for name, r in res.items():
                 print(f"    {name:20s} J {r['J']:.3f}  J_best {r['J_best']:.3f}")

@@ -104,7 +104,11 @@ class PredictorResource(ConfigurableResource):
         marks every video stale. The weights file counts by path, size and mtime.
         """
         if self.backend in ("cpu", "cpu-slow"):  # cpu-slow = cpu output, held longer
-            fields: dict = {"backend": "cpu", "max_tracks": self.max_tracks}
+            from wsovvis_dagster.predictors.cpu import VERSION as CPU_VERSION
+
+            # the algorithm's version counts: a new cpu predictor marks old masks stale
+            fields: dict = {"backend": "cpu", "max_tracks": self.max_tracks,
+                            "version": CPU_VERSION}
         else:
             # every setting counts unless it only says where or how fast the model runs
             fields = asdict(self.settings())

@@ -62,10 +62,13 @@ class _Track:
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> (h, w) bool, work res
     confidence: list[float] = field(default_factory=list)
     last_frame: int = -1
+    hue: float | None = None  # of a saturated object, else None
 
-    def add(self, t: int, mask: np.ndarray, confidence: float) -> None:
+    def add(self, t: int, mask: np.ndarray, confidence: float, hue: float | None) -> None:
         self.masks[t], self.last_frame = mask, t
         self.confidence.append(confidence)
+        if hue is not None:
+            self.hue = hue
 
 
 class CpuVideoPredictor:
@@ -82,16 +85,19 @@ class CpuVideoPredictor:
         motion_floor: float = 0.1,  # residual flow (work-res px/frame) that is surely noise
         motion_slope: float = 2.0,  # log-odds per log(residual / the frame's Otsu threshold)
         centre_power: float = 1.0,  # weight of the centre prior on the residual
+        motion_clip: float = 3.0,  # |log-odds| motion alone may reach
         motion_weight: float = 1.0,
-        appearance_weight: float = 1.0,
+        appearance_weight: float = 1.5,
         prior_radius: float = 0.08,  # location prior: blur of the motion mask, x image width
-        temporal: float = 0.6,  # weight of the flow-warped neighbour frames' belief
+        prior_floor: float = 0.5,  # appearance counts this much even far from any motion
+        chroma_weight: float = 5.0,  # saturation above the frame's median, where it agrees
+        temporal: float = 0.2,  # weight of the flow-warped neighbour frames' belief
         superpixels: int = 300,
         threshold: float = 0.5,
         min_area_fraction: float = 0.002,
         merge_radius: float = 0.02,  # fragments closer than this (x width) form one instance
         hue_split_saturation: float = 90.0,
-        match_iou: float = 0.2,
+        match_iou: float = 0.1,
         max_gap: int = 3,
         min_track_frames: int = 2,
     ) -> None:
@@ -100,9 +106,12 @@ class CpuVideoPredictor:
         self.motion_floor = motion_floor
         self.motion_slope = motion_slope
         self.centre_power = centre_power
+        self.motion_clip = motion_clip
         self.motion_weight = motion_weight
         self.appearance_weight = appearance_weight
         self.prior_radius = prior_radius
+        self.prior_floor = prior_floor
+        self.chroma_weight = chroma_weight
         self.temporal = temporal
         self.superpixels = superpixels
         self.threshold = threshold
@@ -146,7 +155,8 @@ class CpuVideoPredictor:
         centre = np.exp(-0.5 * (((xs - w / 2) / (0.3 * w)) ** 2 + ((ys - h / 2) / (0.35 * h)) ** 2))
         centre = (centre ** self.centre_power).astype(np.float32)
         for t in range(num):
-            res = [self._camera_residual(f, grid, sample) for f in (fwd[t], bwd[t]) if f is not None]
+            res = [self._camera_residual(f, grid, sample)
+                   for f in (fwd[t], bwd[t]) if f is not None]
             r = (np.minimum(res[0], res[1]) if len(res) == 2 else res[0]) * centre
             # Otsu splits each frame's residual into "moving" and "camera": a per-frame scale
             level = max(self.motion_floor, float(threshold_otsu(r)) if np.ptp(r) > 0 else 0.0)
@@ -171,6 +181,13 @@ class CpuVideoPredictor:
         ratio = (fg + 1e-6) / (fg + bg + 2e-6)
         return ratio[bins].astype(np.float32)
 
+    @staticmethod
+    def _chroma(rgb: np.ndarray, margin: float = 60.0) -> np.ndarray:
+        """Saturation well above the frame's median (a saturated object on a dull scene) as
+        log-odds in [-2, 2]."""
+        sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
+        return np.clip((sat - float(np.median(sat)) - margin) / 20.0, -2.0, 2.0)
+
     # -- whole clip ------------------------------------------------------------------------
     def segment(self, frames: np.ndarray) -> tuple[np.ndarray, list, list]:
         """Work-resolution foreground probability `(T, h, w)` and the flows."""
@@ -183,13 +200,24 @@ class CpuVideoPredictor:
         bins = self._colour_bins(small)
         app = self._appearance(bins, motion)
         sigma = self.prior_radius * size[0]
+        chroma, chroma_weight = None, 0.0
+        if self.chroma_weight:
+            # trust saturation only in videos where it picks out what moves (the synthetic
+            # set's saturated objects; not sky or grass): weight by their IoU
+            chroma = np.stack([self._chroma(f) for f in small])
+            moving, saturated = motion > 0.5, chroma > 0
+            agree = (moving & saturated).sum() / max((moving | saturated).sum(), 1)
+            chroma_weight = self.chroma_weight * float(np.clip((agree - 0.3) / 0.1, 0, 1))
         logits = np.empty_like(motion)
         for t in range(num):
             prior = cv2.GaussianBlur((motion[t] > 0.5).astype(np.float32), (0, 0), sigma)
             prior = prior / max(float(prior.max()), 1e-6)
-            logits[t] = (self.motion_weight * _logit(motion[t])
-                         + self.appearance_weight * _logit(app[t]) * prior
-                         - self.appearance_weight * (1.0 - prior))
+            gate = self.prior_floor + (1.0 - self.prior_floor) * prior
+            logits[t] = (self.motion_weight * np.clip(_logit(motion[t]), -self.motion_clip,
+                                                      self.motion_clip)
+                         + self.appearance_weight * (_logit(app[t]) * gate - (1.0 - gate)))
+            if chroma is not None:
+                logits[t] += chroma_weight * chroma[t]
         logits = self._superpixel_mean(small, logits)
         belief = self._smooth_in_time(logits, fwd, bwd)
         return _sigmoid(belief), fwd, bwd
@@ -229,28 +257,38 @@ class CpuVideoPredictor:
         return (ahead + back - (1 - a) * logits) / (1 + a)
 
     def _instances(self, fg: np.ndarray, prob: np.ndarray, hsv: np.ndarray) -> list:
-        """Instances of one frame as `(mask, confidence)` at work resolution."""
+        """Instances of one frame as `(mask, confidence, hue or None)` at work resolution.
+
+        Nearby fragments join one instance; a mostly saturated instance whose hues form
+        separate modes is split by hue (touching objects of different colours)."""
         h, w = fg.shape
         min_area = self.min_area_fraction * h * w
         radius = max(1, int(round(self.merge_radius * w)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         grown = cv2.dilate(fg.astype(np.uint8), kernel)
         n, labels = cv2.connectedComponents(grown, connectivity=8)
+        hue, saturated = hsv[..., 0].astype(np.float32), hsv[..., 1] > self.hue_split_saturation
         out = []
         for lab in range(1, n):
             m = (labels == lab) & fg
             if m.sum() < min_area:
                 continue
             parts = [m]
-            sat = hsv[..., 1][m]
-            if float(np.median(sat)) > self.hue_split_saturation:
-                peaks = _hue_peaks(hsv[..., 0][m].astype(np.float32))
+            chromatic = saturated[m].mean() > 0.5
+            if chromatic:
+                peaks = _hue_peaks(hue[m & saturated], min_share=0.1)
                 if len(peaks) > 1:
-                    near = np.argmin(_hue_distance(hsv[..., 0][..., None], peaks), axis=-1)
-                    parts = [m & (near == k) for k in range(len(peaks))]
+                    near = np.argmin(_hue_distance(hue[..., None], peaks), axis=-1)
+                    parts = []
+                    for k in range(len(peaks)):
+                        cnt, sub = cv2.connectedComponents((m & (near == k)).astype(np.uint8))
+                        parts += [sub == j for j in range(1, cnt)]
             for part in parts:
                 if part.sum() >= min_area:
-                    out.append((part, float(prob[part].mean())))
+                    tone = None
+                    if chromatic and (part & saturated).any():
+                        tone = float(np.median(hue[part & saturated]))
+                    out.append((part, float(prob[part].mean()), tone))
         return out
 
     def predict(self, frames: np.ndarray) -> PredictorOutput:
@@ -274,7 +312,10 @@ class CpuVideoPredictor:
                         last = cv2.remap(last, xs + bwd[t][..., 0], ys + bwd[t][..., 1],
                                          cv2.INTER_LINEAR)
                     last = last > 0.5
-                    for i, (m, _) in enumerate(instances):
+                    for i, (m, _, tone) in enumerate(instances):
+                        if (tone is not None and tracks[k].hue is not None
+                                and _hue_distance(tone, tracks[k].hue) > 20):
+                            continue  # a different colour is a different object
                         inter = np.logical_and(m, last).sum()
                         cost[i, j] = 1.0 - inter / max(np.logical_or(m, last).sum(), 1)
                 rows, cols = linear_sum_assignment(cost)

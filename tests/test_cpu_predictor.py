@@ -24,20 +24,17 @@ from wsovvis_dagster.quality import (
 
 @pytest.mark.shared
 def test_real_davis_sequences_stay_above_their_floor(shared_data):
-    # measured 0.780 / 0.549 J (union) and 0.780 / 0.545 J (best track): see docs/predictor.md
+    # measured J 0.661 / 0.710 (union = best track on both): see docs/predictor.md
     quality = davis_quality(CpuVideoPredictor(), shared_data / "davis")
     assert set(quality) == {"horsejump-high", "scooter-black"}
-    assert quality["horsejump-high"]["J"] > 0.6, quality
-    assert quality["scooter-black"]["J"] > 0.4, quality
     for r in quality.values():
-        assert r["J_best"] > 0.35, quality
-        assert r["J_best"] <= r["J"] + 0.05  # one track cannot beat the union by much
+        assert r["J"] > 0.55 and r["J_best"] > 0.5, quality
 
 
 def test_synthetic_quality_stays_above_its_floor(tmp_path):
     from wsovvis_dagster.synthetic import generate_dataset
 
-    # the demo's shape (16 frames of 160x120), fewer videos; measured 0.80 (train) / 0.82 (val)
+    # the demo's shape (16 frames of 160x120), fewer videos; measured 0.89 (train) / 0.82 (val)
     generate_dataset(tmp_path, seed=0, videos_per_split={"train": 4, "val": 4})
     quality = synthetic_quality(CpuVideoPredictor(), tmp_path)
     assert quality["train"] > 0.7 and quality["val"] > 0.7, quality

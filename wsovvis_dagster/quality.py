@@ -172,7 +172,10 @@ def davis_quality(
             path = ann_dir / name / f"{stem}.png"
             if not path.is_file():
                 raise FrameError(f"{path}: ground truth missing for frame {stem} of {name}")
-            gt.append(np.asarray(Image.open(path)) > 0)
+            with Image.open(path) as img:
+                if img.mode not in ("1", "L", "P"):  # e.g. one 'LA' frame in DAVIS-2016 bear
+                    img = img.convert("L")
+                gt.append(np.asarray(img) > 0)
         gt = np.stack(gt)
         start = time.perf_counter()
         id_maps = predictor.predict(frames.images).id_maps

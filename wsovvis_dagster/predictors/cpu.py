@@ -74,7 +74,7 @@ class _Track:
 class CpuVideoPredictor:
     """Flow + camera compensation + colour model + superpixels + flow tracking. No weights."""
 
-    name = "cpu-motion-appearance"
+    name = "cpu-colour-motion"  # kept from cpu-2: `version` tells them apart
     version = VERSION
 
     def __init__(

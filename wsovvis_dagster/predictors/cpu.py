@@ -5,10 +5,13 @@ Works at a reduced resolution (`work_width`) and upsamples its masks. Per video:
 1. **Motion against the camera.** Dense DIS optical flow forward and backward; a homography
    fitted to each flow with RANSAC stands for the camera; what the homography does not explain
    (the residual flow, the smaller of the forward and backward one so that occlusion halos do not
-   count) is object motion, normalised by the frame's own residual level.
+   count), times a broad centre prior, is object motion; it is normalised by its frame's Otsu
+   threshold, so slow and fast objects are treated alike.
 2. **Appearance.** A per-video colour model (3-D colour histograms of confidently moving vs
    confidently static pixels) gives each pixel a foreground likelihood, gated by a location
    prior (near where motion was seen), so static parts of a moving object are recovered.
+   Saturation above the frame's median counts too, weighted by how well it agrees with motion
+   in this video (strong on saturated objects over a dull scene, off for sky or grass).
 3. **Space and time.** Motion and appearance evidence are fused as log-odds, averaged over SLIC
    superpixels (sharp edges) and smoothed forwards and backwards along the flow.
 4. **Tracks.** Foreground components (nearby fragments merged, split by hue where the parts
@@ -16,7 +19,8 @@ Works at a reduced resolution (`work_width`) and upsamples its masks. Per video:
    previous masks warped along the flow, with a short gap tolerance; ids are ordered by score
    (size x persistence x confidence), the primary object first.
 
-Tuned on the DAVIS-2016 train split only; see docs/predictor.md for the method and figures.
+Tuned on the DAVIS-2016 train split (and the synthetic train split) only; see
+docs/predictor.md for the protocol and figures.
 """
 
 from __future__ import annotations

@@ -121,10 +121,25 @@ def _quality(args: argparse.Namespace) -> int:
         for split, value in quality.items():
             print(f"synthetic {split}: mean best-match st-IoU per GT tube = {value:.3f}")
     if args.davis:
-        with _bar(desc="DAVIS", unit="sequence") as bar:
-            quality = davis_quality(predictor, args.davis, progress=bar.update)
-        for seq, value in quality.items():
-            print(f"DAVIS {seq}: J = {value:.3f}")
+        from wsovvis_dagster.quality import read_sequence_list
+
+        names = read_sequence_list(args.split_file) if args.split_file else None
+        with _bar(desc="DAVIS", unit="sequence", total=len(names) if names else None) as bar:
+            quality = davis_quality(predictor, args.davis, names, progress=bar.update,
+                                    max_frames=args.max_frames)
+        print(f"{'DAVIS sequence':24s} {'frames':>6s} {'J':>6s} {'J_best':>6s}")
+        for seq, r in quality.items():
+            print(f"{seq:24s} {r['frames']:6d} {r['J']:6.3f} {r['J_best']:6.3f}")
+        if quality:
+            frames = sum(r["frames"] for r in quality.values())
+            seconds = sum(r["seconds"] for r in quality.values())
+            mean_j = sum(r["J"] for r in quality.values()) / len(quality)
+            mean_best = sum(r["J_best"] for r in quality.values()) / len(quality)
+            print(f"{'mean (' + str(len(quality)) + ' sequences)':24s} {frames:6d} "
+                  f"{mean_j:6.3f} {mean_best:6.3f}")
+            print(f"J = IoU of the union of predicted ids vs GT per frame (DAVIS-2016 "
+                  f"unsupervised), J_best = the best single track; predict() ran at "
+                  f"{frames / max(seconds, 1e-9):.1f} frames/s")
     return 0
 
 
@@ -179,7 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     qual = sub.add_parser("quality", help="class-agnostic quality of the embedded CPU predictor")
     qual.add_argument("--data-root", help="synthetic dataset with annotations/ (mean best IoU)")
-    qual.add_argument("--davis", help="DAVIS folder with JPEGImages/ and Annotations/ (J)")
+    qual.add_argument("--davis", help="DAVIS folder: {JPEGImages,Annotations}/480p/<seq>/ "
+                      "(DAVIS-2016) or {JPEGImages,Annotations}/<seq>/; J per sequence")
+    qual.add_argument("--split-file", "--sequences", dest="split_file",
+                      help="score only these sequences: one name per line, or a DAVIS-2016 "
+                      "ImageSets file (e.g. DAVIS/ImageSets/480p/train.txt)")
+    qual.add_argument("--max-frames", type=int, help="score only the first N frames of each")
     qual.set_defaults(func=_quality)
 
     from wsovvis_dagster.evaluation import add_eval_arguments, run_eval

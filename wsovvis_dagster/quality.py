@@ -48,6 +48,14 @@ def davis_j(gt_fg: np.ndarray, id_maps: np.ndarray) -> float:
     return float(per_frame.mean(axis=1).max())
 
 
+def davis_j_union(gt_fg: np.ndarray, id_maps: np.ndarray) -> float:
+    """DAVIS-2016 unsupervised J: mean per-frame IoU of all ids > 0 vs the GT foreground."""
+    pred = id_maps > 0
+    inter = np.logical_and(pred, gt_fg).sum(axis=(1, 2))
+    union = np.logical_or(pred, gt_fg).sum(axis=(1, 2))
+    return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+
 def gt_tube_masks(gt: dict, video: dict) -> np.ndarray:
     """`(G, T, H, W)` bool masks of one GT video's tubes (null frames empty)."""
     from pycocotools import mask as mask_utils
@@ -97,23 +105,83 @@ def synthetic_quality(
     return out
 
 
-def davis_quality(predictor, davis_root, progress=None) -> dict[str, float]:
-    """DAVIS-2016 J per sequence in `<davis_root>/{JPEGImages,Annotations}/<seq>/`."""
+def davis_layout(davis_root) -> tuple:
+    """`(frames_dir, annotations_dir)` of a DAVIS folder: `<root>/{JPEGImages,Annotations}/480p/`
+    (DAVIS-2016 as released) or flat `<root>/{JPEGImages,Annotations}/` (../shared/data/davis)."""
     from pathlib import Path
+
+    from wsovvis_dagster.errors import FrameError
+
+    root = Path(davis_root)
+    for sub in ("480p", ""):
+        frames, annotations = root / "JPEGImages" / sub, root / "Annotations" / sub
+        if sub and not frames.is_dir():
+            continue
+        if frames.is_dir() and annotations.is_dir():
+            return frames, annotations
+    raise FrameError(
+        f"{root}: not a DAVIS folder; expected {root}/JPEGImages/480p/<seq>/ and "
+        f"{root}/Annotations/480p/<seq>/ (or the same without 480p/)"
+    )
+
+
+def read_sequence_list(path) -> list[str]:
+    """Sequence names from a split file: one name per line, or DAVIS-2016 `ImageSets` lines
+    (`/JPEGImages/480p/<seq>/00000.jpg /Annotations/...`); order kept, duplicates dropped."""
+    from pathlib import Path
+
+    from wsovvis_dagster.errors import FrameError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FrameError(f"{path}: split file not found (one sequence name per line)")
+    names: list[str] = []
+    for line in path.read_text().splitlines():
+        token = line.split()[0] if line.split() else ""
+        if "/" in token:  # an ImageSets line: the sequence is the frame's folder
+            token = token.strip("/").split("/")[-2]
+        if token and not token.startswith("#") and token not in names:
+            names.append(token)
+    return names
+
+
+def davis_quality(
+    predictor, davis_root, sequences=None, progress=None, max_frames=None
+) -> dict[str, dict[str, float]]:
+    """DAVIS-2016 scores per sequence: `{"J": union of ids vs GT, "J_best": best track, "frames",
+    "seconds"}` (predict() only). `sequences`: names to score (default: every folder)."""
+    import time
 
     from PIL import Image
 
+    from wsovvis_dagster.errors import FrameError
     from wsovvis_dagster.frames import list_frame_files, read_frames
 
-    davis_root = Path(davis_root)
+    frames_dir, ann_dir = davis_layout(davis_root)
+    names = list(sequences) if sequences is not None else sorted(
+        d.name for d in frames_dir.iterdir() if d.is_dir())
     out = {}
-    for seq_dir in sorted((davis_root / "JPEGImages").iterdir()):
-        frames = read_frames(list_frame_files(seq_dir))
-        gt = np.stack([
-            np.asarray(Image.open(davis_root / "Annotations" / seq_dir.name / f"{s}.png")) > 0
-            for s in frames.stems
-        ])
-        out[seq_dir.name] = davis_j(gt, predictor.predict(frames.images).id_maps)
+    for name in names:
+        seq_dir = frames_dir / name
+        if not seq_dir.is_dir():
+            raise FrameError(f"{seq_dir}: sequence {name!r} of the split has no frame folder")
+        files = list_frame_files(seq_dir)[:max_frames]
+        frames = read_frames(files)
+        gt = []
+        for stem in frames.stems:
+            path = ann_dir / name / f"{stem}.png"
+            if not path.is_file():
+                raise FrameError(f"{path}: ground truth missing for frame {stem} of {name}")
+            with Image.open(path) as img:
+                if img.mode not in ("1", "L", "P"):  # e.g. one 'LA' frame in DAVIS-2016 bear
+                    img = img.convert("L")
+                gt.append(np.asarray(img) > 0)
+        gt = np.stack(gt)
+        start = time.perf_counter()
+        id_maps = predictor.predict(frames.images).id_maps
+        seconds = time.perf_counter() - start
+        out[name] = {"J": davis_j_union(gt, id_maps), "J_best": davis_j(gt, id_maps),
+                     "frames": len(files), "seconds": seconds}
         if progress:
             progress(1)
     return out

@@ -110,7 +110,7 @@ def test_cli_materialize_tube_json_with_no_other_flags(synthetic_root, subproces
 
 
 def test_predictor_quality_floor(synthetic_root):
-    """Regression guard, not a benchmark: measured 0.81 (train) / 0.73 (val) on this seed."""
+    """Regression guard, not a benchmark: measured 0.91 (train) / 0.73 (val) (cpu-3)."""
     from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
     from wsovvis_dagster.quality import synthetic_quality
 

@@ -1,0 +1,55 @@
+"""Tune the embedded CPU predictor on DAVIS-2016 train: score settings given as JSON.
+
+    nice -n 10 python benchmarks/tune_predictor.py /work/davis2016/DAVIS \\
+        --split-file /work/davis2016/DAVIS/ImageSets/480p/train.txt --max-frames 40 \\
+        '{}' '{"motion_scale": 3.0}'
+
+Prints mean J (union of ids) and best-track J for each setting. Train split only: the val
+split is scored once, by `wsovvis quality`, with the frozen defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
+from wsovvis_dagster.quality import davis_quality, read_sequence_list, synthetic_quality
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("davis")
+    ap.add_argument("settings", nargs="+", help="JSON dicts of CpuVideoPredictor kwargs")
+    ap.add_argument("--split-file", required=True)
+    ap.add_argument("--max-frames", type=int, default=40)
+    ap.add_argument("--per-sequence", action="store_true")
+    ap.add_argument("--synthetic", help="also score this synthetic data root's train split")
+    args = ap.parse_args()
+    names = read_sequence_list(args.split_file)
+    if "val" in args.split_file.rsplit("/", 1)[-1]:
+        raise SystemExit("refusing to tune on a val split")
+    for setting in args.settings:
+        kwargs = json.loads(setting)
+        start = time.perf_counter()
+        res = davis_quality(CpuVideoPredictor(**kwargs), args.davis, names,
+                            max_frames=args.max_frames)
+        j = np.mean([r["J"] for r in res.values()])
+        jb = np.mean([r["J_best"] for r in res.values()])
+        fps = sum(r["frames"] for r in res.values()) / sum(r["seconds"] for r in res.values())
+        syn = ""
+        if args.synthetic:
+            value = synthetic_quality(CpuVideoPredictor(**kwargs), args.synthetic, ("train",))
+            syn = f"  synthetic-train {value['train']:.3f}"
+        print(f"J {j:.3f}  J_best {jb:.3f}{syn}  {fps:5.1f} fps"
+              f"  {time.perf_counter() - start:5.0f}s  {setting}", flush=True)
+        if args.per_sequence:
+            for name, r in res.items():
+                print(f"    {name:20s} J {r['J']:.3f}  J_best {r['J_best']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

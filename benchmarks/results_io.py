@@ -26,10 +26,6 @@ from wsovvis_dagster.atomic import atomic_file
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SHARED_NOTE = (
-    "machine shared with other jobs (see load_avg), run under `nice -n 10`: absolute times are "
-    "pessimistic and noisy; compare the ratios within one run"
-)
 
 
 def _cpu_model() -> str:
@@ -48,7 +44,16 @@ def _version(module: str) -> str | None:
 
 
 def _command(argv: list[str]) -> str:
-    """`python <script relative to the repo> args...`: what to type to reproduce the run."""
+    """`python <script relative to the repo> args...`: what to type to reproduce the run
+    (`--note`, recorded on its own, left out)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--note":
+            del argv[i : i + 2]
+            break
+        if arg.startswith("--note="):
+            del argv[i]
+            break
     script = Path(sys.argv[0]).resolve()
     try:
         shown = str(script.relative_to(REPO))
@@ -68,7 +73,7 @@ def add_json_args(parser: argparse.ArgumentParser) -> None:
 def context(argv: list[str], sizes: dict, note: str | None = None) -> dict:
     """The conditions of this run: command, machine, versions, date and the sizes it used.
 
-    `note` says how to read the figures (e.g. `SHARED_NOTE` for a loaded machine).
+    `note` says how to read the figures (e.g. that the machine was shared with other jobs).
     """
     try:
         load = [round(x, 2) for x in os.getloadavg()]

@@ -165,8 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             "decode+encode": decode_encode,
         }
         print(f"{args.videos} videos x {args.frames} frames, {args.width}x{args.height}, "
-              f"{args.objects} objects; {os.cpu_count()} cores; best of {args.repeat}")
-        best = {k: min(timed(fn) for _ in range(args.repeat)) for k, fn in methods.items()}
+              f"{args.objects} objects; {os.cpu_count()} cores; best of {args.repeat} "
+              "(round-robin)")
+        # Round-robin repeats: on a shared machine load drifts, and a drift would otherwise
+        # land on whichever method ran during it.
+        best = dict.fromkeys(methods, float("inf"))
+        for _ in range(args.repeat):
+            for k, fn in methods.items():
+                best[k] = min(best[k], timed(fn))
         base = best["naive"]
         print(f"{'method':<15} {'frames/s':>9} {'ms/frame':>9} {'vs naive':>9}")
         for name, sec in best.items():

@@ -39,8 +39,8 @@ INTRO = """\
 
 Every figure below is read from a JSON file in [`benchmarks/results/`](../benchmarks/results/),
 written by the benchmark that measured it; this page is generated from those files by
-`python benchmarks/render_docs.py` (CI runs it with `--check`). Speed and memory are measured
-by these scripts, never asserted in tests.
+`python benchmarks/render_docs.py` (`tests/test_benchmark_docs.py` runs it with `--check`).
+Speed and memory are measured by these scripts, never asserted in tests.
 
 How to read a section:
 - **Command**: what produced the JSON (rerun it to refresh the figures).

@@ -5,6 +5,7 @@
 Generates the dataset and its tubes (CPU predictor) under --root once, then trains one model
 per seed in this process (world size 1; the same code path as one torchrun rank) and prints
 mean +- std over seeds. Config keys can be overridden with --set key=value (YAML values).
+`--json benchmarks/results/training.json` also writes the figures and their context.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
+
 KEYS = ("AP", "AP50", "APb", "APn")
 
 
@@ -33,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--config", type=Path, default=REPO / "configs" / "wsovvis_sacred.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_json_args(p)
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
 
     from wsovvis_dagster.training.experiment import DEFAULT_CONFIG, job_from_config
@@ -54,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     config.update(data_root=str(data_root), output_root=str(output_root), resume=False,
                   work_dir=str(root / "bench"), checkpoint_every=10**6)
     rows = {"model": [], "random": [], "oracle": []}
+    per_seed = []
     for seed in args.seeds:
         summary = fit_and_evaluate(job_from_config({**config, "seed": seed}), DistContext(),
                                    log=logging.getLogger("bench"))
         for who in rows:
             rows[who].append([summary["metrics"][who][k] for k in KEYS])
         m = summary["metrics"]["model"]
+        per_seed.append({"seed": seed, **{k: m[k] for k in KEYS},
+                         "wall_time_s": summary["wall_time_s"]})
         print(f"seed {seed}: " + " ".join(f"{k} {100 * m[k]:.1f}" for k in KEYS)
               + f"  ({summary['wall_time_s']:.1f} s)")
     print(f"\n{args.train} train / {args.val} val videos, {args.frames} frames, "
@@ -69,6 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         v = 100 * np.array(values)
         print(f"{who:8}" + "".join(f"{m:8.1f} +- {s:3.1f}" for m, s in zip(v.mean(0), v.std(0),
                                                                         strict=True)))
+    if args.json:
+        sizes = {"train_videos": args.train, "val_videos": args.val, "frames": args.frames,
+                 "data_seed": args.data_seed, "seeds": args.seeds,
+                 "config": str(args.config.resolve().relative_to(REPO))
+                 if args.config.resolve().is_relative_to(REPO) else str(args.config),
+                 "overrides": args.set}
+        summary_rows = []
+        for who, values in rows.items():
+            v = np.array(values)
+            summary_rows.append({"who": who, **{f"{k}_mean": float(m) for k, m in
+                                                zip(KEYS, v.mean(0), strict=True)},
+                                 **{f"{k}_std": float(s) for k, s in
+                                    zip(KEYS, v.std(0), strict=True)}})
+        write_result(
+            args.json, benchmark="training",
+            title="Reference trainer on the synthetic set: AP next to random and oracle scores",
+            measures="library: `fit_and_evaluate`, the code one torchrun rank of "
+                     "`trained_model` runs (world size 1, in this process); scored on the "
+                     "synthetic val videos, which the model never trains on",
+            ctx=context(argv, sizes, args.note),
+            results={"summary": summary_rows, "per_seed": per_seed})
     return 0
 
 

@@ -97,6 +97,30 @@ KNOWN_META = {
         "conditions": GPU_CONDITIONS + "; confidence 0 (all top-10 tracks kept), chunk 64 / "
                       "overlap 8",
     },
+    "gpu_dagster_call1": {
+        "title": "Product path on one GPU: daemon backfills of mask_pngs + tube_json (call 1)",
+        "command": "python3 benchmarks/gpu_dagster.py --frames FRAMES --out $OUT "
+                   "--variant-videos 2 --scenarios long:16x200:1:fp32,lvvis:96x32:1:fp32,"
+                   "long_bf16:16x200:1:bf16",
+        "output": "`gpu_dagster.json`, copied here as `gpu_dagster_call1.json`",
+        "measures": "product path: a real `dagster-daemon` backfill launched like "
+                    "`scripts/backfill.py` (wall = first mask run start to last mask run end, "
+                    "from the instance's run records); `library` = the same `segment_videos` "
+                    "loop called directly (the ceiling)",
+        "conditions": GPU_CONDITIONS.replace("DAVIS frames (horsejump-high + scooter-black)",
+                                             "frames") + "; chunk 64 / overlap 8",
+    },
+    "gpu_dagster_call2": {
+        "title": "Product path on one GPU: 2 and 4 runs per GPU, bf16 (call 2)",
+        "command": "python3 benchmarks/gpu_dagster.py --frames FRAMES --out $OUT --cudnn "
+                   "wscap2g --skip variants,model_only --scenarios long:16x200:2:fp32,"
+                   "long:16x200:4:fp32,long_bf16:16x200:1:bf16,lvvis:96x32:2:fp32",
+        "output": "`gpu_dagster.json`, copied here as `gpu_dagster_call2.json`",
+        "measures": "product path, as call 1; the last scenario did not finish in the call's "
+                    "time limit",
+        "conditions": GPU_CONDITIONS.replace("DAVIS frames (horsejump-high + scooter-black)",
+                                             "frames") + "; chunk 64 / overlap 8",
+    },
 }
 
 
@@ -353,6 +377,33 @@ def render_gpu_throughput(data: dict) -> list[str]:
     return out
 
 
+def render_gpu_dagster(data: dict) -> list[str]:
+    rows = []
+    for sc in data["scenarios"]:
+        if sc.get("status") != "COMPLETED_SUCCESS":
+            rows.append([sc["scenario"], sc.get("status", "?")] + [""] * 8)
+            continue
+        rows.append([
+            sc["scenario"], sc["runs_per_gpu"], sc["library_fps"], sc["in_asset_fps"],
+            sc["mask_wall_fps"], sc["submit_to_tubes_fps"], sc["mean_fixed_s"],
+            sc["tube_run_queued_after_masks_s"], sc["max_video_peak_smi_gib"],
+            sc["wall_vs_library"],
+        ])
+    out = table(["scenario (videos x frames)", "runs per GPU", "library fps (ceiling)",
+                 "in-asset fps", "backfill wall fps", "submit -> tube_json fps",
+                 "fixed s per run", "tube_json queued after masks, s",
+                 "peak GiB per video (nvidia-smi)", "wall / library"], rows)
+    if data.get("model_only"):
+        out += ["Model alone (forward passes on one 64-frame chunk):", ""]
+        out += table(["variant", "fps"], [[k, v["fps"]] for k, v in data["model_only"].items()])
+    if data.get("cudnn_variants"):
+        out += ["cuDNN autotuning variants (2 videos, library loop):", ""]
+        out += table(["variant", "fps", "setup peak GiB", "first video peak GiB", "build s"],
+                     [[k, v["fps"], v["setup_peak_smi_gib"], v["first_video_peak_smi_gib"],
+                       v["build_s"]] for k, v in data["cudnn_variants"].items()])
+    return out
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "tube_conversion": render_tube_conversion,
     "evaluator": render_evaluator,
@@ -361,6 +412,8 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "gpu_setup": render_gpu_setup,
     "gpu_videocutler": render_gpu_videocutler,
     "gpu_throughput": render_gpu_throughput,
+    "gpu_dagster_call1": render_gpu_dagster,
+    "gpu_dagster_call2": render_gpu_dagster,
 }
 
 

@@ -19,8 +19,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.evaluation import evaluate_results, spatiotemporal_iou
-from wsovvis_dagster.tubes import encode_id_map
-from wsovvis_dagster.ytvis import normalise_gt, normalise_results
+from wsovvis_dagster.ytvis.format import normalise_gt, normalise_results
+from wsovvis_dagster.ytvis.tubes import encode_id_map
 
 
 def _tube_frames(rng, frames: int, h: int, w: int, k: int, shift: float = 0.0):

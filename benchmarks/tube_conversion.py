@@ -29,7 +29,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.masks_io import list_mask_files, read_track_scores, write_mask_pngs
-from wsovvis_dagster.tubes import (
+from wsovvis_dagster.ytvis.tubes import (
     Tube,
     VideoTubes,
     convert_mask_folders,

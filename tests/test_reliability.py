@@ -41,7 +41,7 @@ from wsovvis_dagster.masks_io import list_mask_files, load_id_map, write_mask_pn
 from wsovvis_dagster.paths import VideoRef, check_video_id
 from wsovvis_dagster.pipeline import build_split_tubes, segment_video
 from wsovvis_dagster.predictors import PredictorOutput
-from wsovvis_dagster.tubes import decode_video_id_maps, load_tube_json, video_tubes_from_masks
+from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json, video_tubes_from_masks
 
 REPO = Path(__file__).resolve().parents[1]
 DAVIS_SEQ = "horsejump-high"
@@ -794,7 +794,7 @@ def _fake_full_disk(monkeypatch) -> None:
     import contextlib
 
     import wsovvis_dagster.masks_io as masks_io
-    import wsovvis_dagster.tubes as tubes
+    import wsovvis_dagster.ytvis.tubes as tubes
 
     def save_id_map(path, id_map, *, sixteen_bit):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -11,12 +11,12 @@ from pycocotools import mask as mask_utils
 from wsovvis_dagster.errors import MaskFormatError
 from wsovvis_dagster.linking import LinkParams
 from wsovvis_dagster.masks_io import write_mask_pngs
-from wsovvis_dagster.tubes import (
+from wsovvis_dagster.ytvis.format import validate_tube_json
+from wsovvis_dagster.ytvis.tubes import (
     convert_mask_folders,
     decode_video_id_maps,
     encode_id_map,
     load_tube_json,
-    validate_tube_json,
     video_tubes_from_masks,
     write_tube_json,
 )

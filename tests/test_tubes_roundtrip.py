@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from wsovvis_dagster.masks_io import write_mask_pngs
-from wsovvis_dagster.tubes import (
+from wsovvis_dagster.ytvis.tubes import (
     decode_video_id_maps,
     load_tube_json,
     video_tubes_from_masks,

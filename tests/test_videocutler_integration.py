@@ -100,7 +100,7 @@ def test_mask_pngs_asset_runs_with_the_videocutler_backend(patched_install, synt
     """The whole graph (video_partitions -> mask_pngs -> tube_json) with backend=videocutler."""
     from dagster import AssetKey, AssetRecordsFilter
 
-    from wsovvis_dagster.tubes import load_tube_json
+    from wsovvis_dagster.ytvis.tubes import load_tube_json
 
     resources = resources_for(
         synthetic_root, backend="videocutler", vnext_root=str(VNEXT), cutler_root=str(CUTLER),

@@ -505,7 +505,8 @@ def _op_is_built() -> bool:
 ])
 def test_videocutler_setup_faults_fail_before_gpu_work(fault, tmp_path):
     import wsovvis_dagster.predictors.videocutler  # noqa: F401  (xfail here until it lands)
-    from wsovvis_dagster.predictors.factory import PredictorSettings, build_predictor
+    from wsovvis_dagster.predictors.factory import build_predictor
+    from wsovvis_dagster.predictors.settings import PredictorSettings
 
     weights = tmp_path / "videocutler_m2f_rn50.pth"
     settings = dict(backend="videocutler", device="cuda:0", weights=str(weights),

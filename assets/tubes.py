@@ -25,7 +25,7 @@ from wsovvis_dagster.errors import MissingMasksError
 from wsovvis_dagster.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
 from wsovvis_dagster.paths import VideoRef, gt_json_path, tube_json_path
 from wsovvis_dagster.pipeline import build_split_tubes
-from wsovvis_dagster.tube_reports import (
+from wsovvis_dagster.ytvis.reports import (
     check_split_format,
     evaluate_split_tubes,
     splits_with_tubes,

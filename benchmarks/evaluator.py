@@ -27,8 +27,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
 from wsovvis_dagster.evaluation import evaluate_results, spatiotemporal_iou  # noqa: E402
-from wsovvis_dagster.tubes import encode_id_map  # noqa: E402
-from wsovvis_dagster.ytvis import normalise_gt, normalise_results  # noqa: E402
+from wsovvis_dagster.ytvis.format import normalise_gt, normalise_results  # noqa: E402
+from wsovvis_dagster.ytvis.tubes import encode_id_map  # noqa: E402
 
 
 def _tube_frames(rng, frames: int, h: int, w: int, k: int, shift: float = 0.0):

@@ -49,7 +49,7 @@ def load_video(folder: Path, n: int, workers: int = 8) -> np.ndarray:
 
 
 def settings(third_party: Path, **kw):
-    from wsovvis_dagster.predictors.factory import PredictorSettings
+    from wsovvis_dagster.predictors.settings import PredictorSettings
 
     base = dict(backend="videocutler", device="cuda:0", vnext_root=str(third_party / "VNext"),
                 cutler_root=str(third_party / "CutLER"), allow_random_weights=True)

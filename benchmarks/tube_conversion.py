@@ -40,7 +40,7 @@ from wsovvis_dagster.masks_io import (  # noqa: E402
     read_track_scores,
     write_mask_pngs,
 )
-from wsovvis_dagster.tubes import (  # noqa: E402
+from wsovvis_dagster.ytvis.tubes import (  # noqa: E402
     Tube,
     VideoTubes,
     convert_mask_folders,

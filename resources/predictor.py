@@ -22,11 +22,10 @@ from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.predictors.factory import (
     BACKENDS,
     NOT_OUTPUT,
-    SETTINGS_FIELDS,
-    PredictorSettings,
     build_predictor,
     output_fingerprint,
 )
+from wsovvis_dagster.predictors.settings import SETTINGS_FIELDS, PredictorSettings
 
 _D = PredictorSettings()  # the built-in defaults of every library setting, defined once
 

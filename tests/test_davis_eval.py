@@ -10,7 +10,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.evaluation import IOU_THRESHOLDS, evaluate_results, spatiotemporal_iou
-from wsovvis_dagster.tubes import encode_id_maps
+from wsovvis_dagster.ytvis.tubes import encode_id_maps
 
 SEQUENCES = ("horsejump-high", "scooter-black")
 pytestmark = pytest.mark.shared

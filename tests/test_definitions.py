@@ -30,8 +30,14 @@ def test_every_resource_and_job_resolves():
     assert defs.resolve_job_def("mask_pngs_job").tags.get("gpu") == "true"
 
 
+# what the library must never import: Dagster, and every layer built on top of the library
+ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "scripts", "benchmarks",
+                 "tests"}
+
+
 def test_library_never_imports_dagster():
-    """The plain library stays usable without Dagster: assets import it, never the reverse."""
+    """The plain library stays usable without Dagster: the layers above (code location, scripts,
+    benchmarks, tests) import it, never the reverse."""
     offenders = []
     for path in (REPO / "wsovvis_dagster").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -40,7 +46,52 @@ def test_library_never_imports_dagster():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            bad = [n for n in names if n.split(".")[0] in {"dagster", "assets", "resources"}]
+            bad = [n for n in names if n.split(".")[0] in ABOVE_LIBRARY
+                   or n.startswith("dagster_")]  # dagster_webserver, dagster_graphql, ...
             if bad:
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {bad}")
     assert not offenders, offenders
+
+
+def library_import_graph() -> dict[str, set[str]]:
+    """`wsovvis_dagster` module -> the `wsovvis_dagster` modules it imports, anywhere in it.
+
+    `from pkg import name` counts as importing `pkg.name` when that is a module, else `pkg`.
+    """
+    root = REPO / "wsovvis_dagster"
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+                continue
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([base] if base else []))
+            targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in names else base
+                           for a in node.names)
+        graph[name] = {t for t in targets if t in names and t != name}
+    return graph
+
+
+def test_library_has_no_import_cycle():
+    """No `wsovvis_dagster` module imports one that (through others) imports it back, not even
+    from inside a function: code two modules share gets its own module (as
+    `predictors.settings` did for `factory` <-> `videocutler`)."""
+    import graphlib
+
+    graph = library_import_graph()
+    assert "wsovvis_dagster.ytvis.tubes" in graph["wsovvis_dagster.ytvis.reports"]  # sanity
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None

@@ -24,7 +24,8 @@ from wsovvis_dagster.mask_import import import_masks
 from wsovvis_dagster.masks_io import SOURCE_FILE, load_id_map, write_mask_pngs
 from wsovvis_dagster.paths import VideoRef
 from wsovvis_dagster.pipeline import build_split_tubes
-from wsovvis_dagster.tubes import decode_video_id_maps, load_tube_json, validate_tube_json
+from wsovvis_dagster.ytvis.format import validate_tube_json
+from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
 
 
 def _assets():

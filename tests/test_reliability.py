@@ -41,7 +41,7 @@ from wsovvis_dagster.masks_io import list_mask_files, load_id_map, write_mask_pn
 from wsovvis_dagster.paths import VideoRef, check_video_id
 from wsovvis_dagster.pipeline import build_split_tubes, segment_video
 from wsovvis_dagster.predictors import PredictorOutput
-from wsovvis_dagster.tubes import decode_video_id_maps, load_tube_json, video_tubes_from_masks
+from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json, video_tubes_from_masks
 
 REPO = Path(__file__).resolve().parents[1]
 DAVIS_SEQ = "horsejump-high"
@@ -505,7 +505,8 @@ def _op_is_built() -> bool:
 ])
 def test_videocutler_setup_faults_fail_before_gpu_work(fault, tmp_path):
     import wsovvis_dagster.predictors.videocutler  # noqa: F401  (xfail here until it lands)
-    from wsovvis_dagster.predictors.factory import PredictorSettings, build_predictor
+    from wsovvis_dagster.predictors.factory import build_predictor
+    from wsovvis_dagster.predictors.settings import PredictorSettings
 
     weights = tmp_path / "videocutler_m2f_rn50.pth"
     settings = dict(backend="videocutler", device="cuda:0", weights=str(weights),
@@ -795,7 +796,7 @@ def _fake_full_disk(monkeypatch) -> None:
     import contextlib
 
     import wsovvis_dagster.masks_io as masks_io
-    import wsovvis_dagster.tubes as tubes
+    import wsovvis_dagster.ytvis.tubes as tubes
 
     def save_id_map(path, id_map, *, sixteen_bit):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -12,7 +12,7 @@ from dagster import AssetKey, ConfigurableResource, Definitions, asset, material
 
 from resources import DatasetPaths, PredictorResource, SacredObserverResource
 from resources.settings import SettingsError, env_var_name
-from wsovvis_dagster.predictors.factory import PredictorSettings
+from wsovvis_dagster.predictors.settings import PredictorSettings
 
 REPO_ENV_VARS = {  # documented names that must keep working
     ("backend", PredictorResource): "WSOVVIS_PREDICTOR",

@@ -59,7 +59,8 @@ def test_imports_after_patch(patched_install):
 
 def test_videocutler_cpu_random_weights_writes_pngs(patched_install, tmp_path):
     from wsovvis_dagster.masks_io import list_mask_files, load_id_map, write_mask_pngs
-    from wsovvis_dagster.predictors.factory import PredictorSettings, build_predictor
+    from wsovvis_dagster.predictors.factory import build_predictor
+    from wsovvis_dagster.predictors.settings import PredictorSettings
 
     rng = np.random.default_rng(0)
     frames = np.zeros((8, 48, 64, 3), np.uint8)
@@ -88,7 +89,8 @@ def test_videocutler_cpu_random_weights_writes_pngs(patched_install, tmp_path):
 
 def test_missing_weights_fail_with_the_source(patched_install):
     from wsovvis_dagster.errors import WeightsError
-    from wsovvis_dagster.predictors.factory import PredictorSettings, build_predictor
+    from wsovvis_dagster.predictors.factory import build_predictor
+    from wsovvis_dagster.predictors.settings import PredictorSettings
 
     with pytest.raises(WeightsError, match="videocutler_m2f_rn50.pth"):
         build_predictor(PredictorSettings(backend="videocutler", cutler_root=str(CUTLER)))
@@ -100,7 +102,7 @@ def test_mask_pngs_asset_runs_with_the_videocutler_backend(patched_install, synt
     """The whole graph (video_partitions -> mask_pngs -> tube_json) with backend=videocutler."""
     from dagster import AssetKey, AssetRecordsFilter
 
-    from wsovvis_dagster.tubes import load_tube_json
+    from wsovvis_dagster.ytvis.tubes import load_tube_json
 
     resources = resources_for(
         synthetic_root, backend="videocutler", vnext_root=str(VNEXT), cutler_root=str(CUTLER),

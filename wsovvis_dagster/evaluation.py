@@ -33,7 +33,7 @@ from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import write_json_atomic
 from wsovvis_dagster.errors import TubeFormatError
-from wsovvis_dagster.ytvis import (
+from wsovvis_dagster.ytvis.format import (
     load_gt,
     load_results,
     normalise_gt,
@@ -318,8 +318,8 @@ def _read_results_for(path: Path, gt: dict) -> list[dict]:
     with open(path) as fh:
         head = fh.read(4096).lstrip()[:1]
     if head == "{":  # a tube JSON: convert, mapping its videos to the GT's by name
-        from wsovvis_dagster.results import tubes_to_results
-        from wsovvis_dagster.tubes import load_tube_json
+        from wsovvis_dagster.ytvis.results import tubes_to_results
+        from wsovvis_dagster.ytvis.tubes import load_tube_json
 
         return normalise_results(tubes_to_results(load_tube_json(path), gt=gt), gt)
     return load_results(path, gt)

@@ -35,7 +35,7 @@ from wsovvis_dagster.masks_io import (
 from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
 from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.preview import overlay_montage
-from wsovvis_dagster.tubes import convert_mask_folders, write_tube_json
+from wsovvis_dagster.ytvis.tubes import convert_mask_folders, write_tube_json
 
 
 @dataclass(frozen=True)

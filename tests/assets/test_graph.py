@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from wsovvis_dagster.masks_io import list_mask_files, load_id_map
-from wsovvis_dagster.tubes import decode_video_id_maps, load_tube_json
+from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dagster import AssetKey, materialize
 
-from wsovvis_dagster.tubes import load_tube_json
+from wsovvis_dagster.ytvis.tubes import load_tube_json
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,8 @@ from dagster._core.storage.tags import (
 
 from wsovvis_dagster.evaluation import load_results
 from wsovvis_dagster.paths import gt_json_path
-from wsovvis_dagster.tubes import decode_video_id_maps, load_tube_json, validate_tube_json
+from wsovvis_dagster.ytvis.format import validate_tube_json
+from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
 
 CHECKS = AssetSelection.checks_for_assets("tube_json")
 

@@ -5,45 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from wsovvis_dagster.predictors import PredictorOutput, VideoPredictor
+from wsovvis_dagster.predictors.settings import PredictorSettings
 
 # "cpu-slow" is the cpu predictor plus a fixed hold per video: a stand-in for a GPU model in the
 # orchestration tests and benchmark (it never touches CUDA, whatever device it is given).
 BACKENDS = ("cpu", "videocutler", "cpu-slow")
-
-
-@dataclass(frozen=True)
-class PredictorSettings:
-    """Everything any backend needs; each backend reads only its own fields."""
-
-    backend: str = "cpu"
-    device: str = "cpu"  # "cpu" or "cuda:N" (the GPU slot the run holds)
-    max_tracks: int = 10
-    # videocutler backend
-    vnext_root: str = "third_party/VNext"
-    cutler_root: str = "third_party/CutLER"
-    config_file: str = ""  # default: CutLER's video_mask2former_R50_cls_agnostic.yaml
-    weights: str = ""  # local path to videocutler_m2f_rn50.pth
-    confidence: float = 0.6
-    chunk_size: int = 64
-    chunk_overlap: int = 8
-    allow_random_weights: bool = False  # testing only: loudly logged
-    fast_path: bool = True  # on-device pre/post-processing (False: upstream's steps exactly)
-    precision: str = "fp32"  # "fp32", or "bf16"/"fp16" autocast (fast path only)
-    deform_attn: str = "auto"  # "cuda" op, "pytorch" (slow), auto: cuda on GPU, pytorch on CPU
-    cudnn_benchmark: bool = True  # CUDA: cuDNN autotuning
-    gpu_memory_gib: float = 0.0  # CUDA: cap on this process's PyTorch allocator (0: none)
-    warmup: bool = True  # CUDA: one chunk at build time, so autotuning happens before video 1
-    # cpu-slow backend: seconds each predict() sleeps after the cpu prediction (tests/benchmarks)
-    hold_seconds: float = 0.0
-
-
-SETTINGS_FIELDS = tuple(f.name for f in fields(PredictorSettings))
 # settings that say where or how fast a model runs, never what it outputs
 NOT_OUTPUT = frozenset({"device", "hold_seconds", "vnext_root", "cutler_root", "warmup",
                         "cudnn_benchmark", "gpu_memory_gib"})

@@ -30,7 +30,7 @@ import numpy as np
 from wsovvis_dagster.errors import ThirdPartyError, WeightsError
 from wsovvis_dagster.predictors import PredictorOutput, compose_id_maps
 from wsovvis_dagster.predictors.chunking import predict_chunked
-from wsovvis_dagster.predictors.factory import PredictorSettings
+from wsovvis_dagster.predictors.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsovvis_dagster.results import gt_video_ids, video_name
 from wsovvis_dagster.training.errors import TrainingDataError
+from wsovvis_dagster.ytvis.results import gt_video_ids, video_name
 
 __all__ = [
     "VideoSample", "annotations_by_video", "build_samples", "gt_video_ids", "video_name",

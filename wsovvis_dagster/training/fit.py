@@ -43,8 +43,8 @@ from wsovvis_dagster.training.loop import DistContext, TrainSettings, train
 from wsovvis_dagster.training.model import TubeTextModel
 from wsovvis_dagster.training.schema import TrainingJob
 from wsovvis_dagster.training.text import build_bank
-from wsovvis_dagster.tubes import load_tube_json
-from wsovvis_dagster.ytvis import load_gt
+from wsovvis_dagster.ytvis.format import load_gt
+from wsovvis_dagster.ytvis.tubes import load_tube_json
 
 
 def _file_digest(path: Path) -> str:

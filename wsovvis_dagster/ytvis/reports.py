@@ -14,10 +14,10 @@ from pathlib import Path
 from wsovvis_dagster.errors import TubeFormatError
 from wsovvis_dagster.evaluation import evaluate_results
 from wsovvis_dagster.paths import SPLITS, tube_json_path
-from wsovvis_dagster.results import export_results, results_json_path, tubes_to_results
-from wsovvis_dagster.tube_index import index_counts, top_rows_markdown, write_tube_index
-from wsovvis_dagster.tubes import load_tube_json
-from wsovvis_dagster.ytvis import load_gt, validate_tube_json
+from wsovvis_dagster.ytvis.format import load_gt, validate_tube_json
+from wsovvis_dagster.ytvis.index import index_counts, top_rows_markdown, write_tube_index
+from wsovvis_dagster.ytvis.results import export_results, results_json_path, tubes_to_results
+from wsovvis_dagster.ytvis.tubes import load_tube_json
 
 
 def splits_with_tubes(output_root: Path) -> list[str]:
@@ -31,7 +31,7 @@ class SplitOutputs:
 
     split: str
     index_path: Path
-    counts: dict[str, int | float]  # tube_index.index_counts
+    counts: dict[str, int | float]  # index.index_counts
     top_rows: str  # Markdown table of the best-scored tubes
     results_path: Path
     results: int

@@ -30,7 +30,7 @@ import polars as pl
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import atomic_file
-from wsovvis_dagster.results import video_name
+from wsovvis_dagster.ytvis.results import video_name
 
 SHORT_TUBE_FRAMES = 3  # tubes present in fewer frames count as "short"
 TINY_TUBE_AREA = 16 * 16  # tubes with a smaller mean area (pixels) count as "tiny"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from wsovvis_dagster.evaluation import evaluate_results, load_results
-from wsovvis_dagster.results import (
+from wsovvis_dagster.ytvis.results import (
     export_results,
     results_json_path,
     tubes_to_results,
     video_name,
 )
-from wsovvis_dagster.tubes import VideoTubes, encode_id_maps, load_tube_json, write_tube_json
+from wsovvis_dagster.ytvis.tubes import VideoTubes, encode_id_maps, load_tube_json, write_tube_json
 
 
 @pytest.fixture

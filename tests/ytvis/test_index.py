@@ -4,14 +4,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from wsovvis_dagster.tube_index import (
+from wsovvis_dagster.ytvis.index import (
     build_tube_index,
     index_counts,
     top_rows_markdown,
     tube_index_path,
     write_tube_index,
 )
-from wsovvis_dagster.tubes import VideoTubes, encode_id_maps, load_tube_json, write_tube_json
+from wsovvis_dagster.ytvis.tubes import VideoTubes, encode_id_maps, load_tube_json, write_tube_json
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_counts_and_handy_queries(tube_json):
     assert counts["tiny_tubes"] == 3  # mean areas 20, 1 and 100 px are all under 16 x 16
     assert index_counts(df, tiny_area=50)["tiny_tubes"] == 2
     assert counts["mean_score"] == pytest.approx((0.9 + 0.2 + 0.5) / 3)
-    # the queries documented in tube_index's docstring
+    # the queries documented in ytvis.index's docstring
     assert df.filter(pl.col("length") < 3).height == 2
     tiny = df.filter(pl.col("mean_area") < 256).sort("mean_area")
     assert tiny["mean_area"].to_list() == [1, 20, 100]

@@ -37,7 +37,6 @@ from wsovvis_dagster.errors import FrameError, MaskFormatError, TubeFormatError
 from wsovvis_dagster.frames import image_size
 from wsovvis_dagster.linking import LinkParams, link_fragments
 from wsovvis_dagster.masks_io import frame_stem, list_mask_files, load_id_map, read_track_scores
-from wsovvis_dagster.ytvis import validate_tube_json as validate_tube_json  # re-exported
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
@@ -474,7 +473,3 @@ def decode_video_id_maps(data: dict, video_id: int) -> np.ndarray:
                 out[t][mask_utils.decode(rle).astype(bool)] = ann["track_id"]
     return out
 
-
-def iter_video_tubes(items: Iterable[tuple[Path, str]]) -> Iterator[VideoTubes]:
-    """`convert_mask_folders` in this process (kept for existing callers)."""
-    return convert_mask_folders(items)

@@ -231,7 +231,7 @@ def normalise_gt(gt: dict) -> dict:
     if not isinstance(gt, dict):
         raise TubeFormatError("ground truth: expected a JSON object with videos/annotations")
     if is_cocovid(gt):
-        from wsovvis_dagster.cocovid import cocovid_to_ytvis
+        from wsovvis_dagster.ytvis.cocovid import cocovid_to_ytvis
 
         gt = cocovid_to_ytvis(gt)
     videos = _video_table(gt.get("videos"), "ground truth")
@@ -292,7 +292,7 @@ def load_results(path: Path, gt: dict | None = None) -> list[dict]:
     if not isinstance(data, list):
         raise TubeFormatError(
             f"{path}: results must be a JSON list of {{video_id, category_id, score, "
-            "segmentations}} (a tube JSON? export it with wsovvis_dagster.results)"
+            "segmentations}} (a tube JSON? export it with wsovvis_dagster.ytvis.results)"
         )
     if gt is None:
         return data

@@ -1,0 +1,73 @@
+"""Tube JSON validation: a converted tube JSON has no problems, and each defect is named with
+its JSON path."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from wsovvis_dagster.masks_io import write_mask_pngs
+from wsovvis_dagster.ytvis.format import validate_tube_json
+from wsovvis_dagster.ytvis.tubes import convert_mask_folders, load_tube_json, write_tube_json
+
+
+def blobs(rng, t, h, w, n_ids, dtype=np.uint8) -> np.ndarray:
+    """`(t, h, w)` id maps: random rectangles per frame, some ids absent in some frames."""
+    maps = np.zeros((t, h, w), dtype=dtype)
+    for f in range(t):
+        for k in rng.permutation(np.arange(1, n_ids + 1))[: rng.integers(1, n_ids + 1)]:
+            y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
+            maps[f, y : y + rng.integers(2, h // 2), x : x + rng.integers(2, w // 2)] = k
+    return maps
+
+
+def write_video(folder, id_maps, scores=None):
+    stems = [f"{i:05d}" for i in range(id_maps.shape[0])]
+    ids = [int(i) for i in np.unique(id_maps) if i]
+    write_mask_pngs(folder, stems, list(id_maps), scores or {i: 1 - i / 1000 for i in ids})
+
+
+@pytest.fixture
+def valid_tubes(tmp_path):
+    write_video(tmp_path / "v", blobs(np.random.default_rng(3), 3, 12, 12, 2))
+    write_tube_json(tmp_path / "t.json", convert_mask_folders([(tmp_path / "v", "v")]))
+    return load_tube_json(tmp_path / "t.json")
+
+
+def test_valid_tube_json_has_no_problems(valid_tubes):
+    assert validate_tube_json(valid_tubes, "t.json") == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["annotations"][0]["segmentations"].pop(), "annotations[0].segmentations"),
+        (lambda d: next(s for s in d["annotations"][0]["segmentations"] if s).update(
+            size=[5, 5]), "does not match its video"),
+        (lambda d: next(s for s in d["annotations"][0]["segmentations"] if s).update(
+            counts="0000"), "runs cover"),
+        (lambda d: d["annotations"][0].update(
+            segmentations=[None] * len(d["annotations"][0]["segmentations"])), "empty tube"),
+        (lambda d: d["annotations"][1].update(track_id=d["annotations"][0]["track_id"]),
+         "same video_id/track_id"),
+        (lambda d: d["annotations"][0].update(video_id=42), "annotations[0].video_id"),
+        (lambda d: d["annotations"][0]["areas"].pop(), "annotations[0].areas"),
+    ],
+)
+def test_validation_names_each_problem(valid_tubes, mutate, expected):
+    data = copy.deepcopy(valid_tubes)
+    mutate(data)
+    problems = validate_tube_json(data, "t.json")
+    assert problems and all(p.startswith("t.json: ") for p in problems)
+    assert any(expected in p for p in problems), problems
+
+
+def test_all_zero_masks_are_an_empty_tube(valid_tubes):
+    data = json.loads(json.dumps(valid_tubes))
+    zero = mask_utils.encode(np.zeros((12, 12, 1), dtype=np.uint8, order="F"))[0]
+    ann = data["annotations"][0]
+    ann["segmentations"] = [{"size": [12, 12], "counts": zero["counts"].decode()}] * len(
+        ann["segmentations"])
+    assert any("zero area" in p for p in validate_tube_json(data, "t.json"))

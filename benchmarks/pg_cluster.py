@@ -66,7 +66,9 @@ def postgres_cluster(bin_dir: Path, db: str = "dagster"):
                   "-c max_connections=200",
             "start")
         run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "dagster", db)
-        yield f"postgresql://dagster@127.0.0.1:{port}/{db}"
+        # explicit driver: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which
+        # dagster-postgres does not install (it needs psycopg2)
+        yield f"postgresql+psycopg2://dagster@127.0.0.1:{port}/{db}"
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",

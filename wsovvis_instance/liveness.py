@@ -131,12 +131,13 @@ def free_stale(instance: DagsterInstance, *, pool: str = GPU_POOL) -> list[str]:
             instance.report_run_failed(run, f"marked failed by `wsovvis gpus --free-stale`: "
                                             f"{live.reason}")
             done.append(f"failed run {run.run_id}: {live.reason}")
-    holders = {s.run_id for s in instance.event_log_storage.get_concurrency_info(pool)
-               .claimed_slots}
-    for run_id in sorted(holders):
+    holders: dict[str, int] = {}
+    for slot in instance.event_log_storage.get_concurrency_info(pool).claimed_slots:
+        holders[slot.run_id] = holders.get(slot.run_id, 0) + 1
+    for run_id, count in sorted(holders.items()):
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
-            freed = instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
             status = run.status.value if run else "missing"
-            done.append(f"freed {freed or 0} `{pool}` slot(s) of {status} run {run_id}")
+            done.append(f"freed {count} `{pool}` slot(s) of {status} run {run_id}")
     return done

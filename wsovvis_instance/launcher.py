@@ -12,6 +12,7 @@ checked, whatever launched it. A run is only judged on the machine that ran it (
 
 from __future__ import annotations
 
+from dagster import Bool, Field
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 from dagster._core.storage.dagster_run import DagsterRun
@@ -20,9 +21,29 @@ from wsovvis_instance.liveness import run_liveness
 
 
 class LocalRunLauncher(DefaultRunLauncher):
+    """Config: `check_run_pids` (default true). Set it false when runs of this instance execute
+    on several machines (shared Postgres): a pid means nothing on another host, and runs
+    started from a shell there carry no host for this check to tell them apart."""
+
+    def __init__(self, inst_data=None, check_run_pids: bool = True):
+        super().__init__(inst_data=inst_data)
+        self._check_run_pids = check_run_pids
+
+    @classmethod
+    def config_type(cls):
+        return {"check_run_pids": Field(Bool, is_required=False, default_value=True)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, check_run_pids=config_value.get("check_run_pids", True))
+
+    @property
+    def check_run_pids(self) -> bool:
+        return self._check_run_pids
+
     @property
     def supports_check_run_worker_health(self) -> bool:
-        return True
+        return self._check_run_pids
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         verdict = run_liveness(self._instance, run)

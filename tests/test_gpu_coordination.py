@@ -56,6 +56,51 @@ def test_template_sets_both_limits_from_one_value(tmp_path):
         assert instance.run_monitoring_enabled
 
 
+def test_coordinator_tags_runs_that_select_a_gpu_asset(instance, monkeypatch):
+    """Runs as the UI submits them (no tags): a mask_pngs run gets the GPU run tags, including
+    a deployment's tags file; a tube_json run gets none; a tag the run has is kept."""
+    import sys
+
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.run_coordinator import SubmitRunContext
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+
+    from wsovvis_instance.coordinator import GpuRunCoordinator
+
+    assert isinstance(instance.run_coordinator, GpuRunCoordinator)  # from the template
+    monkeypatch.setenv("WSOVVIS_GPU_RUN_TAGS_FILE", str(REPO / "deploy/k8s/gpu_run_tags.yaml"))
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name="definitions",
+                             working_directory=str(REPO)), location_name="definitions")
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget([origin])) as process:
+        workspace = process.create_request_context()
+        job = workspace.get_code_location("definitions").get_repository(
+            "__repository__").get_full_job("__ASSET_JOB")
+
+        def submit(selection, tags=None):
+            run = create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags or {},
+                                      asset_selection=selection,
+                                      remote_job_origin=job.get_remote_origin(),
+                                      status=DagsterRunStatus.NOT_STARTED)
+            instance.run_coordinator.submit_run(SubmitRunContext(run, workspace))
+            return instance.get_run_by_id(run.run_id)
+
+        masks, tubes = submit({MASKS}), submit({TUBES})
+        kept = submit({MASKS, TUBES}, tags={"dagster-k8s/config": "{}"})
+    assert masks.status == tubes.status == DagsterRunStatus.QUEUED
+    assert masks.tags["gpu"] == "true"
+    assert json.loads(masks.tags["dagster-k8s/config"])["container_config"]["resources"][
+        "limits"]["nvidia.com/gpu"] == 1
+    assert "gpu" not in tubes.tags and "dagster-k8s/config" not in tubes.tags
+    assert kept.tags["gpu"] == "true" and kept.tags["dagster-k8s/config"] == "{}"
+    events = instance.get_records_for_run(masks.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+    assert any("GPU run tags added" in (r.event_log_entry.dagster_event.message or "")
+               for r in events.records)
+
+
 def _env(subprocess_env, data: Path, out: Path, hold: float) -> dict:
     return {**subprocess_env, "WSOVVIS_DATA_ROOT": str(data), "WSOVVIS_OUTPUT_ROOT": str(out),
             "WSOVVIS_PREDICTOR": "cpu-slow", "WSOVVIS_HOLD_SECONDS": str(hold),

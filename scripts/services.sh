@@ -4,6 +4,7 @@
 #   bash scripts/services.sh start    # dagster-webserver on 127.0.0.1:$WSOVVIS_UI_PORT (3000) + dagster-daemon
 #   bash scripts/services.sh status   # pid, state, URL, log paths
 #   bash scripts/services.sh stop     # SIGTERM each process group, wait, then SIGKILL
+#   bash scripts/services.sh start webserver   # only some: webserver, daemon
 #
 # PID files and logs: $WSOVVIS_SERVICES_DIR (default $DAGSTER_HOME/services/). Why not
 # `dagster dev &`: a background job of a script starts with SIGINT ignored, and Dagster routes
@@ -24,7 +25,7 @@ DIR=${WSOVVIS_SERVICES_DIR:-$DAGSTER_HOME/services}
 PORT=${WSOVVIS_UI_PORT:-3000}
 STOP_TIMEOUT=${WSOVVIS_STOP_TIMEOUT:-30}
 START_TIMEOUT=${WSOVVIS_START_TIMEOUT:-120}
-SERVICES=(webserver daemon)
+ALL=(webserver daemon)
 
 command_of() {
   case "$1" in
@@ -37,7 +38,8 @@ pid_of() {  # the recorded pid if that process (group) is still alive, else noth
   local file="$DIR/$1.pid" pid
   [ -f "$file" ] || return 0
   pid=$(cat "$file")
-  if [ -n "$pid" ] && kill -0 -- "-$pid" 2>/dev/null; then echo "$pid"; fi
+  # the group (code servers, run workers) or, in the instant before setsid, the process
+  if [ -n "$pid" ] && { kill -0 -- "-$pid" || kill -0 "$pid"; } 2>/dev/null; then echo "$pid"; fi
 }
 
 start() {
@@ -51,17 +53,24 @@ start() {
     setsid env --default-signal=INT,TERM $(command_of "$svc") \
       </dev/null >>"$DIR/$svc.log" 2>&1 &
     echo $! >"$DIR/$svc.pid"
+    for _ in $(seq 50); do kill -0 -- "-$!" 2>/dev/null && break; sleep 0.1; done  # setsid done
     echo "[services] started $svc (pid $!, log $DIR/$svc.log)"
   done
-  # ready = the webserver answers and has loaded the code location
+  [ -n "$(pid_of webserver)" ] || return 0
+  # ready = a webserver of *this* instance (not another one on the port) answers and has
+  # loaded the code location
   local deadline=$((SECONDS + START_TIMEOUT))
-  until python - "$PORT" <<'PY' 2>/dev/null
-import json, sys, urllib.request
-q = b'{"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}'
+  until python - "$PORT" "$DAGSTER_HOME" <<'PY' 2>/dev/null
+import json, os, sys, urllib.request
+q = (b'{"query": "{ instance { info } workspaceOrError { ... on Workspace { locationEntries'
+     b' { loadStatus } } } }"}')
 req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/graphql", data=q,
                              headers={"Content-Type": "application/json"})
-entries = json.load(urllib.request.urlopen(req, timeout=5))["data"]["workspaceOrError"]
-sys.exit(0 if all(e["loadStatus"] == "LOADED" for e in entries["locationEntries"]) else 1)
+data = json.load(urllib.request.urlopen(req, timeout=5))["data"]
+ours = f"base_dir: {os.path.realpath(sys.argv[2])}\n" in data["instance"]["info"] or \
+    f"base_dir: {sys.argv[2]}\n" in data["instance"]["info"]
+entries = data["workspaceOrError"]["locationEntries"]
+sys.exit(0 if ours and all(e["loadStatus"] == "LOADED" for e in entries) else 1)
 PY
   do
     for svc in "${SERVICES[@]}"; do
@@ -117,10 +126,17 @@ status() {
   return $down
 }
 
-case "${1:-}" in
+ACTION=${1:-}
+shift || true
+if [ $# -gt 0 ]; then SERVICES=("$@"); else SERVICES=("${ALL[@]}"); fi
+for svc in "${SERVICES[@]}"; do
+  case "$svc" in webserver | daemon) ;; *) echo "unknown service '$svc'" >&2; exit 2 ;; esac
+done
+case "$ACTION" in
   start) start ;;
   stop) stop ;;
   status) status ;;
   restart) stop; start ;;
-  *) echo "usage: bash scripts/services.sh start|stop|status|restart" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/services.sh start|stop|status|restart [webserver] [daemon]" >&2
+     exit 2 ;;
 esac

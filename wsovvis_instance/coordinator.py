@@ -71,8 +71,9 @@ class GpuRunCoordinator(QueuedRunCoordinator):
         run = context.dagster_run
         if run.status == DagsterRunStatus.NOT_STARTED:
             gpu_assets = self.gpu_assets(run, context)
-            missing = {k: v for k, v in self.gpu_run_tags().items() if k not in run.tags}
-            if gpu_assets and missing:
+            missing = {k: v for k, v in (self.gpu_run_tags() if gpu_assets else {}).items()
+                       if k not in run.tags}
+            if missing:
                 self._instance.add_run_tags(run.run_id, missing)
                 self._instance.report_engine_event(
                     f"GPU run tags added by the run coordinator ({', '.join(sorted(missing))}): "

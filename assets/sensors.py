@@ -12,10 +12,7 @@ videos and their frame versions, so a video is re-requested only after its frame
 """
 
 import hashlib
-import json
-from pathlib import Path
 
-import yaml
 from dagster import (
     AssetKey,
     DefaultSensorStatus,
@@ -35,20 +32,9 @@ from assets.partitions import videos_partitions
 from assets.videos import changed_frame_versions, frame_observations
 from resources import DatasetPaths
 from wsovvis_dagster.frames import MISSING_FRAMES, scan_videos
+from wsovvis_dagster.run_tags import GPU_RUN_TAGS, load_gpu_run_tags  # noqa: F401 (re-export)
 
 MASK_PNGS = AssetKey("mask_pngs")
-GPU_RUN_TAGS = {"gpu": "true"}  # counted by the run queue's tag limit (dagster.yaml)
-
-
-def load_gpu_run_tags(path: str = "") -> dict[str, str]:
-    """Tags for every GPU run: `GPU_RUN_TAGS` plus a deployment's YAML file of extra tags
-    (e.g. deploy/k8s/gpu_run_tags.yaml: `dagster-k8s/config` asking for one GPU per run pod).
-    Mapping values become JSON strings, as Dagster stores run tags."""
-    tags = dict(GPU_RUN_TAGS)
-    if path:
-        extra = yaml.safe_load(Path(path).read_text()) or {}
-        tags.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-    return tags
 
 
 def contiguous_chunks(order: list[str], wanted: set[str], size: int) -> list[list[str]]:

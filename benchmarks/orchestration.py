@@ -5,9 +5,14 @@
    wall time against the sum of per-video predictor time (ratio 1/limit would be perfect
    packing; the excess is run start-up, queueing and daemon ticks).
 2. Registration: time to register 5,000 `videos` partitions in one bulk call and in
-   sensor-sized batches, and to read them back.
+   sensor-sized batches, and to read them back (`--postgres`: on a throw-away PostgreSQL
+   cluster as well, benchmarks/pg_cluster.py).
+3. Dead runs (`--dead-runs N`): `kill -9` of a `dagster asset materialize` process mid-video,
+   with the daemon on the instance template's run monitoring: seconds until the run is marked
+   failed and its `gpu` pool slot is free.
 
     python benchmarks/orchestration.py --videos 24 --hold 2 --partitions 5000
+    python benchmarks/orchestration.py --skip-backfill --partitions 5000 --postgres --dead-runs 3
 
 Not a test. The helpers (`start_daemon`, `run_spans`, `max_overlap`) are shared with
 tests/test_gpu_coordination.py; `launch_backfill` lives in scripts/backfill.py.
@@ -187,19 +192,66 @@ def _partition_filter(key: str):
     return AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=[key])
 
 
-def bench_registration(count: int, batch: int, workdir: Path) -> dict:
+def bench_dead_runs(count: int, hold: float, workdir: Path) -> dict:
+    """Kill `count` CLI runs (the CLI process only) mid-video; time to failed + slot freed."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    from wsovvis_dagster.gpu_slots import slot_holders
+    from wsovvis_dagster.synthetic import generate_dataset
+
+    home, data, out = workdir / "home", workdir / "data", workdir / "outputs"
+    render_instance(home, extra_yaml="run_retries: {enabled: false}")
+    generate_dataset(data, seed=0, num_frames=4, videos_per_split={"train": count})
+    env = {**os.environ, "DAGSTER_HOME": str(home), "WSOVVIS_DATA_ROOT": str(data),
+           "WSOVVIS_OUTPUT_ROOT": str(out), "WSOVVIS_PREDICTOR": "cpu-slow",
+           "WSOVVIS_HOLD_SECONDS": str(hold), "WSOVVIS_GPUS": "0",
+           "DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME": "definitions",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    seconds = []
+    with DagsterInstance.from_config(str(home)) as instance:
+        keys = [f"train__train{i:04d}" for i in range(count)]
+        instance.add_dynamic_partitions("videos", keys)
+        daemon = start_daemon(env, workdir / "daemon.log")
+        try:
+            for key in keys:
+                cli = subprocess.Popen(
+                    ["dagster", "asset", "materialize", "--select", "mask_pngs", "--partition",
+                     key], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT)
+                holder = wait_for(lambda: slot_holders("0", home / "gpu_slots")[0],
+                                  timeout=300, poll=0.1, what="the GPU lease")
+                cli.kill()
+                cli.wait()
+                killed = time.time()
+
+                def done(run_id=holder["run_id"]):
+                    run = instance.get_run_by_id(run_id)
+                    slots = instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+                    return run.status == DagsterRunStatus.FAILURE and not slots
+
+                wait_for(done, timeout=300, poll=0.2, what="failed + freed")
+                seconds.append(round(time.time() - killed, 1))
+        finally:
+            stop_daemon(daemon)
+    return {"dead_runs": count, "hold_s": hold, "kill_to_failed_and_freed_s": seconds,
+            "max_s": max(seconds)}
+
+
+def bench_registration(count: int, batch: int, workdir: Path, *, storage_yaml: str = "",
+                       label_prefix: str = "") -> dict:
     keys = [f"train__video{i:06d}" for i in range(count)]
     results = {"partitions": count}
     for label, size in (("bulk", count), (f"batches_of_{batch}", batch)):
-        home = workdir / f"reg_{label}"
-        render_instance(home)
+        home = workdir / f"reg_{label_prefix}{label}"
+        render_instance(home, extra_yaml=storage_yaml)
         with DagsterInstance.from_config(str(home)) as instance:
             t0 = time.perf_counter()
+            name = f"videos_{label}"  # one partition set per mode (a shared database too)
             for i in range(0, count, size):
-                instance.add_dynamic_partitions("videos", keys[i:i + size])
+                instance.add_dynamic_partitions(name, keys[i:i + size])
             results[f"register_{label}_s"] = round(time.perf_counter() - t0, 3)
             t0 = time.perf_counter()
-            got = instance.get_dynamic_partitions("videos")
+            got = instance.get_dynamic_partitions(name)
             results[f"read_back_{label}_s"] = round(time.perf_counter() - t0, 3)
             assert got == keys
     return results
@@ -215,11 +267,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=5000, help="partitions to register")
     p.add_argument("--batch", type=int, default=100, help="sensor-sized registration batch")
     p.add_argument("--skip-backfill", action="store_true")
+    p.add_argument("--postgres", action="store_true",
+                   help="also register partitions in a throw-away PostgreSQL cluster")
+    p.add_argument("--dead-runs", type=int, default=0, help="CLI runs to kill (0: none)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wsovvis-bench-") as tmp:
         workdir = Path(tmp)
         reg = bench_registration(args.partitions, args.batch, workdir)
-        print("registration:", reg)
+        print("registration (sqlite):", reg)
+        if args.postgres:
+            from benchmarks.pg_cluster import bin_dir, postgres_cluster
+
+            with postgres_cluster(bin_dir()) as url:
+                pg = bench_registration(
+                    args.partitions, args.batch, workdir / "pg", label_prefix="pg_",
+                    storage_yaml=f"storage: {{postgres: {{postgres_url: '{url}'}}}}")
+            print("registration (postgres):", pg)
+        if args.dead_runs:
+            print("dead runs:", bench_dead_runs(args.dead_runs, args.hold, workdir / "dead"))
         if not args.skip_backfill:
             bf = bench_backfill(args.videos, args.hold, args.frames, args.gpu_limit,
                                 workdir / "backfill")

@@ -1,8 +1,8 @@
 """Queue a GPU-tagged backfill of mask_pngs (then tube_json) for the daemon to run.
 
-Why not the UI's "Materialize all partitions"? A UI backfill carries no `gpu=true` run tag
-unless you add it in the launch dialog, so only the op-level `gpu` pool caps it (every run
-starts and waits on the pool). This command tags every run, so surplus runs stay QUEUED.
+The same as the UI's "Materialize all partitions" (whose runs the instance's run coordinator
+tags `gpu=true`, wsovvis_instance.coordinator), from a shell: every run is tagged here already,
+so surplus runs stay QUEUED under the tag limit, and `--missing` / `--split` pick the videos.
 Needs the daemon (`dagster dev` or `dagster-daemon run -w workspace.yaml`) on the same
 DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (model loaded
 once per run; 16 with videocutler, else 4).

@@ -16,6 +16,12 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _postgres_bin_dir() -> Path | None:
+    from benchmarks.pg_cluster import bin_dir
+
+    return bin_dir()
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -34,6 +40,11 @@ SKIP_REASONS = {
         "needs VNext and CutLER checkouts in third_party/ (materialise patched_vnext first)",
     ),
     "gpu": (lambda: not _cuda(), "needs a CUDA device"),
+    "postgres": (
+        lambda: _postgres_bin_dir() is None,
+        "needs PostgreSQL's server binaries (initdb, pg_ctl): scripts/test.sh installs Debian's "
+        "postgresql when it runs as root with apt",
+    ),
     "browser": (
         lambda: _chromium() is None, "needs Debian's chromium (scripts/install_browser.sh)"
     ),

@@ -32,7 +32,7 @@ def test_every_resource_and_job_resolves():
 
 # what the library must never import: Dagster, and every layer built on top of the library
 ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "scripts", "benchmarks",
-                 "tests"}
+                 "tests", "wsovvis_instance"}
 
 
 def test_library_never_imports_dagster():
@@ -48,6 +48,23 @@ def test_library_never_imports_dagster():
                 names = [node.module]
             bad = [n for n in names if n.split(".")[0] in ABOVE_LIBRARY
                    or n.startswith("dagster_")]  # dagster_webserver, dagster_graphql, ...
+            if bad:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {bad}")
+    assert not offenders, offenders
+
+
+def test_instance_plugins_never_import_the_code_location():
+    """wsovvis_instance (named by dagster.yaml, loaded by every Dagster process) builds on the
+    library and Dagster only: the code location is not importable from the daemon's cwd."""
+    offenders = []
+    for path in (REPO / "wsovvis_instance").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad = [n for n in names if n.split(".")[0] in {"assets", "resources", "definitions"}]
             if bad:
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {bad}")
     assert not offenders, offenders

@@ -122,3 +122,23 @@ def test_resource_records_device_and_releases(instance, synthetic_root, resource
     mat = instance.get_latest_materialization_event(AssetKey("mask_pngs"))
     assert mat.asset_materialization.metadata["device"].value == "cuda:2"
     assert slot_holders("2,3", slot_dir) == {2: None, 3: None}
+
+
+def test_process_alive_sees_exits_zombies_and_reused_pids():
+    """What the dead-run health check relies on (wsovvis_instance.liveness)."""
+    from wsovvis_dagster.gpu_slots import process_alive
+
+    before = time.time() - 5
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        assert process_alive(proc.pid, started_by=time.time())
+        # a process that started after the event naming its pid is another process
+        assert not process_alive(proc.pid, started_by=before)
+        os.kill(proc.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        assert not process_alive(proc.pid)  # a zombie until reaped: dead all the same
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not process_alive(proc.pid)

@@ -6,6 +6,7 @@
     wsovvis quality --data-root data/demo --davis ../shared/data/davis
     wsovvis eval GT.json RESULTS.json    # video AP / AR (YouTube-VIS protocol)
     wsovvis doctor                       # VideoCutLER toolchain checks with fixes
+    wsovvis gpus [--free-stale]          # GPU pool slots and leases (wsovvis_instance.cli)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -148,7 +150,9 @@ def _env_default(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    """The parser; `extra_commands` add subcommands from packages that build on the library
+    (`wsovvis_instance.cli` adds `gpus`, which needs Dagster)."""
     parser = argparse.ArgumentParser(
         prog="wsovvis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -211,11 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="check the VideoCutLER toolchain and print fixes")
     add_doctor_arguments(doc).set_defaults(func=run_doctor_cli)
+    for add in extra_commands:
+        add(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extra_commands: Sequence[Callable] = ()) -> int:
+    args = build_parser(extra_commands).parse_args(argv)
     try:
         return args.func(args)
     except WsovvisError as exc:

@@ -208,3 +208,39 @@ def _holder(path: Path) -> dict | None:
         return None
     finally:
         os.close(fd)
+
+
+def process_alive(pid: int, *, started_by: float | None = None) -> bool:
+    """Whether process `pid` of this machine still runs (zombies count as dead).
+
+    With `started_by` (epoch seconds: when the process was known to exist, e.g. the time of an
+    event it wrote), a process that started later is a different one that reused the pid.
+    Linux reads /proc; elsewhere only existence is checked.
+    """
+    stat = Path(f"/proc/{pid}/stat")
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    if fields[0] in ("Z", "X"):  # zombie / dead: exited, parent has not reaped it yet
+        return False
+    if started_by is not None:
+        start = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        if start > started_by + 2.0:  # 2 s: clock-tick rounding and event-time skew
+            return False
+    return True
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0

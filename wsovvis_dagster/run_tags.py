@@ -1,0 +1,37 @@
+"""The run tags that mark GPU work, in one place for the code location and the instance.
+
+`definitions.py` puts them on the runs it creates (mask_pngs_job, the sensor, scripts/backfill.py)
+and the instance's run coordinator (`wsovvis_instance.coordinator`) adds them to every other run
+that selects a GPU asset (UI backfills, launchpad runs), so the queue's `gpu=true` limit sees all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from wsovvis_dagster.errors import WsovvisError
+
+GPU_RUN_TAGS = {"gpu": "true"}  # counted by the run queue's tag limit (dagster.yaml)
+GPU_TAGS_FILE_ENV = "WSOVVIS_GPU_RUN_TAGS_FILE"
+
+
+def load_gpu_run_tags(path: str = "") -> dict[str, str]:
+    """Tags for every GPU run: `GPU_RUN_TAGS` plus a deployment's YAML file of extra tags
+    (e.g. deploy/k8s/gpu_run_tags.yaml: `dagster-k8s/config` asking for one GPU per run pod).
+    Mapping values become JSON strings, as Dagster stores run tags."""
+    tags = dict(GPU_RUN_TAGS)
+    if path:
+        try:
+            extra = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise WsovvisError(
+                f"cannot read the GPU run tags file {path} ({exc}); fix it or unset "
+                f"{GPU_TAGS_FILE_ENV}"
+            ) from exc
+        if not isinstance(extra, dict):
+            raise WsovvisError(f"GPU run tags file {path}: expected a mapping of tag -> value")
+        tags.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return tags

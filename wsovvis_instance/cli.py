@@ -1,0 +1,75 @@
+"""`wsovvis`: the library's commands plus `gpus`, which needs the Dagster instance.
+
+    wsovvis gpus                # pool slots (who claims them), GPU leases, stale runs
+    wsovvis gpus --free-stale   # fail dead STARTED runs, give back their pool slots now
+    wsovvis gpus --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from wsovvis_dagster.cli import main as library_main
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from wsovvis_instance.liveness import free_stale, gpu_report
+
+    if not os.environ.get("DAGSTER_HOME"):
+        print("error: DAGSTER_HOME is not set (source .venv/bin/activate)", file=sys.stderr)
+        return 2
+    with DagsterInstance.get() as instance:
+        slot_dir = Path(args.slot_dir or Path(instance.root_directory) / "gpu_slots")
+        actions = free_stale(instance, pool=args.pool) if args.free_stale else []
+        report = gpu_report(instance, slot_dir=slot_dir, pool=args.pool)
+    if args.json:
+        print(json.dumps({**report, "actions": actions}, indent=2))
+        return 0
+    for line in actions:
+        print(line)
+    print(f"pool `{report['pool']}`: {report['active']} of {report['limit']} slots claimed, "
+          f"{report['pending']} steps waiting")
+    for slot in report["claimed"]:
+        flag = "  STALE" if slot["stale"] else ""
+        print(f"  slot: run {slot['run_id']} step {slot['step']} ({slot['status']}, "
+              f"{slot['liveness']}){flag}")
+    print(f"GPU leases in {report['slot_dir']}:")
+    for lease in report["leases"] or [{"device": "(none: no GPU run has leased a device)"}]:
+        who = "free" if lease.get("free") else (
+            f"run {lease.get('run_id')} pid {lease.get('pid')} on {lease.get('host')}")
+        print(f"  {lease['device']}: {who}" if "free" in lease else f"  {lease['device']}")
+    for run in report["dead_started_runs"]:
+        print(f"STALE run {run['run_id']}: {run['reason']}")
+    stale = report["dead_started_runs"] or any(s["stale"] for s in report["claimed"])
+    if stale and not args.free_stale:
+        print("free them now with `wsovvis gpus --free-stale` (the daemon's run monitoring "
+              "does it within about a minute)")
+    return 0
+
+
+def add_gpus_command(sub) -> None:
+    gpus = sub.add_parser(
+        "gpus", help="GPU pool slots and leases: which run holds what, stale ones",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gpus.add_argument("--free-stale", action="store_true",
+                      help="mark STARTED runs with no live process failed and free the pool "
+                           "slots of finished runs")
+    gpus.add_argument("--pool", default="gpu", help="concurrency pool (default: gpu)")
+    gpus.add_argument("--slot-dir", help="lease folder (default: $DAGSTER_HOME/gpu_slots)")
+    gpus.add_argument("--json", action="store_true", help="machine-readable report")
+    gpus.set_defaults(func=_gpus)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return library_main(argv, extra_commands=[add_gpus_command])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,9 @@
 """The Dagster UI in headless Chromium (Debian's package, driven by Playwright).
 
-Screenshots go to test-artifacts/ui/; with WSOVVIS_UPDATE_SCREENSHOTS=1 the README ones are
-also written to docs/screenshots/ (commit them).
+Screenshots go to test-artifacts/ui/; with WSOVVIS_UPDATE_SCREENSHOTS=1 the mask preview is
+also written to docs/screenshots/ (commit it). The docs' asset graph is not taken here (this one
+is mid-session, on test data, with every facet on): scripts/screenshots.py takes it after the
+demo.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def test_asset_graph_shows_the_six_assets_with_descriptions_owners_and_kinds(
     for name in SIX_ASSETS:  # still all in view after the re-fit
         assert graph.get_by_text(name, exact=True).first.is_visible(), name
     page.wait_for_timeout(800)  # the re-fit is animated
-    _save(page, "asset_graph.png", readme=True)
+    _save(page, "asset_graph.png")
 
 
 def test_asset_page_shows_owner_kinds_group_and_gpu_tag(dagster_ui, ui_runs, page):

@@ -23,16 +23,16 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from assets.partitions import videos_partitions
 from assets.videos import changed_frame_versions, frame_observations
 from resources import DatasetPaths
 from wsovvis_dagster.frames import MISSING_FRAMES, scan_videos
 from wsovvis_dagster.run_tags import GPU_RUN_TAGS, load_gpu_run_tags  # noqa: F401 (re-export)
+from wsovvis_instance.dagster_private import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 MASK_PNGS = AssetKey("mask_pngs")
 

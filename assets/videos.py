@@ -23,11 +23,11 @@ from dagster import (
     asset,
     observable_source_asset,
 )
-from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag observations use
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
 from wsovvis_dagster.frames import current_frame_versions, scan_videos
+from wsovvis_instance.dagster_private import DATA_VERSION_TAG  # the tag observations use
 
 VIDEO_FRAMES = AssetKey("video_frames")
 

@@ -14,128 +14,30 @@
     python benchmarks/orchestration.py --videos 24 --hold 2 --partitions 5000
     python benchmarks/orchestration.py --skip-backfill --partitions 5000 --postgres --dead-runs 3
 
-Not a test. The helpers (`start_daemon`, `run_spans`, `max_overlap`) are shared with
-tests/test_gpu_coordination.py; `launch_backfill` lives in scripts/backfill.py.
+Not a test. Its helpers (`start_daemon`, `run_spans`, `launch_backfill`, ...) live in `ops/`,
+shared with scripts/ and tests/.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance  # noqa: E402
-from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
+from dagster import AssetKey, DagsterInstance  # noqa: E402
 
-from scripts.backfill import launch_backfill  # noqa: E402
-
-
-def render_instance(home: Path, *, gpu_limit: int = 4, extra_yaml: str = "") -> Path:
-    """Write `<home>/dagster.yaml` from the project template, plus `extra_yaml` overrides."""
-    import yaml
-
-    home.mkdir(parents=True, exist_ok=True)
-    template = (REPO / "dagster_home" / "dagster.yaml").read_text()
-    config = yaml.safe_load(template.replace("@GPU_LIMIT@", str(gpu_limit)))
-    for key, value in (yaml.safe_load(extra_yaml) or {}).items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    path = home / "dagster.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def start_daemon(env: dict, log_path: Path) -> subprocess.Popen:
-    """`dagster-daemon run -w workspace.yaml` from the repo root, in its own process group."""
-    return subprocess.Popen(
-        ["dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def stop_daemon(proc: subprocess.Popen) -> None:
-    """SIGTERM the daemon's process group (daemon, code server, run workers), then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-@dataclass(frozen=True)
-class RunSpan:
-    """One run as the instance recorded it, with its GPU lease(s) read from its logs."""
-
-    run_id: str
-    status: str
-    start: float | None
-    end: float | None
-    step_start: float | None
-    step_end: float | None
-    leases: tuple[tuple[str, float, float | None], ...]  # (device, acquired, released)
-    tags: dict
-
-
-def run_spans(instance: DagsterInstance, run_ids: Iterable[str]) -> list[RunSpan]:
-    """Start/end of each run and of its step, and its GPU leases (from the resource's logs)."""
-    spans = []
-    for record in instance.get_run_records():
-        run = record.dagster_run
-        if run.run_id not in set(run_ids):
-            continue
-        step_start = step_end = None
-        leases: list[list] = []
-        for entry in instance.all_logs(run.run_id):
-            event = entry.dagster_event
-            kind = event.event_type if event else None
-            if kind == DagsterEventType.STEP_START and step_start is None:
-                step_start = entry.timestamp
-            elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-                step_end = entry.timestamp
-            msg = entry.user_message or ""
-            if msg.startswith("gpu lease acquired: "):
-                leases.append([msg.split()[3], entry.timestamp, None])
-            elif msg.startswith("gpu lease released: ") and leases:
-                leases[-1][2] = entry.timestamp
-        spans.append(RunSpan(
-            run.run_id, run.status.value, record.start_time, record.end_time, step_start,
-            step_end, tuple((d, a, r) for d, a, r in leases), dict(run.tags),
-        ))
-    return spans
-
-
-def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
-    """Most intervals open at one instant (an interval ending when another starts: no overlap)."""
-    spans = list(intervals)
-    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    open_now = most = 0
-    for _, delta in events:
-        open_now += delta
-        most = max(most, open_now)
-    return most
-
-
-def wait_for(predicate, *, timeout: float, poll: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
+from ops.backfill import launch_backfill  # noqa: E402
+from ops.instance import render_instance, start_daemon, stop_daemon, wait_for  # noqa: E402
+from ops.runs import max_overlap, run_spans  # noqa: E402
+from wsovvis_instance.dagster_private import BulkActionStatus  # noqa: E402
 
 
 # -- benchmark ---------------------------------------------------------------------------------
@@ -194,7 +96,7 @@ def _partition_filter(key: str):
 
 def bench_dead_runs(count: int, hold: float, workdir: Path) -> dict:
     """Kill `count` CLI runs (the CLI process only) mid-video; time to failed + slot freed."""
-    from dagster._core.storage.dagster_run import DagsterRunStatus
+    from dagster import DagsterRunStatus
 
     from wsovvis_dagster.gpu_slots import slot_holders
     from wsovvis_dagster.synthetic import generate_dataset
@@ -276,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         reg = bench_registration(args.partitions, args.batch, workdir)
         print("registration (sqlite):", reg)
         if args.postgres:
-            from benchmarks.pg_cluster import bin_dir, postgres_cluster
+            from ops.pg_cluster import bin_dir, postgres_cluster
 
             with postgres_cluster(bin_dir()) as url:
                 pg = bench_registration(

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from dagster import ConfigurableResource, InitResourceContext
-from dagster._config.pythonic_config.resource import PartialResource
 from pydantic import TypeAdapter, ValidationError
 
 from wsovvis_dagster.errors import WsovvisError
+from wsovvis_instance.dagster_private import PartialResource
 
 ENV_PREFIX = "WSOVVIS_"
 

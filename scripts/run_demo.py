@@ -53,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
 
     from dagster import AssetKey, DagsterInstance
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
 
     from definitions import defs
     from wsovvis_dagster.frames import scan_videos
     from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_instance.dagster_private import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
     started = time.perf_counter()
     data_root = Path(args.data_root)

@@ -17,7 +17,7 @@ def _chromium() -> str | None:
 
 
 def _postgres_bin_dir() -> Path | None:
-    from benchmarks.pg_cluster import bin_dir
+    from ops.pg_cluster import bin_dir
 
     return bin_dir()
 
@@ -80,7 +80,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     """A fresh DAGSTER_HOME with the project's instance config rendered in."""
-    from benchmarks.orchestration import render_instance
+    from ops.instance import render_instance
 
     home = tmp_path / "dagster_home"
     render_instance(home, gpu_limit=4)
@@ -129,12 +129,12 @@ def materialize_graph(instance, resources, *, keys=None, run_config=None, raise_
     (default: all registered, which must be contiguous in the instance's order).
     """
     from dagster import materialize
-    from dagster._core.storage.tags import (
+
+    from definitions import defs
+    from wsovvis_instance.dagster_private import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
-
-    from definitions import defs
 
     assets = list(defs.assets)
     first = materialize(assets, selection=["video_partitions"], instance=instance,

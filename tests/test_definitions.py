@@ -31,7 +31,7 @@ def test_every_resource_and_job_resolves():
 
 
 # what the library must never import: Dagster, and every layer built on top of the library
-ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "scripts", "benchmarks",
+ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "ops", "scripts", "benchmarks",
                  "tests", "wsovvis_instance"}
 
 
@@ -112,3 +112,51 @@ def test_library_has_no_import_cycle():
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+
+
+# support layers that build on the library, the code location and `ops/`, never on each other
+SUPPORT_LAYERS = ("benchmarks", "scripts", "tests")
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append((node.lineno, node.module))
+    return names
+
+
+def test_support_layers_never_import_each_other():
+    """benchmarks/, scripts/ and tests/ share helpers through `ops/` (tests may *run* a script
+    in a subprocess); `ops/` itself imports none of them. Bare sibling names count too (a
+    benchmark run as a script imports `gpu_common`, so a test importing `orchestration` would)."""
+    modules = {layer: {layer} | {p.stem for p in (REPO / layer).rglob("*.py")}
+               for layer in SUPPORT_LAYERS}
+    offenders = []
+    for layer in (*SUPPORT_LAYERS, "ops"):
+        banned = set().union(*(m for other, m in modules.items() if other != layer))
+        banned -= {"conftest", "__init__"}
+        for path in (REPO / layer).rglob("*.py"):
+            for lineno, name in imported_names(path):
+                if name.split(".")[0] in banned:
+                    offenders.append(f"{path.relative_to(REPO)}:{lineno} imports {name}")
+    assert not offenders, offenders
+
+
+def test_private_dagster_names_only_through_the_wrapper():
+    """`dagster._...` is imported in wsovvis_instance/dagster_private.py alone (outside tests,
+    which may probe Dagster internals): a Dagster upgrade that moves one breaks one module."""
+    wrapper = REPO / "wsovvis_instance" / "dagster_private.py"
+    assert any(n.startswith("dagster._") for _, n in imported_names(wrapper))  # sanity
+    offenders = []
+    for layer in ("assets", "resources", "wsovvis_instance", "ops", "scripts", "benchmarks"):
+        for path in (REPO / layer).rglob("*.py"):
+            if path == wrapper:
+                continue
+            offenders += [f"{path.relative_to(REPO)}:{lineno} imports {name}"
+                          for lineno, name in imported_names(path) if name.startswith("dagster._")]
+    offenders += [f"definitions.py:{n} imports {m}"
+                  for n, m in imported_names(REPO / "definitions.py") if m.startswith("dagster._")]
+    assert not offenders, offenders

@@ -13,14 +13,18 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetKey, StringSource
-from dagster._config import Field
-from dagster._core.run_coordinator.base import SubmitRunContext
-from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
-from dagster._serdes import ConfigurableClassData
+from dagster import (
+    AssetKey,
+    DagsterRun,
+    DagsterRunStatus,
+    Field,
+    QueuedRunCoordinator,
+    StringSource,
+    SubmitRunContext,
+)
 
 from wsovvis_dagster.run_tags import GPU_RUN_TAGS, GPU_TAGS_FILE_ENV, load_gpu_run_tags
+from wsovvis_instance.dagster_private import ConfigurableClassData
 
 
 def is_gpu_asset_tags(tags: Mapping[str, str]) -> bool:

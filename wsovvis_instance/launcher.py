@@ -12,11 +12,9 @@ checked, whatever launched it. A run is only judged on the machine that ran it (
 
 from __future__ import annotations
 
-from dagster import Bool, Field
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster import Bool, DagsterRun, DefaultRunLauncher, Field
 
+from wsovvis_instance.dagster_private import CheckRunHealthResult, WorkerStatus
 from wsovvis_instance.liveness import run_liveness
 
 

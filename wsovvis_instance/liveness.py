@@ -18,11 +18,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
-from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from wsovvis_dagster.gpu_slots import process_alive, slot_holders
+from wsovvis_instance.dagster_private import GRPC_INFO_TAG
 
 PID_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_WORKER_STARTED}
 GPU_POOL = "gpu"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.orchestration import render_instance, wait_for
+from ops.instance import render_instance, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -202,7 +202,8 @@ def _bin(name: str) -> str:
 @pytest.fixture(scope="session")
 def dagster_ui(tmp_path_factory, synthetic_root) -> DagsterUI:
     from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
+
+    from wsovvis_instance.dagster_private import InstanceRef
 
     base = tmp_path_factory.mktemp("ui")
     home = base / "dagster_home"

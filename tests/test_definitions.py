@@ -35,38 +35,38 @@ ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "ops", "script
                  "tests", "wsovvis_instance"}
 
 
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append((node.lineno, node.module))
+    return names
+
+
 def test_library_never_imports_dagster():
     """The plain library stays usable without Dagster: the layers above (code location, scripts,
     benchmarks, tests) import it, never the reverse."""
-    offenders = []
-    for path in (REPO / "wsovvis_dagster").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            bad = [n for n in names if n.split(".")[0] in ABOVE_LIBRARY
-                   or n.startswith("dagster_")]  # dagster_webserver, dagster_graphql, ...
-            if bad:
-                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {bad}")
+    offenders = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in (REPO / "wsovvis_dagster").rglob("*.py")
+        for line, name in imported_names(path)
+        if name.split(".")[0] in ABOVE_LIBRARY
+        or name.startswith("dagster_")  # dagster_webserver, dagster_graphql, ...
+    ]
     assert not offenders, offenders
 
 
 def test_instance_plugins_never_import_the_code_location():
     """wsovvis_instance (named by dagster.yaml, loaded by every Dagster process) builds on the
     library and Dagster only: the code location is not importable from the daemon's cwd."""
-    offenders = []
-    for path in (REPO / "wsovvis_instance").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            bad = [n for n in names if n.split(".")[0] in {"assets", "resources", "definitions"}]
-            if bad:
-                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {bad}")
+    offenders = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in (REPO / "wsovvis_instance").rglob("*.py")
+        for line, name in imported_names(path)
+        if name.split(".")[0] in {"assets", "resources", "definitions"}
+    ]
     assert not offenders, offenders
 
 
@@ -116,16 +116,6 @@ def test_library_has_no_import_cycle():
 
 # support layers that build on the library, the code location and `ops/`, never on each other
 SUPPORT_LAYERS = ("benchmarks", "scripts", "tests")
-
-
-def imported_names(path: Path) -> list[tuple[int, str]]:
-    names = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.append((node.lineno, node.module))
-    return names
 
 
 def test_support_layers_never_import_each_other():

@@ -67,6 +67,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def real_jpegs(tmp_path_factory) -> list[bytes]:
+    """Bytes of real JPEG frames in order: DAVIS (854x480) if ../shared exists, else synthetic."""
+    davis = SHARED_DATA / "davis" / "JPEGImages" / "horsejump-high"
+    if davis.is_dir():
+        return [(davis / f"{i:05d}.jpg").read_bytes() for i in range(8)]
+    from wsovvis_dagster.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("frames")
+    generate_dataset(root, seed=3, num_frames=8, videos_per_split={"val": 1})
+    return [p.read_bytes() for p in sorted((root / "val" / "JPEGImages" / "val0000").iterdir())]
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic dataset (2 videos per split, 8 frames), generated once per session."""

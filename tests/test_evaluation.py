@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import importlib.util
 import io
 import json
 
@@ -11,7 +12,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from wsovvis_dagster.errors import TubeFormatError
+from wsovvis_dagster.errors import TubeFormatError, WsovvisError
 from wsovvis_dagster.evaluation import (
     cli_eval,
     evaluate_results,
@@ -333,3 +334,77 @@ def test_matches_pycocotools_cocoeval_on_random_videos(seed):
         ref = _cocoeval_reference(copy.deepcopy(gt), copy.deepcopy(results), agnostic)
         for key, value in ref.items():
             assert ours[key] == pytest.approx(value, abs=1e-12), (key, agnostic)
+
+
+HAS_EVALUATION = importlib.util.find_spec("wsovvis_dagster.evaluation") is not None
+
+
+def _rle_4x4() -> dict:
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((4, 4), np.uint8)
+    m[:2, :2] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _gt_doc() -> dict:
+    return {
+        "videos": [{"id": 1, "name": "v", "width": 4, "height": 4, "length": 2,
+                    "file_names": ["v/0.jpg", "v/1.jpg"]}],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+                         "segmentations": [_rle_4x4(), None], "areas": [4, None],
+                         "bboxes": [[0, 0, 2, 2], None]}],
+    }
+
+
+MALFORMED_RESULTS = {  # results JSON -> the JSON path the error must name
+    "not_a_list": ({"video_id": 1}, "results must be a JSON list"),
+    "segmentation_without_counts": (
+        [{"video_id": 1, "category_id": 1, "score": 0.9,
+          "segmentations": ["RLE", {"size": [4, 4]}]}],
+        "[0].segmentations[1]"),
+    "score_is_text": (
+        [{"video_id": 1, "category_id": 1, "score": "high", "segmentations": [None, None]}],
+        "[0].score"),
+    "unknown_video": (
+        [{"video_id": 7, "category_id": 1, "score": 0.5, "segmentations": [None, None]}],
+        "[0].video_id"),
+    "truncated": ('[{"video_id": 1, "score": 0.9, "segm', "not valid JSON"),
+}
+
+
+@pytest.mark.xfail(not HAS_EVALUATION, strict=False,
+                   reason="wsovvis_dagster/evaluation.py has not landed yet")
+@pytest.mark.parametrize("case", sorted(MALFORMED_RESULTS))
+def test_evaluator_names_the_json_path_of_a_malformed_result(case, tmp_path):
+    from wsovvis_dagster import evaluation
+
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(_gt_doc()))
+    gt = evaluation.load_gt(gt_path)
+    doc, json_path = MALFORMED_RESULTS[case]
+    if isinstance(doc, list):
+        for r in doc:
+            r["segmentations"] = [_rle_4x4() if s == "RLE" else s for s in r["segmentations"]]
+    results_path = tmp_path / "results.json"
+    results_path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    with pytest.raises(WsovvisError) as err:
+        evaluation.evaluate_results(gt, evaluation.load_results(results_path, gt))
+    assert str(results_path) in str(err.value)
+    assert json_path in str(err.value)
+
+
+@pytest.mark.xfail(not HAS_EVALUATION, strict=False,
+                   reason="wsovvis_dagster/evaluation.py has not landed yet")
+def test_evaluator_names_the_json_path_of_a_malformed_ground_truth(tmp_path):
+    from wsovvis_dagster import evaluation
+
+    gt = _gt_doc()
+    gt["annotations"][0]["segmentations"] = [_rle_4x4()]  # 1 entry for a 2-frame video
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    with pytest.raises(WsovvisError) as err:
+        evaluation.load_gt(gt_path)
+    assert "annotations[0].segmentations" in str(err.value) and str(gt_path) in str(err.value)

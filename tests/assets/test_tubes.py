@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import polars as pl
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, AssetSelection, instance_for_test, materialize
@@ -11,7 +12,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from dagster_runs import failure_text, metadata, run
+from video_files import FRAMES_PER_VIDEO, make_video
 from wsovvis_dagster.evaluation import load_results
+from wsovvis_dagster.masks_io import list_mask_files
 from wsovvis_dagster.paths import gt_json_path
 from wsovvis_dagster.ytvis.format import validate_tube_json
 from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
@@ -156,3 +160,71 @@ def _materialize_linked(instance, resources, out):
             # same pixels covered, frame by frame, whatever the track ids became
             assert ((decode_video_id_maps(new, video["id"]) > 0)
                     == (decode_video_id_maps(old, video["id"]) > 0)).all()
+
+
+def test_non_contiguous_frame_names_keep_their_stems_in_natural_order(
+        real_jpegs, tmp_path, instance, resources_for):
+    data = tmp_path / "data"
+    frames = real_jpegs[:FRAMES_PER_VIDEO]
+    stepped = [f"{693 + 5 * i:08d}.jpg" for i in range(len(frames))]  # 00000693.jpg, 00000698...
+    make_video(data, "val", "stepped", frames, stepped)
+    unpadded = ["2.jpg", "10.jpg", "100.jpg"]  # lexical order would be 10, 100, 2
+    make_video(data, "val", "unpadded", frames, unpadded)
+    resources = resources_for(data)
+    assert run(instance, resources, "video_partitions").success
+    for key in ("val__stepped", "val__unpadded"):
+        assert run(instance, resources, "mask_pngs", partition=key).success
+    assert run(instance, resources, "tube_json").success
+
+    out = tmp_path / "outputs" / "val"
+    for vid, names in (("stepped", stepped), ("unpadded", unpadded)):
+        stems = [n[:-4] for n in names]
+        assert [p.name for p in list_mask_files(out / "masks" / vid)] == [
+            f"mask_{s}.png" for s in stems]
+    data_json = load_tube_json(out / "tubes_val.json")
+    by_name = {v["name"]: v for v in data_json["videos"]}
+    assert by_name["stepped"]["file_names"] == [f"stepped/{n}" for n in stepped]
+    assert by_name["unpadded"]["file_names"] == [f"unpadded/{n}" for n in unpadded]
+    # same frames in the same (natural) order -> the same masks, whatever the names
+    a = decode_video_id_maps(data_json, by_name["stepped"]["id"])
+    b = decode_video_id_maps(data_json, by_name["unpadded"]["id"])
+    assert np.array_equal(a, b) and a.any()
+
+
+def test_deleted_video_is_reported_missing_and_named_by_tube_json(
+        real_jpegs, tmp_path, instance, resources_for):
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    data = tmp_path / "data"
+    for vid in ("a_kept", "b_gone_after_masks", "c_gone_before_masks"):
+        make_video(data, "val", vid, real_jpegs[:2])
+    resources = resources_for(data)
+    run(instance, resources, "video_partitions")
+    assert run(instance, resources, "mask_pngs", tags={
+        ASSET_PARTITION_RANGE_START_TAG: "val__a_kept",
+        ASSET_PARTITION_RANGE_END_TAG: "val__b_gone_after_masks"}).success
+    shutil.rmtree(data / "val" / "JPEGImages" / "b_gone_after_masks")
+    shutil.rmtree(data / "val" / "JPEGImages" / "c_gone_before_masks")
+
+    result = run(instance, resources, "video_partitions")
+    assert result.success
+    assert metadata(result, "video_partitions")["missing_videos"] == [
+        "val__b_gone_after_masks", "val__c_gone_before_masks"]
+
+    result = run(instance, resources, "mask_pngs", partition="val__c_gone_before_masks")
+    assert not result.success
+    assert "video folder" in failure_text(result) and "is missing" in failure_text(result)
+
+    result = run(instance, resources, "tube_json")
+    assert result.success, failure_text(result)
+    assert metadata(result, "tube_json")["val_videos_without_frames"] == [
+        "val__b_gone_after_masks", "val__c_gone_before_masks"]
+    # a video without frames is left out even with masks: they cannot be checked against its
+    # frames, and its file_names would name files that do not exist
+    assert set(metadata(result, "tube_json")["val_left_out"]) == {
+        "val__b_gone_after_masks", "val__c_gone_before_masks"}
+    data_json = load_tube_json(tmp_path / "outputs" / "val" / "tubes_val.json")
+    assert [v["name"] for v in data_json["videos"]] == ["a_kept"]

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from wsovvis_dagster.errors import MaskFormatError
+from mask_maps import blobs, write_video
+from wsovvis_dagster.errors import MaskFormatError, TubeFormatError
 from wsovvis_dagster.linking import LinkParams
 from wsovvis_dagster.masks_io import write_mask_pngs
 from wsovvis_dagster.ytvis.tubes import (
@@ -17,22 +18,6 @@ from wsovvis_dagster.ytvis.tubes import (
     video_tubes_from_masks,
     write_tube_json,
 )
-
-
-def blobs(rng, t, h, w, n_ids, dtype=np.uint8) -> np.ndarray:
-    """`(t, h, w)` id maps: random rectangles per frame, some ids absent in some frames."""
-    maps = np.zeros((t, h, w), dtype=dtype)
-    for f in range(t):
-        for k in rng.permutation(np.arange(1, n_ids + 1))[: rng.integers(1, n_ids + 1)]:
-            y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
-            maps[f, y : y + rng.integers(2, h // 2), x : x + rng.integers(2, w // 2)] = k
-    return maps
-
-
-def write_video(folder, id_maps, scores=None):
-    stems = [f"{i:05d}" for i in range(id_maps.shape[0])]
-    ids = [int(i) for i in np.unique(id_maps) if i]
-    write_mask_pngs(folder, stems, list(id_maps), scores or {i: 1 - i / 1000 for i in ids})
 
 
 @pytest.mark.parametrize("shape", [(1, 7), (7, 1), (5, 6), (31, 17)])
@@ -157,3 +142,23 @@ def test_scores_travel_with_tracks(tmp_path):
     _, _, _, data = _roundtrip(tmp_path, id_maps)
     scores = {a["track_id"]: a["score"] for a in data["annotations"]}
     assert scores == {i: 1.0 - i / 1e5 for i in scores}
+
+
+def test_truncated_tube_json_is_a_typed_error_naming_the_file(tmp_path):
+    path = tmp_path / "tubes_val.json"
+    path.write_text('{"videos": [{"id": 1, "name": "v"')
+    with pytest.raises(TubeFormatError) as err:
+        load_tube_json(path)
+    assert str(path) in str(err.value)
+
+
+def test_mask_folder_with_garbage_is_a_typed_error(tmp_path):
+    folder = tmp_path / "v"
+    write_mask_pngs(folder, ["0", "1"], [np.ones((3, 3), np.uint8)] * 2, {1: 0.9})
+    (folder / "mask_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(MaskFormatError, match="mask_1.png"):
+        video_tubes_from_masks(folder, "v")
+    (folder / "mask_1.png").unlink()
+    (folder / "tracks.json").write_text('{"scores": [1, 2]}')
+    with pytest.raises(MaskFormatError, match="tracks.json is malformed"):
+        video_tubes_from_masks(folder, "v")

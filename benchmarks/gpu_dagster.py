@@ -8,7 +8,7 @@
 For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN]` it builds a data
 root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
 `dagster-daemon`, registers the partitions, queues the tagged backfill of `mask_pngs` +
-`tube_json` (`ops.backfill.launch_backfill`) and waits for it, sampling nvidia-smi in
+`tube_json` (`wsovvis_ops.backfill.launch_backfill`) and waits for it, sampling nvidia-smi in
 a thread. It prints, side by side:
 
 - library loop fps: `pipeline.segment_videos` (the asset's own loop) called directly in one
@@ -238,9 +238,9 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                  runs_per_gpu: int) -> dict:
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-    from ops.backfill import launch_backfill
-    from ops.instance import render_instance, start_daemon, stop_daemon, wait_for
     from wsovvis_instance.dagster_private import BulkActionStatus
+    from wsovvis_ops.backfill import launch_backfill
+    from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
 
     home = workdir / f"home-{name}"
     render_instance(home, gpu_limit=runs_per_gpu)

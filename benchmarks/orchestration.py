@@ -14,8 +14,8 @@
     python benchmarks/orchestration.py --videos 24 --hold 2 --partitions 5000
     python benchmarks/orchestration.py --skip-backfill --partitions 5000 --postgres --dead-runs 3
 
-Not a test. Its helpers (`start_daemon`, `run_spans`, `launch_backfill`, ...) live in `ops/`,
-shared with scripts/ and tests/.
+Not a test. Its helpers (`start_daemon`, `run_spans`, `launch_backfill`, ...) live in
+`wsovvis_ops/`, shared with scripts/ and tests/.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ if str(REPO) not in sys.path:
 
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
-from ops.backfill import launch_backfill  # noqa: E402
-from ops.instance import render_instance, start_daemon, stop_daemon, wait_for  # noqa: E402
-from ops.runs import max_overlap, run_spans  # noqa: E402
 from wsovvis_instance.dagster_private import BulkActionStatus  # noqa: E402
+from wsovvis_ops.backfill import launch_backfill  # noqa: E402
+from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for  # noqa: E402
+from wsovvis_ops.runs import max_overlap, run_spans  # noqa: E402
 
 
 # -- benchmark ---------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         reg = bench_registration(args.partitions, args.batch, workdir)
         print("registration (sqlite):", reg)
         if args.postgres:
-            from ops.pg_cluster import bin_dir, postgres_cluster
+            from wsovvis_ops.pg_cluster import bin_dir, postgres_cluster
 
             with postgres_cluster(bin_dir()) as url:
                 pg = bench_registration(

@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
 
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
-from ops.backfill import launch_backfill  # noqa: E402
+from wsovvis_ops.backfill import launch_backfill  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

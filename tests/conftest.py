@@ -17,7 +17,7 @@ def _chromium() -> str | None:
 
 
 def _postgres_bin_dir() -> Path | None:
-    from ops.pg_cluster import bin_dir
+    from wsovvis_ops.pg_cluster import bin_dir
 
     return bin_dir()
 
@@ -93,7 +93,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     """A fresh DAGSTER_HOME with the project's instance config rendered in."""
-    from ops.instance import render_instance
+    from wsovvis_ops.instance import render_instance
 
     home = tmp_path / "dagster_home"
     render_instance(home, gpu_limit=4)

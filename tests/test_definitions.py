@@ -31,8 +31,8 @@ def test_every_resource_and_job_resolves():
 
 
 # what the library must never import: Dagster, and every layer built on top of the library
-ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "ops", "scripts", "benchmarks",
-                 "tests", "wsovvis_instance"}
+ABOVE_LIBRARY = {"dagster", "assets", "resources", "definitions", "wsovvis_ops", "scripts",
+                 "benchmarks", "tests", "wsovvis_instance"}
 
 
 def imported_names(path: Path) -> list[tuple[int, str]]:
@@ -114,18 +114,20 @@ def test_library_has_no_import_cycle():
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
 
 
-# support layers that build on the library, the code location and `ops/`, never on each other
+# support layers that build on the library, the code location and `wsovvis_ops/`, never on
+# each other
 SUPPORT_LAYERS = ("benchmarks", "scripts", "tests")
 
 
 def test_support_layers_never_import_each_other():
-    """benchmarks/, scripts/ and tests/ share helpers through `ops/` (tests may *run* a script
-    in a subprocess); `ops/` itself imports none of them. Bare sibling names count too (a
-    benchmark run as a script imports `gpu_common`, so a test importing `orchestration` would)."""
+    """benchmarks/, scripts/ and tests/ share helpers through `wsovvis_ops/` (tests may *run* a
+    script in a subprocess); `wsovvis_ops/` itself imports none of them. Bare sibling names
+    count too (a benchmark run as a script imports `gpu_common`, so a test importing
+    `orchestration` would)."""
     modules = {layer: {layer} | {p.stem for p in (REPO / layer).rglob("*.py")}
                for layer in SUPPORT_LAYERS}
     offenders = []
-    for layer in (*SUPPORT_LAYERS, "ops"):
+    for layer in (*SUPPORT_LAYERS, "wsovvis_ops"):
         banned = set().union(*(m for other, m in modules.items() if other != layer))
         banned -= {"conftest", "__init__"}
         for path in (REPO / layer).rglob("*.py"):
@@ -141,7 +143,8 @@ def test_private_dagster_names_only_through_the_wrapper():
     wrapper = REPO / "wsovvis_instance" / "dagster_private.py"
     assert any(n.startswith("dagster._") for _, n in imported_names(wrapper))  # sanity
     offenders = []
-    for layer in ("assets", "resources", "wsovvis_instance", "ops", "scripts", "benchmarks"):
+    for layer in ("assets", "resources", "wsovvis_instance", "wsovvis_ops", "scripts",
+                  "benchmarks"):
         for path in (REPO / layer).rglob("*.py"):
             if path == wrapper:
                 continue

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from ops.backfill import launch_backfill
-from ops.instance import render_instance, start_daemon, stop_daemon, wait_for
-from ops.runs import max_overlap, run_spans
 from wsovvis_dagster.gpu_slots import slot_holders
 from wsovvis_dagster.paths import VideoRef, masks_dir
 from wsovvis_dagster.pipeline import segment_video
 from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG, BulkActionStatus
+from wsovvis_ops.backfill import launch_backfill
+from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
+from wsovvis_ops.runs import max_overlap, run_spans
 
 REPO = Path(__file__).resolve().parents[1]
 MASKS, TUBES = AssetKey("mask_pngs"), AssetKey("tube_json")
@@ -480,7 +480,7 @@ def test_untagged_graphql_backfill_stays_under_the_gpu_limit(dagster_home, subpr
 def test_untagged_graphql_backfill_on_postgres(dagster_home, subprocess_env, tmp_path):
     """The same on a real PostgreSQL server (run, event and schedule storage), plus 5,000
     dynamic partitions registered and read back."""
-    from ops.pg_cluster import bin_dir, postgres_cluster
+    from wsovvis_ops.pg_cluster import bin_dir, postgres_cluster
 
     with postgres_cluster(bin_dir()) as url:
         _untagged_ui_backfill(dagster_home, subprocess_env, tmp_path, kill=True,

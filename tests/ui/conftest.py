@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.instance import render_instance, wait_for
+from wsovvis_ops.instance import render_instance, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"

@@ -35,14 +35,13 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from wsovvis_ops.browser import CHROMIUM_ARGS  # noqa: E402
+
 SHOTS = REPO / "docs" / "screenshots"
 DEMO_ASSETS = ("video_partitions", "mask_pngs", "tube_json", "trained_model")
-# As the machine notes prescribe (and tests/ui): no sandbox as root, and no background
-# connections, which a closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 VIEWPORT = {"width": 1920, "height": 1080}  # a common screen; the fit then shows node details
 # true once every named asset's node shows its rows and a materialised status
 DRAWN_WITH_STATUS = """names => names.every(name =>
@@ -253,7 +252,6 @@ def graph_step(args: argparse.Namespace) -> Path:
 
 
 def real_masks_step(args: argparse.Namespace) -> Path:
-    sys.path.insert(0, str(REPO))
     import numpy as np
 
     from wsovvis_dagster.atomic import atomic_file

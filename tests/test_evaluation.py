@@ -2,7 +2,6 @@
 
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 
@@ -336,7 +335,6 @@ def test_matches_pycocotools_cocoeval_on_random_videos(seed):
             assert ours[key] == pytest.approx(value, abs=1e-12), (key, agnostic)
 
 
-HAS_EVALUATION = importlib.util.find_spec("wsovvis_dagster.evaluation") is not None
 
 
 def _rle_4x4() -> dict:
@@ -375,8 +373,6 @@ MALFORMED_RESULTS = {  # results JSON -> the JSON path the error must name
 }
 
 
-@pytest.mark.xfail(not HAS_EVALUATION, strict=False,
-                   reason="wsovvis_dagster/evaluation.py has not landed yet")
 @pytest.mark.parametrize("case", sorted(MALFORMED_RESULTS))
 def test_evaluator_names_the_json_path_of_a_malformed_result(case, tmp_path):
     from wsovvis_dagster import evaluation
@@ -396,8 +392,6 @@ def test_evaluator_names_the_json_path_of_a_malformed_result(case, tmp_path):
     assert json_path in str(err.value)
 
 
-@pytest.mark.xfail(not HAS_EVALUATION, strict=False,
-                   reason="wsovvis_dagster/evaluation.py has not landed yet")
 def test_evaluator_names_the_json_path_of_a_malformed_ground_truth(tmp_path):
     from wsovvis_dagster import evaluation
 

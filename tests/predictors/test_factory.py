@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from wsovvis_dagster.errors import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-HAS_VIDEOCUTLER = importlib.util.find_spec("wsovvis_dagster.predictors.videocutler") is not None
 
 
 def _cuda_initialised() -> bool:
@@ -31,8 +29,6 @@ def _op_is_built() -> bool:
     return op_library() is not None
 
 
-@pytest.mark.xfail(not HAS_VIDEOCUTLER, strict=False,
-                   reason="wsovvis_dagster/predictors/videocutler.py has not landed yet")
 @pytest.mark.parametrize("fault", [
     "weights_missing",
     "weights_not_a_checkpoint",

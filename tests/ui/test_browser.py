@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from wsovvis_ops.browser import CHROMIUM_ARGS
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 README_SHOTS = REPO / "docs" / "screenshots"
@@ -22,12 +24,6 @@ SIX_ASSETS = (
     "patched_vnext", "deform_attn_ops", "video_partitions", "mask_pngs", "tube_json",
     "trained_model",
 )
-# As the machine notes prescribe: no sandbox as root, and no background connections, which a
-# closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 # UI preferences live in localStorage: show every asset-node facet (description and owner are
 # off by default), collapse the left navigation, lay the graph out left to right.
 UI_PREFERENCES = {

@@ -27,7 +27,7 @@ from resources import DatasetPaths, PredictorResource
 from wsovvis_dagster.mask_import import IMPORT_VERSION, ImportedVideo
 from wsovvis_dagster.masks_io import read_mask_source
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import VideoMasksResult, import_videos, segment_videos
+from wsovvis_dagster.pipeline import VideoMasksResult, import_videos
 from wsovvis_dagster.preview import PREVIEW_MIME
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
@@ -85,7 +85,6 @@ def mask_pngs(
     """
     keys = context.partition_keys
     importing = bool(config.import_root)
-    model = None if importing else predictor.predictor  # an import loads no model
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
     refs = [VideoRef.from_partition_key(key) for key in keys]
@@ -95,9 +94,10 @@ def mask_pngs(
             scores_file=Path(config.import_scores) if config.import_scores else None,
         )
     else:
-        # the pipelined loop: next video decoded and last one's PNGs written while this one runs
-        outcomes = segment_videos(paths.data, paths.outputs, refs, model,
-                                  skip_bad_frames=config.skip_bad_frames)
+        # the pipelined loop (in the predictor worker, or here): next video decoded and last
+        # one's PNGs written while this one runs
+        outcomes = predictor.segment_videos(paths.data, paths.outputs, refs,
+                                            skip_bad_frames=config.skip_bad_frames)
     for i, outcome in enumerate(outcomes, start=1):
         key = outcome.ref.partition_key
         if outcome.error is not None:
@@ -115,8 +115,7 @@ def mask_pngs(
         if importing:
             done[key] = _import_metadata(key, result, outcome.imported)
         else:
-            done[key] = _video_metadata(key, result, model, predictor.device) | {
-                "predictor_settings": MetadataValue.json(predictor.effective_settings())}
+            done[key] = _video_metadata(key, result, predictor)
     if failed:
         # record the good videos as materialised, then fail the run naming the bad ones
         for key, metadata in done.items():
@@ -151,7 +150,9 @@ def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo
     }
 
 
-def _video_metadata(key: str, result: VideoMasksResult, model, device: str) -> dict:
+def _video_metadata(key: str, result: VideoMasksResult, predictor: PredictorResource) -> dict:
+    name, version = predictor.model_identity
+    worker = predictor.worker_info
     preview = base64.b64encode(result.preview_jpeg).decode("ascii")
     return {
         "path": MetadataValue.path(str(result.folder)),
@@ -165,9 +166,12 @@ def _video_metadata(key: str, result: VideoMasksResult, model, device: str) -> d
         "predict_seconds": round(result.predict_seconds, 3),
         "write_seconds": round(result.write_seconds, 3),
         "skipped_frames": MetadataValue.json(list(result.skipped_frames)),
-        "predictor": model.name,
-        "predictor_version": model.version,
-        "device": device,
+        "predictor": name,
+        "predictor_version": version,
+        "device": predictor.device,
+        "predictor_settings": MetadataValue.json(predictor.effective_settings()),
+        # which long-lived process ran it (pid, reused or started by this run), if any
+        **({"predictor_worker": MetadataValue.json(worker)} if worker else {}),
         **({"peak_gpu_gib": result.peak_gpu_gib} if result.peak_gpu_gib is not None else {}),
         "preview": MetadataValue.md(f"![{key}](data:{PREVIEW_MIME};base64,{preview})"),
     }

@@ -5,7 +5,9 @@
     # dry run on any machine: embedded CPU predictor, tiny videos
     python benchmarks/gpu_dagster.py --backend cpu --scenarios long:4x8:1:fp32 --skip library
 
-For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN]` it builds a data
+For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN[:WORKER]]`
+(WORKER: `cold` = the backfill's first run starts the predictor worker, counted; `warm` = an
+earlier one-video backfill started it; `off` = the model is built inside each run) it builds a data
 root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
 `dagster-daemon`, registers the partitions, queues the tagged backfill of `mask_pngs` +
 `tube_json` (`wsovvis_ops.backfill.launch_backfill`) and waits for it, sampling nvidia-smi in
@@ -51,6 +53,11 @@ CUDNN_VARIANTS = {
     "alloc18g": {"WSOVVIS_CUDNN_BENCHMARK": "1", "WSOVVIS_GPU_MEMORY_GIB": "18"},
     "off": {"WSOVVIS_CUDNN_BENCHMARK": "0"},
 }
+
+
+# predictor worker per scenario: the backfill's first run starts it (cold, counted in the
+# wall), an earlier backfill started it (warm), or none (off: the model is built in each run)
+WORKER_MODES = ("cold", "warm", "off")
 
 
 # -- GPU memory sampling -----------------------------------------------------------------------
@@ -166,8 +173,35 @@ def library_child(args) -> int:
               "built_at": built}
     if args.model_only:
         result["model_only"] = model_only(model)
+    if args.loop_variants:
+        result["loop_variants"] = loop_variants(model, args, refs)
     Path(args.json).write_text(json.dumps(result))
     return 0
+
+
+def loop_variants(model, args, refs) -> dict:
+    """The same loop again, same process and model, with the GIL switch interval and the
+    decode/PNG pool sizes varied: is the loop's CPU side contending for the GIL?"""
+    from wsovvis_dagster.pipeline import segment_videos
+
+    out = {}
+    default_si = sys.getswitchinterval()
+    for spec in args.loop_variants.split(";"):
+        opts = dict(kv.split("=") for kv in spec.split(","))
+        sys.setswitchinterval(float(opts.get("si", default_si)))
+        workers = int(opts["w"]) if "w" in opts else None
+        start = time.perf_counter()
+        frames = 0
+        for o in segment_videos(Path(args.data), Path(args.output) / f"var-{len(out)}", refs,
+                                model, workers=workers):
+            if o.error is not None:
+                raise o.error
+            frames += o.result.frames
+        wall = time.perf_counter() - start
+        out[spec] = {"fps": round(frames / wall, 1), "loop_s": round(wall, 2)}
+        print(f"loop variant {spec}: {out[spec]}", flush=True)
+    sys.setswitchinterval(default_si)
+    return out
 
 
 def model_only(pred) -> dict:
@@ -215,11 +249,13 @@ def model_only(pred) -> dict:
 
 
 def run_library(env: dict, data: Path, output: Path, keys: list[str], workdir: Path,
-                sampler: GpuSampler, model_only_: bool = False) -> dict:
+                sampler: GpuSampler, model_only_: bool = False, loop_variants_: str = "") -> dict:
     path = workdir / f"lib-{time.monotonic_ns()}.json"
     cmd = [sys.executable, __file__, "_library", "--data", str(data), "--output", str(output),
            "--keys", ",".join(keys), "--json", str(path)] + (["--model-only"] if model_only_
                                                              else [])
+    if loop_variants_:
+        cmd += ["--loop-variants", loop_variants_]
     started = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -235,9 +271,12 @@ def run_library(env: dict, data: Path, output: Path, keys: list[str], workdir: P
 
 # -- the product path: a daemon backfill -------------------------------------------------------
 def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: GpuSampler,
-                 runs_per_gpu: int) -> dict:
+                 runs_per_gpu: int, prime_keys: list[str] | None = None) -> dict:
+    """One daemon backfill of `keys`; with `prime_keys`, an earlier backfill of those (not
+    timed) first starts the predictor worker, as any earlier backfill of the day would."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
+    from wsovvis_dagster.predictors.worker import stop_workers
     from wsovvis_instance.dagster_private import BulkActionStatus
     from wsovvis_ops.backfill import launch_backfill
     from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
@@ -245,23 +284,30 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
     home = workdir / f"home-{name}"
     render_instance(home, gpu_limit=runs_per_gpu)
     env = {**env, "DAGSTER_HOME": str(home)}
+    finished = (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
+                BulkActionStatus.FAILED, BulkActionStatus.CANCELED)
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("videos", keys)
+        instance.add_dynamic_partitions("videos", list(prime_keys or []) + keys)
         daemon = start_daemon(env, workdir / f"daemon-{name}.log")
         try:
             time.sleep(3)  # let the daemon come up before the clock starts
+            if prime_keys:
+                primer = launch_backfill(instance, prime_keys, assets=["mask_pngs"])
+                wait_for(lambda: instance.get_backfill(primer).status in finished,
+                         timeout=1800, poll=0.5, what="the priming backfill")
             submitted = time.time()
             backfill_id = launch_backfill(instance, keys, assets=["mask_pngs", "tube_json"])
-            wait_for(lambda: instance.get_backfill(backfill_id).status
-                     in (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
-                         BulkActionStatus.FAILED, BulkActionStatus.CANCELED),
+            wait_for(lambda: instance.get_backfill(backfill_id).status in finished,
                      timeout=3600, poll=0.5, what="the backfill")
             status = instance.get_backfill(backfill_id).status.value
         finally:
             stop_daemon(daemon)
+            stop_workers(home / "gpu_slots")  # the next scenario starts from a free GPU
         runs = []
         for record in instance.get_run_records():
             run = record.dagster_run
+            if run.tags.get("dagster/backfill") != backfill_id:
+                continue  # the priming backfill
             is_tubes = AssetKey("tube_json") in (run.asset_selection or set())
             logs = instance.all_logs(run.run_id)
             step_start = next((e.timestamp for e in logs if e.dagster_event and
@@ -285,11 +331,14 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                 meta[key] = {k: md[k].value for k in ("frames", "seconds", "predict_seconds",
                                                       "decode_seconds", "write_seconds")
                              if k in md}
-                if "peak_gpu_gib" in md:
-                    meta[key]["peak_gpu_gib"] = md["peak_gpu_gib"].value
+                for extra in ("peak_gpu_gib", "predictor_worker"):
+                    if extra in md:
+                        meta[key][extra] = md[extra].value
         tube = instance.fetch_materializations(AssetKey("tube_json"), limit=1).records
         tube_at = tube[0].timestamp if tube else None
-    return summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
+    # one worker per GPU serves its runs one at a time: their videos do not overlap
+    parallel = 1 if any("predictor_worker" in m for m in meta.values()) else runs_per_gpu
+    return summarize(name, status, submitted, runs, meta, tube_at, sampler, parallel, keys)
 
 
 def _mask_filter(key: str):
@@ -298,7 +347,8 @@ def _mask_filter(key: str):
     return AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=[key])
 
 
-def summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys) -> dict:
+def summarize(name, status, submitted, runs, meta, tube_at, sampler, parallel, keys) -> dict:
+    """Figures of one backfill; `parallel`: how many runs' videos may overlap on the GPU."""
     mask_runs = sorted((r for r in runs if not r["tubes"] and r["start"]), key=lambda r: r["start"])
     tube_runs = [r for r in runs if r["tubes"]]
     frames = sum(m.get("frames", 0) for m in meta.values())
@@ -327,11 +377,13 @@ def summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gp
                       "fixed_s": round(r["end"] - r["start"] - own, 2)})
     out = {
         "scenario": name, "status": status, "videos": len(keys), "frames": frames,
-        "runs_per_gpu": runs_per_gpu, "mask_runs": len(mask_runs),
+        "parallel_videos": parallel, "mask_runs": len(mask_runs),
         "in_asset_fps": round(frames / video_s, 1) if video_s else None,
         "mask_wall_s": round(wall, 2), "mask_wall_fps": round(frames / wall, 1),
         "queue_to_first_run_s": round(first - submitted, 2),
-        "overhead": round(wall / (video_s / runs_per_gpu) - 1, 3) if video_s else None,
+        "overhead": round(wall / (video_s / parallel) - 1, 3) if video_s else None,
+        "workers": sorted({json.dumps(m["predictor_worker"], sort_keys=True)
+                           for m in meta.values() if "predictor_worker" in m}),
         "fixed_per_run": fixed,
         "mean_fixed_s": round(sum(f["fixed_s"] for f in fixed) / len(fixed), 2),
         "peak_per_video": per_video,
@@ -353,9 +405,12 @@ def parse_scenario(text: str) -> dict:
     parts = text.split(":")
     name, shape, rpg, prec = parts[:4]
     videos, length = (int(x) for x in shape.split("x"))
-    per_run = int(parts[4]) if len(parts) > 4 else -(-videos // int(rpg))
+    per_run = int(parts[4]) if len(parts) > 4 and parts[4] else -(-videos // int(rpg))
+    worker = parts[5] if len(parts) > 5 else "cold"
+    if worker not in WORKER_MODES:
+        raise SystemExit(f"scenario {text!r}: worker mode must be one of {WORKER_MODES}")
     return {"name": name, "videos": videos, "length": length, "runs_per_gpu": int(rpg),
-            "precision": prec, "videos_per_run": per_run}
+            "precision": prec, "videos_per_run": per_run, "worker": worker}
 
 
 def main(argv=None) -> int:
@@ -364,6 +419,7 @@ def main(argv=None) -> int:
         for a in ("--data", "--output", "--keys", "--json"):
             p.add_argument(a, required=True)
         p.add_argument("--model-only", action="store_true")
+        p.add_argument("--loop-variants", default="")
         return library_child(p.parse_args(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -371,13 +427,17 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=Path, help="folder of JPEGs (default: synthetic frames)")
     ap.add_argument("--size", default="360x640", help="HxW of synthetic frames")
     ap.add_argument("--weights", default="", help="checkpoint (default: random weights)")
-    ap.add_argument("--scenarios", default="long:16x200:1:fp32,long:16x200:2:fp32,"
-                    "long:16x200:4:fp32,long_bf16:16x200:1:bf16,lvvis:96x32:1:fp32")
+    ap.add_argument("--scenarios", default="long:16x200:1:fp32::cold,long:16x200:1:fp32::warm,"
+                    "long_bf16:16x200:1:bf16::warm,lvvis:96x32:2:fp32:16:warm")
     ap.add_argument("--cudnn", default="auto",
                     help=f"variant for the backfills: auto or one of {', '.join(CUDNN_VARIANTS)}")
     ap.add_argument("--cudnn-variants", default=",".join(CUDNN_VARIANTS))
     ap.add_argument("--variant-videos", type=int, default=3)
     ap.add_argument("--memory-budget-gib", type=float, default=20.0)
+    ap.add_argument("--loop-variants", default="",
+                    help="with the first library loop: re-run it in the same process per "
+                    "variant, ';'-separated, each 'si=GIL_SWITCH_S,w=POOL_THREADS' (either "
+                    "key optional), e.g. 'si=0.005;si=0.0005;si=0.0005,w=2'")
     ap.add_argument("--skip", default="", help="comma list of: library, variants, model_only")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--workdir", type=Path, help="default: a temp folder")
@@ -431,14 +491,19 @@ def main(argv=None) -> int:
             env = {**base_env, **chosen, "WSOVVIS_DATA_ROOT": str(data),
                    "WSOVVIS_PRECISION": sc["precision"],
                    "WSOVVIS_RUNS_PER_GPU": str(sc["runs_per_gpu"]),
-                   "WSOVVIS_VIDEOS_PER_RUN": str(sc["videos_per_run"])}
-            label = f"{sc['name']}-{sc['videos']}x{sc['length']}-rpg{sc['runs_per_gpu']}"
+                   "WSOVVIS_VIDEOS_PER_RUN": str(sc["videos_per_run"]),
+                   "WSOVVIS_WORKER_IDLE_SECONDS": "0" if sc["worker"] == "off" else "600"}
+            label = (f"{sc['name']}-{sc['videos']}x{sc['length']}-rpg{sc['runs_per_gpu']}"
+                     f"-{sc['worker']}")
             lib_key = (sc["videos"], sc["length"], sc["precision"])
             if "library" not in skip and lib_key not in {tuple(x["key"]) for x in
                                                           results["library"]}:
                 res = run_library(env, data, workdir / f"out-lib-{label}", keys, workdir,
                                   sampler, model_only_=gpu and "model_only" not in skip
-                                  and not results["library"])
+                                  and not results["library"],
+                                  loop_variants_="" if results["library"] else args.loop_variants)
+                if "loop_variants" in res:
+                    results["loop_variants"] = res["loop_variants"]
                 row = {"key": list(lib_key), "fps": res["fps"], "loop_s": res["loop_s"],
                        "build_s": res["build_s"], "frames": res["frames"],
                        "setup_peak_smi_gib": res["setup_peak_smi_gib"],
@@ -451,7 +516,12 @@ def main(argv=None) -> int:
                 results["library"].append(row)
                 print(f"library loop {lib_key}: {row}", flush=True)
             env["WSOVVIS_OUTPUT_ROOT"] = str(workdir / f"out-{label}")
-            res = run_backfill(label, env, keys, workdir, sampler, sc["runs_per_gpu"])
+            prime = None
+            if sc["worker"] == "warm":  # one other video, backfilled before the clock starts
+                prime = [r.partition_key for r in make_videos(data, files, 1, sc["length"],
+                                                              f"prime{sc['length']}_")]
+            res = run_backfill(label, env, keys, workdir, sampler, sc["runs_per_gpu"], prime)
+            res["worker_mode"], res["runs_per_gpu"] = sc["worker"], sc["runs_per_gpu"]
             res["library_fps"] = next((x["fps"] for x in results["library"]
                                        if tuple(x["key"]) == lib_key), None)
             if res["library_fps"]:
@@ -467,7 +537,7 @@ def main(argv=None) -> int:
 
 
 def print_table(results: dict) -> None:
-    cols = ("scenario", "mask_runs", "library_fps", "in_asset_fps", "mask_wall_fps",
+    cols = ("scenario", "worker_mode", "mask_runs", "library_fps", "in_asset_fps", "mask_wall_fps",
             "submit_to_tubes_fps", "overhead", "mean_fixed_s", "tube_run_queued_after_masks_s",
             "max_video_peak_smi_gib", "max_video_peak_torch_gib")
     print(" | ".join(cols))

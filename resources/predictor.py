@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +20,8 @@ from resources.settings import (
     setting_sources,
 )
 from wsovvis_dagster.gpu_slots import GpuLease, acquire_gpu_slot
+from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.pipeline import VideoOutcome, segment_videos
 from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.predictors.factory import (
     BACKENDS,
@@ -26,12 +30,22 @@ from wsovvis_dagster.predictors.factory import (
     output_fingerprint,
 )
 from wsovvis_dagster.predictors.settings import SETTINGS_FIELDS, PredictorSettings
+from wsovvis_dagster.predictors.worker import (
+    WorkerClient,
+    connect_worker,
+    default_idle_seconds,
+    worker_dir,
+)
 
 _D = PredictorSettings()  # the built-in defaults of every library setting, defined once
 
 
 class PredictorResource(ConfigurableResource):
-    """Builds the configured backend once per run (`setup_for_execution`), not per video.
+    """Builds the configured backend once per run (`setup_for_execution`), not per video, or,
+    with a predictor worker (`worker_idle_seconds` > 0, the default for VideoCutLER), connects
+    to the long-lived process that holds the model for this run's device and starts it if
+    none runs (`wsovvis_dagster.predictors.worker`): the model is then built once per device,
+    not once per run.
 
     With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu_slots`: an
     exclusive flock under `<DAGSTER_HOME>/gpu_slots`) and builds the model there; the lease is
@@ -74,6 +88,13 @@ class PredictorResource(ConfigurableResource):
         default=_D.warmup, description="VideoCutLER on CUDA: run one chunk when the model is "
         "built, so cuDNN autotuning happens before the first video (env WSOVVIS_WARMUP)",
     )
+    worker_idle_seconds: float | None = Field(
+        default=None, ge=0,
+        description="Predictor worker: keep the model in a long-lived process per device that "
+        "serves every run and exits after this many seconds without one (env "
+        "WSOVVIS_WORKER_IDLE_SECONDS). 0: build the model inside each run. Default: "
+        "600 for videocutler, 0 for the CPU backends",
+    )
     lease_timeout_s: float = Field(
         default=3600.0, description="How long a run waits for a free GPU before failing"
     )
@@ -109,6 +130,7 @@ class PredictorResource(ConfigurableResource):
     )
 
     _predictor: VideoPredictor | None = PrivateAttr(default=None)
+    _worker: WorkerClient | None = PrivateAttr(default=None)
     _lease: GpuLease | None = PrivateAttr(default=None)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -174,10 +196,54 @@ class PredictorResource(ConfigurableResource):
             context.log.info(f"building predictor backend={self.backend} on {device} "
                              f"(backend from {self._sources.get('backend', '?')})")
         try:
-            self._predictor = build_predictor(self.settings(device))
+            idle = self.worker_idle()
+            if idle > 0 and slot_dir:
+                self._worker = connect_worker(self.settings(device),
+                                              worker_dir(slot_dir, device), idle_seconds=idle)
+                if context.log:
+                    info = self._worker.info
+                    context.log.info(
+                        f"predictor worker pid {info['pid']} on {device}: "
+                        + (f"reused (model built {time.time() - info['started_at']:.0f} s "
+                           f"ago, {info['served']} requests served)" if self._worker.reused
+                           else f"started, model built in {info['built_s']} s")
+                        + f"; exits after {idle:g} s without a run (log {self._worker.log_path})")
+            else:
+                self._predictor = build_predictor(self.settings(device))
         except BaseException:
             self.teardown_after_execution(context)
             raise
+
+    def worker_idle(self) -> float:
+        """Seconds a predictor worker outlives its last run; 0 = no worker."""
+        if self.worker_idle_seconds is not None:
+            return self.worker_idle_seconds
+        return default_idle_seconds(self.backend)
+
+    def segment_videos(self, data_root: Path, output_root: Path, refs: list[VideoRef], *,
+                       skip_bad_frames: bool = False) -> Iterator[VideoOutcome]:
+        """`pipeline.segment_videos` with this run's model: in the worker, or in-process."""
+        if self._worker is not None:
+            return self._worker.segment_videos(data_root, output_root, refs,
+                                               skip_bad_frames=skip_bad_frames)
+        return segment_videos(data_root, output_root, refs, self.predictor,
+                              skip_bad_frames=skip_bad_frames)
+
+    @property
+    def model_identity(self) -> tuple[str, str]:
+        """(name, version) of the model serving this run."""
+        if self._worker is not None:
+            return self._worker.info["name"], self._worker.info["version"]
+        return self.predictor.name, self.predictor.version
+
+    @property
+    def worker_info(self) -> dict | None:
+        """The worker serving this run (pid, reused, build seconds, ...), or None."""
+        if self._worker is None:
+            return None
+        info = self._worker.info
+        return {"pid": info["pid"], "reused": self._worker.reused, "built_s": info["built_s"],
+                "started_at": info["started_at"], "log": str(self._worker.log_path)}
 
     def settings(self, device: str = "cpu") -> PredictorSettings:
         """The library settings this resource stands for, on `device` (copied by name)."""
@@ -194,6 +260,7 @@ class PredictorResource(ConfigurableResource):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self._predictor = None
+        self._worker = None  # the worker stays up for the next run (idle timeout)
         if self._lease is not None:
             device = self._lease.device
             self._lease.release()

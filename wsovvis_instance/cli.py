@@ -2,6 +2,7 @@
 
     wsovvis gpus                # pool slots (who claims them), GPU leases, stale runs
     wsovvis gpus --free-stale   # fail dead STARTED runs, give back their pool slots now
+    wsovvis gpus --stop-workers # stop the predictor workers (frees the GPU memory they hold)
     wsovvis gpus --json
 """
 
@@ -19,6 +20,7 @@ from wsovvis_dagster.cli import main as library_main
 def _gpus(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
+    from wsovvis_dagster.predictors.worker import list_workers, stop_workers
     from wsovvis_instance.liveness import free_stale, gpu_report
 
     if not os.environ.get("DAGSTER_HOME"):
@@ -28,6 +30,9 @@ def _gpus(args: argparse.Namespace) -> int:
         slot_dir = Path(args.slot_dir or Path(instance.root_directory) / "gpu_slots")
         actions = free_stale(instance, pool=args.pool) if args.free_stale else []
         report = gpu_report(instance, slot_dir=slot_dir, pool=args.pool)
+    if args.stop_workers:
+        actions += [f"stopped predictor worker pid {p}" for p in stop_workers(slot_dir)]
+    report["workers"] = list_workers(slot_dir)
     if args.json:
         print(json.dumps({**report, "actions": actions}, indent=2))
         return 0
@@ -44,6 +49,10 @@ def _gpus(args: argparse.Namespace) -> int:
         who = "free" if lease.get("free") else (
             f"run {lease.get('run_id')} pid {lease.get('pid')} on {lease.get('host')}")
         print(f"  {lease['device']}: {who}" if "free" in lease else f"  {lease['device']}")
+    print("predictor workers (the model kept between runs):")
+    for w in report["workers"] or [{"pid": None}]:
+        print(f"  {w['device']}: pid {w['pid']}, {w['name']} {w['version']}, model built in "
+              f"{w['built_s']} s, log {w['log']}" if w["pid"] else "  (none running)")
     for run in report["dead_started_runs"]:
         print(f"STALE run {run['run_id']}: {run['reason']}")
     stale = report["dead_started_runs"] or any(s["stale"] for s in report["claimed"])
@@ -61,6 +70,9 @@ def add_gpus_command(sub) -> None:
     gpus.add_argument("--free-stale", action="store_true",
                       help="mark STARTED runs with no live process failed and free the pool "
                            "slots of finished runs")
+    gpus.add_argument("--stop-workers", action="store_true",
+                      help="stop the predictor workers now (they exit by themselves after "
+                           "WSOVVIS_WORKER_IDLE_SECONDS without a run)")
     gpus.add_argument("--pool", default="gpu", help="concurrency pool (default: gpu)")
     gpus.add_argument("--slot-dir", help="lease folder (default: $DAGSTER_HOME/gpu_slots)")
     gpus.add_argument("--json", action="store_true", help="machine-readable report")

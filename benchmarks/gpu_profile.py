@@ -234,11 +234,15 @@ def trace_stats(trace: Path, wall_s: float, main_tid: int | None) -> dict:
 
 # -- py-spy --------------------------------------------------------------------------------------
 def pyspy_command() -> list[str] | None:
-    exe = shutil.which("py-spy")
-    if exe:
-        return [exe]
-    probe = subprocess.run([sys.executable, "-m", "py_spy", "--version"], capture_output=True)
-    return [sys.executable, "-m", "py_spy"] if probe.returncode == 0 else None
+    """py-spy on PATH, else beside this interpreter or in its scripts folder (pip's wheel
+    installs only the executable, no Python module)."""
+    import sysconfig
+
+    for exe in (shutil.which("py-spy"), Path(sys.executable).parent / "py-spy",
+                Path(sysconfig.get_paths()["scripts"]) / "py-spy"):
+        if exe and Path(exe).is_file() and os.access(exe, os.X_OK):
+            return [str(exe)]
+    return None
 
 
 def pyspy_window(cmd, data, output, refs, pred, workdir: Path, gil: bool, rate: int) -> dict:

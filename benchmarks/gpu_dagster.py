@@ -150,7 +150,7 @@ def library_child(args) -> int:
     from wsovvis_dagster.predictors.factory import build_predictor
 
     t0 = time.time()
-    res = definitions.build_resources()["predictor"]
+    res = definitions.loaded_predictor()  # build_resources() gives a launch-time partial
     device = "cuda:0" if res.gpus else "cpu"
     model = build_predictor(res.settings(device))
     built = time.time()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a bare GPU machine (the H200 image: Python 3.12, torch 2.11+cu130) for
 # benchmarks/gpu_dagster.py, from the repository root, with carried files in $1:
-#   $1/wheels/                  cp312 wheels of what the image lacks (dagster 1.13.28, sacred,
-#                               pycocotools, polars, setuptools<81, wrapt<2, grpcio>=1.85, ...)
+#   $1/wheels/                  cp312 wheels of what the image lacks (dagster 1.13.27, sacred,
+#                               pycocotools, polars, setuptools<81, wrapt<2, grpcio>=1.85,
+#                               py-spy for benchmarks/gpu_profile.py, ...)
 #   $1/polars_stripped.tar.xz   polars-runtime-32 unpacked, its .so stripped (fits the carry)
 #   $1/third_party.tar.xz       VNext@db33833 + CutLER@cca0a27 (no .git, no images)
 # Then: patch (as patched_vnext), VNext editable install and the deformable-attention op
@@ -12,9 +13,9 @@ G=$(realpath "${1:?folder with wheels/ and the tarballs}")
 SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 tar -C "$SITE" -xJf "$G/polars_stripped.tar.xz"
 python3 -m pip install -q --no-index --no-cache-dir --find-links "$G/wheels" \
-  "dagster==1.13.28" "sacred>=0.8.5" "pycocotools>=2.0.7" "polars>=1.0" "setuptools<81" \
+  "dagster==1.13.27" "sacred>=0.8.5" "pycocotools>=2.0.7" "polars>=1.0" "setuptools<81" \
   "wrapt<2" "grpcio>=1.85" "omegaconf>=2.4" "antlr4-python3-runtime>=4.13,<4.14" \
-  "yacs>=0.1.8" "termcolor>=1.1" fvcore iopath
+  "yacs>=0.1.8" "termcolor>=1.1" fvcore iopath py-spy
 mkdir -p third_party && tar -C third_party -xJf "$G/third_party.tar.xz"
 PYTHONPATH=$PWD python3 - <<'PY'
 import os

@@ -1,0 +1,38 @@
+"""benchmarks/gpu_profile.py's dry run: the embedded CPU predictor through the same sections
+the GPU run takes (loop, torch.profiler, py-spy when installed), CUDA-only parts skipped
+with their reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cpu_dry_run_writes_every_section(tmp_path):
+    pytest.importorskip("torch")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_profile.py"), "--backend", "cpu",
+         "--size", "96x128", "--videos", "4", "--length", "12", "--skip", "model",
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_profile.json").read_text())
+    assert {"loop", "warm", "profiler", "pyspy", "model", "device"} <= set(result)
+    assert result["device"] == "cpu"
+    # the steady loop is the last videos - 3 videos, each fully segmented
+    assert result["loop"]["videos"] == 1 and result["loop"]["frames"] == 12
+    assert result["loop"]["fps"] > 0
+    prof = result["profiler"]
+    assert "error" not in prof, prof
+    assert prof["loop_under_profiler"]["frames"] == 24  # the two profiled videos
+    assert prof["activities"] == ["CPU"] and prof["kernels"] == 0
+    assert result["model"] == {"skipped": "--skip model"}
+    spy = result["pyspy"]
+    # py-spy is optional: missing, refused by ptrace (error recorded), or per-thread shares
+    assert "skipped" in spy or "error" in spy or spy["share_by_thread"].get("main", 0) > 0, spy

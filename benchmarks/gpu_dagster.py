@@ -303,6 +303,13 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
         finally:
             stop_daemon(daemon)
             stop_workers(home / "gpu_slots")  # the next scenario starts from a free GPU
+        if status != "COMPLETED_SUCCESS":  # say why, here: the instance is a temp folder
+            for record in instance.get_run_records():
+                for e in instance.all_logs(record.dagster_run.run_id):
+                    if e.dagster_event and e.dagster_event.is_failure:
+                        print(f"run {record.dagster_run.run_id[:8]}: {e.message[:1500]}")
+            for log in (home / "gpu_slots").glob("predictor_workers/*/worker.log"):
+                print(f"{log}:\n{log.read_text(errors='replace')[-3000:]}")
         runs = []
         for record in instance.get_run_records():
             run = record.dagster_run

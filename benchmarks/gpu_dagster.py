@@ -6,8 +6,9 @@
     python benchmarks/gpu_dagster.py --backend cpu --scenarios long:4x8:1:fp32 --skip library
 
 For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN[:WORKER]]`
-(WORKER: `cold` = the backfill's first run starts the predictor worker, counted; `warm` = an
-earlier one-video backfill started it; `off` = the model is built inside each run) it builds a data
+(WORKER: `cold` = the backfill's first run starts the predictor worker, counted; `warm` = the
+workers of every slot were started before the clock, as an earlier backfill leaves them; `off`
+= the model is built inside each run) it builds a data
 root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
 `dagster-daemon`, registers the partitions, queues the tagged backfill of `mask_pngs` +
 `tube_json` (`wsovvis_ops.backfill.launch_backfill`) and waits for it, sampling nvidia-smi in
@@ -66,6 +67,7 @@ class GpuSampler:
 
     def __init__(self, period: float = 0.2) -> None:
         self.period, self.samples = period, []
+        self.process_peak_mib = 0.0  # the largest single process (workers share the GPU)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.available = _nvidia_smi_mib() is not None
@@ -75,6 +77,7 @@ class GpuSampler:
             mib = _nvidia_smi_mib()
             if mib is not None:
                 self.samples.append((time.time(), mib))
+                self.process_peak_mib = max(self.process_peak_mib, _largest_process_mib())
             self._stop.wait(self.period)
 
     def __enter__(self):
@@ -103,6 +106,16 @@ def _nvidia_smi_mib() -> float | None:
         return float(out.stdout.strip().splitlines()[0])
     except (ValueError, IndexError):
         return None
+
+
+def _largest_process_mib() -> float:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=used_memory",
+                              "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=5)
+        return max((float(x) for x in out.stdout.split()), default=0.0)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return 0.0
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -270,10 +283,29 @@ def run_library(env: dict, data: Path, output: Path, keys: list[str], workdir: P
 
 
 # -- the product path: a daemon backfill -------------------------------------------------------
+def start_workers(env: dict, slot_root: Path, runs_per_gpu: int) -> list[dict]:
+    """Start the predictor worker of every lease slot, as an earlier run would have (the
+    resource's own settings from `env`, so the backfill's runs find them matching)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import definitions
+    from wsovvis_dagster.predictors.worker import connect_worker, worker_dir
+
+    res = definitions.loaded_predictor(env)
+    device = "cuda:0" if res.gpus else "cpu"  # the benchmark leases GPU 0 (WSOVVIS_GPUS=0)
+
+    def start(slot: int) -> dict:
+        return connect_worker(res.settings(device), worker_dir(slot_root, device, slot),
+                              idle_seconds=res.worker_idle(), env=env).info
+
+    with ThreadPoolExecutor(runs_per_gpu) as pool:
+        return list(pool.map(start, range(runs_per_gpu)))
+
+
 def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: GpuSampler,
-                 runs_per_gpu: int, prime_keys: list[str] | None = None) -> dict:
-    """One daemon backfill of `keys`; with `prime_keys`, an earlier backfill of those (not
-    timed) first starts the predictor worker, as any earlier backfill of the day would."""
+                 runs_per_gpu: int, warm: bool = False) -> dict:
+    """One daemon backfill of `keys`; `warm`: the predictor workers of every slot are started
+    first (not timed), as any earlier backfill of the day would have left them."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     from wsovvis_dagster.predictors.worker import stop_workers
@@ -287,14 +319,14 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
     finished = (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
                 BulkActionStatus.FAILED, BulkActionStatus.CANCELED)
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("videos", list(prime_keys or []) + keys)
+        instance.add_dynamic_partitions("videos", keys)
         daemon = start_daemon(env, workdir / f"daemon-{name}.log")
         try:
             time.sleep(3)  # let the daemon come up before the clock starts
-            if prime_keys:
-                primer = launch_backfill(instance, prime_keys, assets=["mask_pngs"])
-                wait_for(lambda: instance.get_backfill(primer).status in finished,
-                         timeout=1800, poll=0.5, what="the priming backfill")
+            if warm:
+                for info in start_workers(env, home / "gpu_slots", runs_per_gpu):
+                    print(f"worker pid {info['pid']} ready (built in {info['built_s']} s)",
+                          flush=True)
             submitted = time.time()
             backfill_id = launch_backfill(instance, keys, assets=["mask_pngs", "tube_json"])
             wait_for(lambda: instance.get_backfill(backfill_id).status in finished,
@@ -313,8 +345,6 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
         runs = []
         for record in instance.get_run_records():
             run = record.dagster_run
-            if run.tags.get("dagster/backfill") != backfill_id:
-                continue  # the priming backfill
             is_tubes = AssetKey("tube_json") in (run.asset_selection or set())
             logs = instance.all_logs(run.run_id)
             step_start = next((e.timestamp for e in logs if e.dagster_event and
@@ -343,9 +373,7 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                         meta[key][extra] = md[extra].value
         tube = instance.fetch_materializations(AssetKey("tube_json"), limit=1).records
         tube_at = tube[0].timestamp if tube else None
-    # one worker per GPU serves its runs one at a time: their videos do not overlap
-    parallel = 1 if any("predictor_worker" in m for m in meta.values()) else runs_per_gpu
-    return summarize(name, status, submitted, runs, meta, tube_at, sampler, parallel, keys)
+    return summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
 
 
 def _mask_filter(key: str):
@@ -501,7 +529,7 @@ def main(argv=None) -> int:
                    "WSOVVIS_VIDEOS_PER_RUN": str(sc["videos_per_run"]),
                    "WSOVVIS_WORKER_IDLE_SECONDS": "0" if sc["worker"] == "off" else "600"}
             label = (f"{sc['name']}-{sc['videos']}x{sc['length']}-rpg{sc['runs_per_gpu']}"
-                     f"-{sc['worker']}")
+                     f"-{sc['precision']}-{sc['worker']}")
             lib_key = (sc["videos"], sc["length"], sc["precision"])
             if "library" not in skip and lib_key not in {tuple(x["key"]) for x in
                                                           results["library"]}:
@@ -511,7 +539,8 @@ def main(argv=None) -> int:
                                   loop_variants_="" if results["library"] else args.loop_variants)
                 if "loop_variants" in res:
                     results["loop_variants"] = res["loop_variants"]
-                row = {"key": list(lib_key), "fps": res["fps"], "loop_s": res["loop_s"],
+                row = {"key": list(lib_key), "output": str(workdir / f"out-lib-{label}"),
+                       "fps": res["fps"], "loop_s": res["loop_s"],
                        "build_s": res["build_s"], "frames": res["frames"],
                        "setup_peak_smi_gib": res["setup_peak_smi_gib"],
                        "max_video_peak_smi_gib": max((v["peak_smi_gib"] or 0)
@@ -523,11 +552,10 @@ def main(argv=None) -> int:
                 results["library"].append(row)
                 print(f"library loop {lib_key}: {row}", flush=True)
             env["WSOVVIS_OUTPUT_ROOT"] = str(workdir / f"out-{label}")
-            prime = None
-            if sc["worker"] == "warm":  # one other video, backfilled before the clock starts
-                prime = [r.partition_key for r in make_videos(data, files, 1, sc["length"],
-                                                              f"prime{sc['length']}_")]
-            res = run_backfill(label, env, keys, workdir, sampler, sc["runs_per_gpu"], prime)
+            sampler.process_peak_mib = 0.0
+            res = run_backfill(label, env, keys, workdir, sampler, sc["runs_per_gpu"],
+                               warm=sc["worker"] == "warm")
+            res["largest_process_peak_smi_gib"] = round(sampler.process_peak_mib / 1024, 2)
             res["worker_mode"], res["runs_per_gpu"] = sc["worker"], sc["runs_per_gpu"]
             res["library_fps"] = next((x["fps"] for x in results["library"]
                                        if tuple(x["key"]) == lib_key), None)
@@ -538,15 +566,48 @@ def main(argv=None) -> int:
             print(f"backfill {label}: {brief}", flush=True)
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "gpu_dagster.json").write_text(json.dumps(results, indent=1))
+    results["agreement"] = precision_agreement(results["library"])
+    for row in results["agreement"]:
+        print(f"agreement with fp32: {row}", flush=True)
     print_table(results)
     (args.out / "gpu_dagster.json").write_text(json.dumps(results, indent=1))
     return 0
 
 
+def precision_agreement(library: list[dict], videos: int = 2) -> list[dict]:
+    """Masks of each non-fp32 library loop against the fp32 loop on the same videos (first
+    `videos` of them): foreground IoU and the share of pixels with the same track id."""
+    import numpy as np
+    from PIL import Image
+
+    rows = []
+    for row in library:
+        n, length, precision = row["key"]
+        ref = next((r for r in library if r["key"] == [n, length, "fp32"]), None)
+        if precision == "fp32" or ref is None:
+            continue
+        inter = union = same = total = 0
+        folders = sorted(f for f in (Path(ref["output"]) / "train" / "masks").iterdir()
+                         if f.is_dir() and not f.name.startswith("."))[:videos]
+        for folder in folders:
+            for png in sorted(folder.glob("mask_*.png")):
+                a = np.asarray(Image.open(png))
+                b = np.asarray(Image.open(Path(row["output"]) / "train" / "masks"
+                                          / folder.name / png.name))
+                inter += int(((a > 0) & (b > 0)).sum())
+                union += int(((a > 0) | (b > 0)).sum())
+                same += int((a == b).sum())
+                total += a.size
+        rows.append({"key": row["key"], "videos": len(folders),
+                     "foreground_iou": round(inter / union, 4) if union else None,
+                     "same_id_pixels": round(same / total, 4) if total else None})
+    return rows
+
+
 def print_table(results: dict) -> None:
     cols = ("scenario", "worker_mode", "mask_runs", "library_fps", "in_asset_fps", "mask_wall_fps",
             "submit_to_tubes_fps", "overhead", "mean_fixed_s", "tube_run_queued_after_masks_s",
-            "max_video_peak_smi_gib", "max_video_peak_torch_gib")
+            "max_video_peak_smi_gib", "largest_process_peak_smi_gib", "max_video_peak_torch_gib")
     print(" | ".join(cols))
     for r in results["scenarios"]:
         print(" | ".join(str(r.get(c)) for c in cols))

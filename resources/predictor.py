@@ -44,7 +44,7 @@ class PredictorResource(ConfigurableResource):
     """Builds the configured backend once per run (`setup_for_execution`), not per video, or,
     with a predictor worker (`worker_idle_seconds` > 0, the default for VideoCutLER), connects
     to the long-lived process that holds the model for this run's device and starts it if
-    none runs (`wsovvis_dagster.predictors.worker`): the model is then built once per device,
+    none runs (`wsovvis_dagster.predictors.worker`): the model is then built once per slot,
     not once per run.
 
     With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu_slots`: an
@@ -90,7 +90,7 @@ class PredictorResource(ConfigurableResource):
     )
     worker_idle_seconds: float | None = Field(
         default=None, ge=0,
-        description="Predictor worker: keep the model in a long-lived process per device that "
+        description="Predictor worker: keep the model in a long-lived process per GPU slot that "
         "serves every run and exits after this many seconds without one (env "
         "WSOVVIS_WORKER_IDLE_SECONDS). 0: build the model inside each run. Default: "
         "600 for videocutler, 0 for the CPU backends",
@@ -117,8 +117,9 @@ class PredictorResource(ConfigurableResource):
         "upstream VideoPredictor's steps exactly; fp32 output is identical)",
     )
     precision: str = Field(
-        default=_D.precision, pattern="^(fp32|bf16|fp16)$",
-        description="VideoCutLER fast path: fp32, or bf16/fp16 autocast (faster, see README)",
+        default=_D.precision, pattern="^(fp32|tf32|bf16|fp16)$",
+        description="VideoCutLER fast path: fp32, tf32 (fp32 with TF32 matmuls), or bf16/fp16 "
+        "autocast (faster; agreement with fp32 in docs/gpu.md)",
     )
     deform_attn: str = Field(
         default=_D.deform_attn, pattern="^(auto|cuda|pytorch)$",
@@ -198,8 +199,10 @@ class PredictorResource(ConfigurableResource):
         try:
             idle = self.worker_idle()
             if idle > 0 and slot_dir:
+                slot = self._lease.slot if self._lease else 0
                 self._worker = connect_worker(self.settings(device),
-                                              worker_dir(slot_dir, device), idle_seconds=idle)
+                                              worker_dir(slot_dir, device, slot),
+                                              idle_seconds=idle)
                 if context.log:
                     info = self._worker.info
                     context.log.info(

@@ -1,4 +1,4 @@
-"""The predictor worker: one long-lived model process per device serving every run.
+"""The predictor worker: one long-lived model process per lease slot serving every run.
 
 Real processes and sockets with the embedded CPU predictor: PNGs identical to the in-process
 loop, reuse across runs (Dagster runs included), a settings change replacing the worker, typed
@@ -75,7 +75,7 @@ def test_other_settings_replace_the_worker(tmp_path, state_root):
     second = connect_worker(PredictorSettings(max_tracks=3), worker_dir(state_root, "cpu"),
                             idle_seconds=60)
     assert not second.reused and second.pid != first.pid
-    assert _wait_dead(first.pid)  # one model per device
+    assert _wait_dead(first.pid)  # one model per slot
 
 
 def test_a_broken_frame_fails_only_its_video_through_the_worker(real_jpegs, tmp_path,

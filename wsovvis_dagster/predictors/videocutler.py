@@ -10,7 +10,10 @@ length. Per chunk, two interchangeable paths compute the same masks:
 - fast (`fast_path=True`): frames go to the device as uint8 once; resize, normalise and
   padding happen there; only the top-10 query masks are upsampled (upsampling is per mask, so
   they are the same numbers); tracks are composed into the id map on the device and only the
-  `(T, H, W)` id map comes back. `precision` "bf16"/"fp16" runs the network under autocast.
+  `(T, H, W)` id map comes back. `precision` "bf16"/"fp16" runs the network under autocast;
+  "tf32" keeps fp32 tensors but lets matmuls use TF32 tensor cores (cuDNN's convolutions
+  already do by PyTorch's default; fp32 matmuls were 1.4 of 2.2 kernel-seconds per 400
+  frames in the H200 profile, docs/gpu.md).
 
 Both keep tracks scoring >= `confidence` and write ids ordered by score (overlaps go to the
 higher score), as `compose_id_maps` defines.
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 VERSION = "videocutler-1"
 CONFIG = "videocutler/configs/imagenet_video/video_mask2former_R50_cls_agnostic.yaml"
 TOP_K = 10  # upstream keeps the 10 best queries per clip
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 WEIGHTS_HELP = (
     "VideoCutLER weights (videocutler_m2f_rn50.pth) cannot be downloaded by this "
     "project: get them from the link in CutLER's videocutler/README.md (section 'Inference "
@@ -202,7 +205,7 @@ class VideoCutLERPredictor:
 
         import torch
 
-        if self.settings.precision == "fp32":
+        if self.settings.precision in ("fp32", "tf32"):  # tf32: a process-wide matmul flag
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.settings.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -252,8 +255,11 @@ class VideoCutLERPredictor:
             if len(scores) == 0:
                 return PredictorOutput(np.zeros((t, height, width), np.uint16), {})
             masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            masks = F.interpolate(masks[:, :, :img_h, :img_w], size=(height, width),
-                                  mode="bilinear", align_corners=False) > 0.0
+            masks = masks[:, :, :img_h, :img_w]
+            if (img_h, img_w) != (height, width):  # same size: bilinear is the identity
+                masks = F.interpolate(masks, size=(height, width), mode="bilinear",
+                                      align_corners=False)
+            masks = masks > 0.0
             id_map, ordered = compose_on_device(masks, scores)
             id_map = _to_host_uint16(id_map)
         return PredictorOutput(id_map, {i + 1: float(s) for i, s in enumerate(ordered)})
@@ -350,6 +356,8 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
             torch.cuda.set_per_process_memory_fraction(
                 min(1.0, settings.gpu_memory_gib * 2**30 / total), device)
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+        # process-wide; a worker or run serves one precision (it is in the worker's settings)
+        torch.backends.cuda.matmul.allow_tf32 = settings.precision == "tf32"
     t3 = time.monotonic()
     pred = VideoCutLERPredictor(settings, model, cfg, mods, deform_attn,
                                 LoadTimes(imports=t1 - t0, build=t2 - t1, weights=t3 - t2))

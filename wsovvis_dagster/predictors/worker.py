@@ -1,4 +1,4 @@
-"""A long-lived predictor process per device: the model is built once and serves many runs.
+"""A long-lived predictor process per GPU lease slot: the model is built once, serves many runs.
 
 Why: on one H200 every VideoCutLER run paid 17-24 s before its first video (process start,
 VNext/detectron2 imports, model build, cuDNN warm-up), as much as 3,200 frames of work. A
@@ -7,12 +7,13 @@ receives one `VideoOutcome` per video as `pipeline.segment_videos` (the same loo
 worker's main thread, so cuDNN's per-thread autotuning cache lives as long as the worker) yields
 them. The run process then never imports torch.
 
-Lifecycle (files under `state_dir`, one folder per device):
+Lifecycle (files under `state_dir`, one folder per device and lease slot, `worker_dir`):
 - started by the first run that finds none (`connect_worker`), detached in its own session with
   its log in `worker.log`; it builds the model before it listens, so a run that connects finds
   it ready;
-- serves one connection at a time: runs sharing a GPU (`runs_per_gpu` > 1) queue here, so the
-  GPU holds one model and one video at a time while the next run starts up;
+- serves one connection at a time (the lease slot already gives it one run at a time); with
+  `runs_per_gpu` > 1 each slot of a GPU has its own worker, so two runs' videos overlap on the
+  device and fill the gaps the model's host syncs leave (GPU busy 72 % with one loop);
 - releases PyTorch's cached blocks after each request and exits after `idle_seconds` without
   one; a run whose settings differ (other weights, precision, ...) stops it and starts its own.
 
@@ -71,9 +72,12 @@ def settings_fingerprint(settings: PredictorSettings) -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-def worker_dir(root: str | Path, device: str) -> Path:
-    """The state folder of `device`'s worker under `root` (e.g. <DAGSTER_HOME>/gpu_slots)."""
-    return Path(root) / "predictor_workers" / device.replace(":", "")
+def worker_dir(root: str | Path, device: str, slot: int = 0) -> Path:
+    """The state folder of the worker of `device`'s lease `slot` under `root` (e.g.
+    <DAGSTER_HOME>/gpu_slots): one worker per slot, so `runs_per_gpu` runs on one GPU each
+    have a model of their own and their videos overlap on the device."""
+    name = device.replace(":", "")
+    return Path(root) / "predictor_workers" / (name if slot == 0 else f"{name}.slot{slot}")
 
 
 def _address(state_dir: Path) -> str:
@@ -190,7 +194,7 @@ def connect_worker(
 ) -> WorkerClient:
     """The worker for `settings.device` under `state_dir`, started if none runs.
 
-    A running worker with other settings is stopped first (one model per device). Concurrent
+    A running worker with other settings is stopped first (one model per slot). Concurrent
     callers are serialised by a lock file, so two runs never start two workers.
     """
     state_dir = Path(state_dir)
@@ -201,7 +205,7 @@ def connect_worker(
         info = _hello(state_dir)
         if info is not None and info.get("fingerprint") == fingerprint:
             return WorkerClient(state_dir, info, reused=True)
-        if info is not None:  # another model on this device: one at a time
+        if info is not None:  # another model in this slot: one at a time
             log.warning("stopping predictor worker pid %s: it was built with other settings",
                         info["pid"])
             WorkerClient(state_dir, info, reused=True).stop()
@@ -377,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         description="A predictor worker (started by the mask_pngs runs, not by hand): builds "
         "the model once and serves runs over an authenticated local socket until idle.")
     ap.add_argument("--state-dir", type=Path, required=True,
-                    help="folder with the worker's key, state and log (one per device)")
+                    help="folder with the worker's key, state and log (one per lease slot)")
     ap.add_argument("--idle-seconds", type=float, required=True,
                     help="exit after this long without a request")
     ap.add_argument("--settings", required=True, help="PredictorSettings as JSON")

@@ -56,8 +56,8 @@ def loaded_predictor(env: Mapping[str, str] = os.environ) -> PredictorResource:
 
 
 def videos_per_run(env: Mapping[str, str] = os.environ) -> int:
-    """mask_pngs videos per backfill run: WSOVVIS_VIDEOS_PER_RUN, else by backend (GPU runs
-    pay ~15 s of start-up each, so they take more videos)."""
+    """mask_pngs videos per backfill run: WSOVVIS_VIDEOS_PER_RUN, else by backend (each GPU
+    run pays a few seconds of start-up, so it takes more videos)."""
     value = env.get("WSOVVIS_VIDEOS_PER_RUN", "")
     if value == "":
         return masks.default_videos_per_run(loaded_predictor(env).backend)

@@ -32,10 +32,11 @@ from wsovvis_dagster.preview import PREVIEW_MIME
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
 MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
-# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): each run pays a process start and a
-# model build (~15 s with VideoCutLER), so GPU backfills want many videos per run
+# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): each run pays a Dagster process start
+# (3-5 s on an H200 host, with the model kept in the predictor worker); LV-VIS-sized videos
+# (~30 frames, ~0.25 s each) need ~48 per run to keep that under a third (docs/gpu.md)
 DEFAULT_VIDEOS_PER_RUN = 4
-GPU_VIDEOS_PER_RUN = 16
+GPU_VIDEOS_PER_RUN = 48
 
 
 def default_videos_per_run(backend: str) -> int:

@@ -121,6 +121,56 @@ KNOWN_META = {
         "conditions": GPU_CONDITIONS.replace("DAVIS frames (horsejump-high + scooter-black)",
                                              "frames") + "; chunk 64 / overlap 8",
     },
+    "gpu_profile": {
+        "title": "Where the asset's loop spends its time on one GPU (profilers) and model-only "
+                 "attempts (compile, CUDA graphs, channels-last, bf16)",
+        "command": "python3 benchmarks/gpu_profile.py --frames FRAMES --out $OUT "
+                   "--model-budget-s 90",
+        "output": "`gpu_profile.json`",
+        "measures": "library: `segment_videos` on 200-frame videos in one process, under "
+                    "torch.profiler and py-spy (plain and --gil); model alone on one "
+                    "device-resident 64-frame chunk",
+        "conditions": "2026-12-01, one NVIDIA H200, torch 2.11.0+cu130, random weights, "
+                      "640x360 DAVIS `bear` frames, fp32, chunk 64 / overlap 8, confidence 0.6",
+    },
+    "gpu_dagster_call3": {
+        "title": "Product path with the predictor worker: cold start, library loop variants",
+        "command": "python3 benchmarks/gpu_dagster.py --frames FRAMES --out $OUT --skip "
+                   "variants,model_only --cudnn alloc18g --loop-variants 'si=0.0005;w=4' "
+                   "--scenarios long:16x200:1:fp32::cold,long:16x200:1:fp32::warm",
+        "output": "`gpu_dagster.json`, copied here as `gpu_dagster_call3.json`",
+        "measures": "product path (daemon backfill); `cold`: the backfill's run starts the "
+                    "worker; the `warm` scenario did not finish in the call's time limit",
+        "conditions": "2026-12-01, one NVIDIA H200, random weights, 640x360 frames, "
+                      "WSOVVIS_GPU_MEMORY_GIB=18, chunk 64 / overlap 8, confidence 0.6",
+    },
+    "gpu_dagster_call4": {
+        "title": "Product path, warm workers, 2 runs per GPU (one worker per slot): fp32, tf32, "
+                 "LV-VIS-shaped",
+        "command": "python3 benchmarks/gpu_dagster.py --frames FRAMES --out $OUT --skip "
+                   "variants,model_only --cudnn alloc18g --scenarios long:16x200:2:fp32:8:warm,"
+                   "long_tf32:16x200:2:tf32:8:warm,lvvis:96x32:2:fp32:16:warm",
+        "output": "`gpu_dagster.json`, copied here as `gpu_dagster_call4.json`",
+        "measures": "product path (daemon backfill), workers of both slots started before "
+                    "the clock; library = one loop in one process (a single-loop ceiling)",
+        "conditions": "2026-12-01, one NVIDIA H200, random weights, 640x360 frames, "
+                      "WSOVVIS_GPU_MEMORY_GIB=18, chunk 64 / overlap 8, confidence 0.6 (random "
+                      "weights keep few or no tracks: light PNG and stitching work)",
+    },
+    "gpu_dagster_call5": {
+        "title": "Product path, LV-VIS-shaped, 48 videos per run, every top-10 track kept",
+        "command": "WSOVVIS_CONFIDENCE=0 python3 benchmarks/gpu_dagster.py --frames FRAMES "
+                   "--out $OUT --skip variants,model_only --cudnn alloc18g --scenarios "
+                   "lvvis:96x32:2:fp32:48:warm,lvvis_tf32:96x32:2:tf32:48:warm",
+        "output": "`gpu_dagster.json`, copied here as `gpu_dagster_call5.json`",
+        "measures": "product path (daemon backfill); the tf32 backfill was cut by the call's "
+                    "time limit (its library loop stands); tf32 vs fp32 mask agreement over "
+                    "all 96 videos was computed on the same machine afterwards: foreground "
+                    "IoU 0.9996, same track id on 99.83 % of pixels",
+        "conditions": "2026-12-01, one NVIDIA H200, random weights, 640x360 frames, "
+                      "WSOVVIS_GPU_MEMORY_GIB=18, chunk 64 / overlap 8, confidence 0 (5-7 "
+                      "tracks per frame)",
+    },
 }
 
 
@@ -381,18 +431,25 @@ def render_gpu_dagster(data: dict) -> list[str]:
     rows = []
     for sc in data["scenarios"]:
         if sc.get("status") != "COMPLETED_SUCCESS":
-            rows.append([sc["scenario"], sc.get("status", "?")] + [""] * 8)
+            rows.append([sc["scenario"], sc.get("status", "?")] + [""] * 10)
             continue
         rows.append([
-            sc["scenario"], sc["runs_per_gpu"], sc["library_fps"], sc["in_asset_fps"],
-            sc["mask_wall_fps"], sc["submit_to_tubes_fps"], sc["mean_fixed_s"],
-            sc["tube_run_queued_after_masks_s"], sc["max_video_peak_smi_gib"],
+            sc["scenario"], sc["runs_per_gpu"], sc.get("worker_mode", "none"), sc["library_fps"],
+            sc["in_asset_fps"], sc["mask_wall_fps"], sc["submit_to_tubes_fps"],
+            sc["mean_fixed_s"], sc["tube_run_queued_after_masks_s"],
+            sc["max_video_peak_smi_gib"], sc.get("largest_process_peak_smi_gib", ""),
             sc["wall_vs_library"],
         ])
-    out = table(["scenario (videos x frames)", "runs per GPU", "library fps (ceiling)",
-                 "in-asset fps", "backfill wall fps", "submit -> tube_json fps",
-                 "fixed s per run", "tube_json queued after masks, s",
-                 "peak GiB per video (nvidia-smi)", "wall / library"], rows)
+    out = table(["scenario (videos x frames)", "runs per GPU", "predictor worker",
+                 "library fps (one loop)", "in-asset fps (per run)", "backfill wall fps",
+                 "submit -> tube_json fps", "fixed s per run", "tube_json queued after masks, s",
+                 "peak GiB per video (nvidia-smi, GPU total)", "largest process GiB",
+                 "wall / library"], rows)
+    if data.get("loop_variants"):
+        out += ["Library loop re-run in the same process (GIL switch interval `si`, decode/PNG "
+                "pool threads `w`):", ""]
+        out += table(["variant", "fps"], [[k, v["fps"]] for k, v in
+                                          data["loop_variants"].items()])
     if data.get("model_only"):
         out += ["Model alone (forward passes on one 64-frame chunk):", ""]
         out += table(["variant", "fps"], [[k, v["fps"]] for k, v in data["model_only"].items()])
@@ -401,6 +458,37 @@ def render_gpu_dagster(data: dict) -> list[str]:
         out += table(["variant", "fps", "setup peak GiB", "first video peak GiB", "build s"],
                      [[k, v["fps"], v["setup_peak_smi_gib"], v["first_video_peak_smi_gib"],
                        v["build_s"]] for k, v in data["cudnn_variants"].items()])
+    return out
+
+
+def render_gpu_profile(data: dict) -> list[str]:
+    loop, prof = data["loop"], data["profiler"]
+    out = [f"Loop alone: {loop['fps']} fps over {loop['videos']} x {data['length']} frames "
+           f"(per video: predict {loop['mean_predict_s']} s, decode {loop['mean_decode_s']} s "
+           f"and write {loop['mean_write_s']} s overlapped). Under torch.profiler "
+           f"({prof['loop_under_profiler']['videos']} videos, {prof['wall_s']} s): GPU busy "
+           f"{prof['gpu_busy_fraction_kernels']} of the wall ({prof['kernels']} kernels, "
+           f"{prof['kernel_time_s']} s); the loop thread spent "
+           f"{prof['cuda_runtime_ms_main_thread'].get('cudaStreamSynchronize')} ms in "
+           "cudaStreamSynchronize, i.e. waiting for the GPU, and "
+           f"{prof['cuda_runtime_ms_main_thread'].get('cudaLaunchKernel')} ms launching.", ""]
+    out += ["Host syncs on the loop thread (ms, inclusive):", ""]
+    out += table(["op", "ms"], [[k, v] for k, v in prof["sync_ops_ms_main_thread"].items()])
+    out += ["Top GPU time by op:", ""]
+    out += table(["op", "calls", "self CUDA ms"], [[r["op"], r["calls"], r["self_cuda_ms"]]
+                                                   for r in prof["top_self_cuda"][:8]])
+    for key, label in (("pyspy", "py-spy, all samples"), ("pyspy_gil", "py-spy --gil")):
+        if isinstance(data.get(key), dict) and "share_by_thread" in data[key]:
+            out += [f"{label}: share of samples by thread", ""]
+            out += table(["thread", "share"], list(data[key]["share_by_thread"].items()))
+    attempts = data.get("model", {}).get("attempts", {})
+    if attempts:
+        out += ["Model alone, one 64-frame chunk (fps; max abs difference of the output "
+                "against eager fp32):", ""]
+        out += table(["attempt", "fps", "setup s", "max abs diff", "error"],
+                     [[k, v.get("fps", ""), v.get("setup_s", ""), v.get("max_abs_diff", ""),
+                       (v.get("error") or v.get("skipped") or "")[:90]]
+                      for k, v in attempts.items()])
     return out
 
 
@@ -414,6 +502,10 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "gpu_throughput": render_gpu_throughput,
     "gpu_dagster_call1": render_gpu_dagster,
     "gpu_dagster_call2": render_gpu_dagster,
+    "gpu_dagster_call3": render_gpu_dagster,
+    "gpu_dagster_call4": render_gpu_dagster,
+    "gpu_dagster_call5": render_gpu_dagster,
+    "gpu_profile": render_gpu_profile,
 }
 
 

@@ -5,7 +5,7 @@ tags `gpu=true`, wsovvis_instance.coordinator), from a shell: every run is tagge
 so surplus runs stay QUEUED under the tag limit, and `--missing` / `--split` pick the videos.
 Needs the daemon (`dagster dev` or `dagster-daemon run -w workspace.yaml`) on the same
 DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (model loaded
-once per run; 16 with videocutler, else 4).
+once per run; 48 with videocutler, else 4).
 
     python scripts/backfill.py                 # every registered video
     python scripts/backfill.py --missing       # videos without materialised masks

@@ -7,6 +7,7 @@ errors crossing the socket, a worker killed mid-run, a worker that cannot start,
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -29,6 +30,7 @@ from wsovvis_dagster.predictors.worker import (
     stop_workers,
     worker_dir,
 )
+from wsovvis_instance.cli import main as cli
 
 
 @pytest.fixture
@@ -123,7 +125,8 @@ def test_an_idle_worker_exits_and_frees_its_device(state_root):
     assert list_workers(state_root) == []
 
 
-def test_mask_runs_share_one_worker(real_jpegs, tmp_path, instance, resources_for, state_root):
+def test_mask_runs_share_one_worker(real_jpegs, tmp_path, instance, resources_for, state_root,
+                                    capsys):
     """Two Dagster runs: the first starts the worker, the second reuses it (same pid), and
     both record which process made their masks."""
     data = tmp_path / "data"
@@ -136,7 +139,13 @@ def test_mask_runs_share_one_worker(real_jpegs, tmp_path, instance, resources_fo
     a = metadata(first, "mask_pngs")["predictor_worker"]
     b = metadata(second, "mask_pngs")["predictor_worker"]
     assert not a["reused"] and b["reused"] and a["pid"] == b["pid"]
-    assert [w["pid"] for w in list_workers(state_root)] == [a["pid"]]
+    # `wsovvis gpus` shows the worker and stops it on request
+    assert cli(["gpus", "--slot-dir", str(state_root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [w["pid"] for w in report["workers"]] == [a["pid"]]
+    assert cli(["gpus", "--slot-dir", str(state_root), "--stop-workers"]) == 0
+    assert f"stopped predictor worker pid {a['pid']}" in capsys.readouterr().out
+    assert _wait_dead(a["pid"]) and list_workers(state_root) == []
     # in-process (worker_idle_seconds 0, the CPU default): same masks, no worker recorded
     masks = tmp_path / "outputs" / "val" / "masks" / "v0"
     by_worker = tree_bytes(masks)

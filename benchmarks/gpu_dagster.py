@@ -184,8 +184,6 @@ def library_child(args) -> int:
               "fps": round(frames / wall, 1), "frames": frames, "videos": videos,
               "load_times": getattr(getattr(model, "load_times", None), "__dict__", None),
               "built_at": built}
-    if args.model_only:
-        result["model_only"] = model_only(model)
     if args.loop_variants:
         result["loop_variants"] = loop_variants(model, args, refs)
     Path(args.json).write_text(json.dumps(result))
@@ -217,56 +215,11 @@ def loop_variants(model, args, refs) -> dict:
     return out
 
 
-def model_only(pred) -> dict:
-    """Forward passes alone on one device-resident 64-frame chunk (no decode, no PNGs):
-    fp32, bf16 autocast, channels-last. Median of 5 after 2 warm-ups, CUDA events."""
-    import numpy as np
-    import torch
-
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, (pred.settings.chunk_size, 360, 640, 3), dtype=np.uint8)
-    out: dict = {}
-    with torch.inference_mode():
-        x, _ = pred._preprocess_fast(frames)
-
-        def forward():
-            return pred.model.sem_seg_head(pred.model.backbone(x))
-
-        def timed(fn, label):
-            for _ in range(2):
-                fn()
-            times = []
-            for _ in range(5):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                torch.cuda.synchronize()
-                times.append(a.elapsed_time(b) / 1000)
-            sec = sorted(times)[len(times) // 2]
-            out[label] = {"s_per_chunk": round(sec, 4), "fps": round(len(frames) / sec, 1)}
-
-        timed(forward, "fp32")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            timed(forward, "bf16")
-        try:
-            pred.model.backbone.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-            timed(forward, "fp32_channels_last")
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                timed(forward, "bf16_channels_last")
-        except RuntimeError as exc:  # report, do not hide
-            out["channels_last_error"] = str(exc)[:300]
-        timed(lambda: pred.predict_clip(frames), "predict_clip_fp32_with_host_io")
-    return out
-
-
 def run_library(env: dict, data: Path, output: Path, keys: list[str], workdir: Path,
-                sampler: GpuSampler, model_only_: bool = False, loop_variants_: str = "") -> dict:
+                sampler: GpuSampler, loop_variants_: str = "") -> dict:
     path = workdir / f"lib-{time.monotonic_ns()}.json"
     cmd = [sys.executable, __file__, "_library", "--data", str(data), "--output", str(output),
-           "--keys", ",".join(keys), "--json", str(path)] + (["--model-only"] if model_only_
-                                                             else [])
+           "--keys", ",".join(keys), "--json", str(path)]
     if loop_variants_:
         cmd += ["--loop-variants", loop_variants_]
     started = time.time()
@@ -453,7 +406,6 @@ def main(argv=None) -> int:
         p = argparse.ArgumentParser()
         for a in ("--data", "--output", "--keys", "--json"):
             p.add_argument(a, required=True)
-        p.add_argument("--model-only", action="store_true")
         p.add_argument("--loop-variants", default="")
         return library_child(p.parse_args(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__,
@@ -473,7 +425,9 @@ def main(argv=None) -> int:
                     help="with the first library loop: re-run it in the same process per "
                     "variant, ';'-separated, each 'si=GIL_SWITCH_S,w=POOL_THREADS' (either "
                     "key optional), e.g. 'si=0.005;si=0.0005;si=0.0005,w=2'")
-    ap.add_argument("--skip", default="", help="comma list of: library, variants, model_only")
+    ap.add_argument("--skip", default="",
+                    help="comma list of: library, variants (model-only figures come from "
+                    "benchmarks/gpu_profile.py)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--workdir", type=Path, help="default: a temp folder")
     args = ap.parse_args(argv)
@@ -534,8 +488,7 @@ def main(argv=None) -> int:
             if "library" not in skip and lib_key not in {tuple(x["key"]) for x in
                                                           results["library"]}:
                 res = run_library(env, data, workdir / f"out-lib-{label}", keys, workdir,
-                                  sampler, model_only_=gpu and "model_only" not in skip
-                                  and not results["library"],
+                                  sampler,
                                   loop_variants_="" if results["library"] else args.loop_variants)
                 if "loop_variants" in res:
                     results["loop_variants"] = res["loop_variants"]
@@ -546,9 +499,6 @@ def main(argv=None) -> int:
                        "max_video_peak_smi_gib": max((v["peak_smi_gib"] or 0)
                                                      for v in res["videos"]),
                        "first_video_peak_smi_gib": res["videos"][0]["peak_smi_gib"]}
-                if "model_only" in res:
-                    results["model_only"] = res["model_only"]
-                    print(f"model only: {res['model_only']}", flush=True)
                 results["library"].append(row)
                 print(f"library loop {lib_key}: {row}", flush=True)
             env["WSOVVIS_OUTPUT_ROOT"] = str(workdir / f"out-{label}")

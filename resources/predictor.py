@@ -273,6 +273,10 @@ class PredictorResource(ConfigurableResource):
 
     @property
     def predictor(self) -> VideoPredictor:
+        if self._worker is not None:
+            raise RuntimeError("this run's model lives in the predictor worker (pid "
+                               f"{self._worker.pid}): call segment_videos, or set "
+                               "worker_idle_seconds=0 to build it in the run")
         if self._predictor is None:
             raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
         return self._predictor

@@ -217,6 +217,7 @@ def _spawn(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
            timeout_s: float, env: dict | None) -> dict:
     key_path = state_dir / KEY_NAME
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when an older key file had other permissions
     with os.fdopen(fd, "wb") as f:
         f.write(secrets.token_bytes(32))
     log_path = state_dir / LOG_NAME

@@ -4,6 +4,7 @@ launch-time config, key by key; one env var rule; defects of issue 16 kept fixed
 import json
 import subprocess
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def _other_value(name, info):
     if name in _PATTERN_VALUES:
         return _PATTERN_VALUES[name]
     kind = info.annotation
+    optional = [a for a in typing.get_args(kind) if a is not type(None)]
+    if len(optional) == 1:  # `float | None`: None means "by backend"
+        kind = optional[0]
     if kind is bool:
         return not info.default
     if kind in (int, float):

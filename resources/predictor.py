@@ -43,7 +43,7 @@ _D = PredictorSettings()  # the built-in defaults of every library setting, defi
 class PredictorResource(ConfigurableResource):
     """Builds the configured backend once per run (`setup_for_execution`), not per video, or,
     with a predictor worker (`worker_idle_seconds` > 0, the default for VideoCutLER), connects
-    to the long-lived process that holds the model for this run's device and starts it if
+    to the long-lived process that holds the model for this run's GPU slot and starts it if
     none runs (`wsovvis_dagster.predictors.worker`): the model is then built once per slot,
     not once per run.
 

@@ -1,5 +1,6 @@
 """Shared helpers of the GPU benchmarks (`gpu_setup.py`, `gpu_videocutler.py`,
-`gpu_throughput.py`): frames, videos of a given length, timing and peak memory.
+`gpu_throughput.py`, `gpu_dagster.py`, `gpu_profile.py`): frames, videos of a given length,
+the asset's loop, timing and peak memory.
 
 The benchmarks run on a GPU machine from the repository root, with the patched checkouts in
 `--third-party` (default `third_party`, the layout `patched_vnext` produces) and 640x360 JPEG
@@ -118,6 +119,37 @@ def pooled_iou(a: np.ndarray, b: np.ndarray) -> float:
     matched_inter = inter[rows, cols].sum()
     total_union = area_a.sum() + area_b.sum() - matched_inter
     return float(matched_inter / max(total_union, 1))
+
+
+def build_from_env():
+    """The predictor `mask_pngs` would build from this process's env (defaults < env), for
+    VideoCutLER on GPU 0 when `WSOVVIS_GPUS` is set: (predictor, device, build seconds)."""
+    import definitions
+    from wsovvis_dagster.predictors.factory import build_predictor
+
+    res = definitions.loaded_predictor()  # build_resources() gives a launch-time partial
+    device = "cuda:0" if res.gpus and res.backend == "videocutler" else "cpu"
+    t0 = time.perf_counter()
+    return build_predictor(res.settings(device)), device, time.perf_counter() - t0
+
+
+def loop_videos(data: Path, output: Path, refs, predictor, *,
+                workers: int | None = None) -> tuple[list[dict], float]:
+    """The asset's loop (`pipeline.segment_videos`) over `refs`: one record per video (its
+    own timings and when it finished) and the loop's wall seconds. A bad video raises."""
+    from wsovvis_dagster.pipeline import segment_videos
+
+    videos = []
+    start = time.perf_counter()
+    for out in segment_videos(Path(data), Path(output), refs, predictor, workers=workers):
+        if out.error is not None:
+            raise out.error
+        r = out.result
+        videos.append({"key": out.ref.partition_key, "frames": r.frames, "seconds": r.seconds,
+                       "predict_seconds": r.predict_seconds, "decode_seconds": r.decode_seconds,
+                       "write_seconds": r.write_seconds, "peak_gpu_gib": r.peak_gpu_gib,
+                       "end": time.time()})
+    return videos, time.perf_counter() - start
 
 
 def write_json(path: Path, data: dict) -> None:

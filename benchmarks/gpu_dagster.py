@@ -48,6 +48,8 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from gpu_common import build_from_env, loop_videos  # noqa: E402
+
 # cuDNN variants of the library loop: env for the resource / library settings
 CUDNN_VARIANTS = {
     "autotune": {"WSOVVIS_CUDNN_BENCHMARK": "1"},  # the default
@@ -157,28 +159,13 @@ def make_videos(data: Path, files: list[Path], videos: int, length: int, prefix:
 # -- the library loop, in a fresh process ------------------------------------------------------
 def library_child(args) -> int:
     """Child process: build the predictor as the resource does, run `segment_videos`."""
-    import definitions  # the same settings the resource reads from env
     from wsovvis_dagster.paths import VideoRef
-    from wsovvis_dagster.pipeline import segment_videos
-    from wsovvis_dagster.predictors.factory import build_predictor
 
     t0 = time.time()
-    res = definitions.loaded_predictor()  # build_resources() gives a launch-time partial
-    device = "cuda:0" if res.gpus else "cpu"
-    model = build_predictor(res.settings(device))
+    model, _, _ = build_from_env()  # the settings the resource reads from env
     built = time.time()
     refs = [VideoRef.from_partition_key(k) for k in args.keys.split(",")]
-    videos = []
-    start = time.perf_counter()
-    for out in segment_videos(Path(args.data), Path(args.output), refs, model):
-        if out.error is not None:
-            raise out.error
-        r = out.result
-        videos.append({"key": out.ref.partition_key, "frames": r.frames, "seconds": r.seconds,
-                       "predict_seconds": r.predict_seconds, "decode_seconds": r.decode_seconds,
-                       "write_seconds": r.write_seconds, "peak_gpu_gib": r.peak_gpu_gib,
-                       "end": time.time()})
-    wall = time.perf_counter() - start
+    videos, wall = loop_videos(Path(args.data), Path(args.output), refs, model)
     frames = sum(v["frames"] for v in videos)
     result = {"build_s": round(built - t0, 2), "loop_s": round(wall, 3),
               "fps": round(frames / wall, 1), "frames": frames, "videos": videos,
@@ -193,22 +180,15 @@ def library_child(args) -> int:
 def loop_variants(model, args, refs) -> dict:
     """The same loop again, same process and model, with the GIL switch interval and the
     decode/PNG pool sizes varied: is the loop's CPU side contending for the GIL?"""
-    from wsovvis_dagster.pipeline import segment_videos
-
     out = {}
     default_si = sys.getswitchinterval()
     for spec in args.loop_variants.split(";"):
         opts = dict(kv.split("=") for kv in spec.split(","))
         sys.setswitchinterval(float(opts.get("si", default_si)))
         workers = int(opts["w"]) if "w" in opts else None
-        start = time.perf_counter()
-        frames = 0
-        for o in segment_videos(Path(args.data), Path(args.output) / f"var-{len(out)}", refs,
-                                model, workers=workers):
-            if o.error is not None:
-                raise o.error
-            frames += o.result.frames
-        wall = time.perf_counter() - start
+        videos, wall = loop_videos(Path(args.data), Path(args.output) / f"var-{len(out)}",
+                                   refs, model, workers=workers)
+        frames = sum(v["frames"] for v in videos)
         out[spec] = {"fps": round(frames / wall, 1), "loop_s": round(wall, 2)}
         print(f"loop variant {spec}: {out[spec]}", flush=True)
     sys.setswitchinterval(default_si)
@@ -242,14 +222,12 @@ def start_workers(env: dict, slot_root: Path, runs_per_gpu: int) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     import definitions
-    from wsovvis_dagster.predictors.worker import connect_worker, worker_dir
 
     res = definitions.loaded_predictor(env)
     device = "cuda:0" if res.gpus else "cpu"  # the benchmark leases GPU 0 (WSOVVIS_GPUS=0)
 
     def start(slot: int) -> dict:
-        return connect_worker(res.settings(device), worker_dir(slot_root, device, slot),
-                              idle_seconds=res.worker_idle(), env=env).info
+        return res.connect_worker(slot_root, device, slot, env=env).info
 
     with ThreadPoolExecutor(runs_per_gpu) as pool:
         return list(pool.map(start, range(runs_per_gpu)))
@@ -335,8 +313,7 @@ def _mask_filter(key: str):
     return AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=[key])
 
 
-def summarize(name, status, submitted, runs, meta, tube_at, sampler, parallel, keys) -> dict:
-    """Figures of one backfill; `parallel`: how many runs' videos may overlap on the GPU."""
+def summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys) -> dict:
     mask_runs = sorted((r for r in runs if not r["tubes"] and r["start"]), key=lambda r: r["start"])
     tube_runs = [r for r in runs if r["tubes"]]
     frames = sum(m.get("frames", 0) for m in meta.values())
@@ -365,11 +342,11 @@ def summarize(name, status, submitted, runs, meta, tube_at, sampler, parallel, k
                       "fixed_s": round(r["end"] - r["start"] - own, 2)})
     out = {
         "scenario": name, "status": status, "videos": len(keys), "frames": frames,
-        "parallel_videos": parallel, "mask_runs": len(mask_runs),
+        "runs_per_gpu": runs_per_gpu, "mask_runs": len(mask_runs),
         "in_asset_fps": round(frames / video_s, 1) if video_s else None,
         "mask_wall_s": round(wall, 2), "mask_wall_fps": round(frames / wall, 1),
         "queue_to_first_run_s": round(first - submitted, 2),
-        "overhead": round(wall / (video_s / parallel) - 1, 3) if video_s else None,
+        "overhead": round(wall / (video_s / runs_per_gpu) - 1, 3) if video_s else None,
         "workers": sorted({json.dumps(m["predictor_worker"], sort_keys=True)
                            for m in meta.values() if "predictor_worker" in m}),
         "fixed_per_run": fixed,
@@ -506,7 +483,7 @@ def main(argv=None) -> int:
             res = run_backfill(label, env, keys, workdir, sampler, sc["runs_per_gpu"],
                                warm=sc["worker"] == "warm")
             res["largest_process_peak_smi_gib"] = round(sampler.process_peak_mib / 1024, 2)
-            res["worker_mode"], res["runs_per_gpu"] = sc["worker"], sc["runs_per_gpu"]
+            res["worker_mode"] = sc["worker"]
             res["library_fps"] = next((x["fps"] for x in results["library"]
                                        if tuple(x["key"]) == lib_key), None)
             if res["library_fps"]:
@@ -527,8 +504,7 @@ def main(argv=None) -> int:
 def precision_agreement(library: list[dict], videos: int = 2) -> list[dict]:
     """Masks of each non-fp32 library loop against the fp32 loop on the same videos (first
     `videos` of them): foreground IoU and the share of pixels with the same track id."""
-    import numpy as np
-    from PIL import Image
+    from wsovvis_dagster.masks_io import list_mask_files, load_id_map
 
     rows = []
     for row in library:
@@ -540,10 +516,9 @@ def precision_agreement(library: list[dict], videos: int = 2) -> list[dict]:
         folders = sorted(f for f in (Path(ref["output"]) / "train" / "masks").iterdir()
                          if f.is_dir() and not f.name.startswith("."))[:videos]
         for folder in folders:
-            for png in sorted(folder.glob("mask_*.png")):
-                a = np.asarray(Image.open(png))
-                b = np.asarray(Image.open(Path(row["output"]) / "train" / "masks"
-                                          / folder.name / png.name))
+            for png in list_mask_files(folder):
+                a = load_id_map(png)
+                b = load_id_map(Path(row["output"]) / "train" / "masks" / folder.name / png.name)
                 inter += int(((a > 0) & (b > 0)).sum())
                 union += int(((a > 0) | (b > 0)).sum())
                 same += int((a == b).sum())

@@ -54,6 +54,7 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from gpu_common import build_from_env, loop_videos  # noqa: E402
 from gpu_dagster import GpuSampler, make_videos, source_frames  # noqa: E402
 
 SECTIONS = ("profiler", "pyspy", "model")
@@ -72,26 +73,20 @@ def _r(x, n=3):
 # -- the loop ----------------------------------------------------------------------------------
 def run_loop(data: Path, output: Path, refs, pred) -> dict:
     """`segment_videos` over `refs`; wall fps and per-video means of its own timings."""
-    from wsovvis_dagster.pipeline import segment_videos
-
     shutil.rmtree(output, ignore_errors=True)
-    rows = []
-    t0 = time.perf_counter()
-    for out in segment_videos(data, output, refs, pred):
-        if out.error is not None:
-            raise out.error
-        r = out.result
-        rows.append((r.frames, r.seconds, r.decode_seconds, r.predict_seconds, r.write_seconds))
-    wall = time.perf_counter() - t0
-    frames = sum(x[0] for x in rows)
+    rows, wall = loop_videos(data, output, refs, pred)
+    frames = sum(v["frames"] for v in rows)
     n = max(len(rows), 1)
+
+    def mean(field: str) -> float:
+        return _r(sum(v[field] for v in rows) / n)
+
     return {"videos": len(rows), "frames": frames, "wall_s": _r(wall),
             "fps": _r(frames / wall, 1) if wall else None,
-            "mean_video_s": _r(sum(x[1] for x in rows) / n),
-            "mean_decode_s": _r(sum(x[2] for x in rows) / n),
-            "mean_predict_s": _r(sum(x[3] for x in rows) / n),
-            "mean_write_s": _r(sum(x[4] for x in rows) / n),
-            "predict_share_of_wall": _r(sum(x[3] for x in rows) / wall) if wall else None}
+            "mean_video_s": mean("seconds"), "mean_decode_s": mean("decode_seconds"),
+            "mean_predict_s": mean("predict_seconds"), "mean_write_s": mean("write_seconds"),
+            "predict_share_of_wall": _r(sum(v["predict_seconds"] for v in rows) / wall)
+            if wall else None}
 
 
 class ThreadNames:
@@ -534,15 +529,7 @@ def build(backend: str):
         os.environ.setdefault("WSOVVIS_GPUS", "0")
         if not os.environ.get("WSOVVIS_VIDEOCUTLER_WEIGHTS"):
             os.environ["WSOVVIS_ALLOW_RANDOM_WEIGHTS"] = "1"
-    import definitions
-    from wsovvis_dagster.predictors.factory import build_predictor
-
-    # the resource's settings from env (build_resources() gives a launch-configurable partial)
-    res = definitions.loaded_predictor()
-    device = "cuda:0" if backend == "videocutler" and res.gpus else "cpu"
-    t0 = time.perf_counter()
-    pred = build_predictor(res.settings(device))
-    return pred, device, time.perf_counter() - t0
+    return build_from_env()
 
 
 def summary_lines(r: dict) -> list[str]:

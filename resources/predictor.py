@@ -199,10 +199,8 @@ class PredictorResource(ConfigurableResource):
         try:
             idle = self.worker_idle()
             if idle > 0 and slot_dir:
-                slot = self._lease.slot if self._lease else 0
-                self._worker = connect_worker(self.settings(device),
-                                              worker_dir(slot_dir, device, slot),
-                                              idle_seconds=idle)
+                self._worker = self.connect_worker(
+                    slot_dir, device, self._lease.slot if self._lease else 0)
                 if context.log:
                     info = self._worker.info
                     context.log.info(
@@ -216,6 +214,13 @@ class PredictorResource(ConfigurableResource):
         except BaseException:
             self.teardown_after_execution(context)
             raise
+
+    def connect_worker(self, slot_dir: str | Path, device: str, slot: int = 0,
+                       env: dict | None = None) -> WorkerClient:
+        """The predictor worker of (`device`, `slot`) under `slot_dir` for these settings,
+        started if none runs (what a run does at setup; benchmarks pre-start workers so)."""
+        return connect_worker(self.settings(device), worker_dir(slot_dir, device, slot),
+                              idle_seconds=self.worker_idle(), env=env)
 
     def worker_idle(self) -> float:
         """Seconds a predictor worker outlives its last run; 0 = no worker."""

@@ -112,9 +112,6 @@ class WorkerClient:
     def log_path(self) -> Path:
         return self.state_dir / LOG_NAME
 
-    def _connect(self) -> Connection:
-        return _open(self.state_dir)
-
     def segment_videos(self, data_root: Path, output_root: Path, refs: Iterable[VideoRef],
                        *, skip_bad_frames: bool = False) -> Iterator:
         """`pipeline.segment_videos` in the worker: one `VideoOutcome` per video, in order.
@@ -125,7 +122,7 @@ class WorkerClient:
         refs = list(refs)
         done = 0
         try:
-            conn = self._connect()
+            conn = _open(self.state_dir)
         except (OSError, EOFError) as exc:
             raise self._died(exc, done, len(refs)) from exc
         with conn:
@@ -161,11 +158,18 @@ class WorkerClient:
         """Ask the worker to exit (after any request it is serving) and wait for it."""
         with contextlib.suppress(OSError, EOFError), _open(self.state_dir) as conn:
             conn.send(("exit", None))
-        deadline = time.monotonic() + timeout_s
-        while process_alive(self.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process_alive(self.pid):
-            os.kill(self.pid, signal.SIGKILL)
+        _wait_or_kill([self.pid], timeout_s)
+
+
+def _wait_or_kill(pids: list[int], timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `pids` to exit, then SIGKILL the ones still running."""
+    deadline = time.monotonic() + timeout_s
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if process_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _open(state_dir: Path) -> Connection:
@@ -250,7 +254,7 @@ def _spawn(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
 
 
 def list_workers(root: str | Path) -> list[dict]:
-    """The live workers under `root` (their state files: pid, device, built_s, served...)."""
+    """The live workers under `root` (their state files: pid, device, model, built_s, log)."""
     found = []
     for state in sorted((Path(root) / "predictor_workers").glob(f"*/{STATE_NAME}")):
         try:
@@ -269,13 +273,7 @@ def stop_workers(root: str | Path, timeout_s: float = 30.0) -> list[int]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in pids:
-        if process_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    _wait_or_kill(pids, timeout_s)
     return pids
 
 
@@ -302,7 +300,9 @@ class _Worker:
     def serve(self) -> None:
         key = (self.state_dir / KEY_NAME).read_bytes()
         listener = Listener(_address(self.state_dir), family="AF_UNIX", backlog=64, authkey=key)
-        write_json_atomic(self.state_dir / STATE_NAME, self.info)
+        # what `list_workers` shows; the counters change per request, the hello has them live
+        write_json_atomic(self.state_dir / STATE_NAME,
+                          {k: v for k, v in self.info.items() if k not in ("served", "videos")})
         threading.Thread(target=self._watch_idle, daemon=True, name="idle-watchdog").start()
         log.info("predictor worker pid %s ready on %s (model built in %s s)", os.getpid(),
                  self.info["device"], self.info["built_s"])

@@ -104,6 +104,13 @@ class CpuVideoPredictor:
         match_iou: float = 0.1,
         max_gap: int = 3,
         min_track_frames: int = 2,
+        link_radius: float = 0.05,  # fragments this close (x width) may be one object
+        link_size: float = 0.75,  # ... or this close x sqrt(area), if that is more
+        link_touch: float = 0.5,  # ... if that close in this share of their common frames
+        link_motion: float = 1.5,  # ... and their mean flows differ by less (work px/frame)
+        link_handover: int = 2,  # tracks sharing no more frames are one after the other
+        link_gap: int = 15,  # a track may continue one that ended up to this many frames ago
+        link_colour: float = 0.5,  # ... if their colour histograms agree this much
     ) -> None:
         self.max_tracks = max_tracks
         self.work_width = work_width
@@ -125,6 +132,13 @@ class CpuVideoPredictor:
         self.match_iou = match_iou
         self.max_gap = max_gap
         self.min_track_frames = min_track_frames
+        self.link_radius = link_radius
+        self.link_size = link_size
+        self.link_touch = link_touch
+        self.link_handover = link_handover
+        self.link_motion = link_motion
+        self.link_gap = link_gap
+        self.link_colour = link_colour
 
     # -- motion ----------------------------------------------------------------------------
     @staticmethod
@@ -331,6 +345,7 @@ class CpuVideoPredictor:
                 if i not in matched:
                     tracks.append(_Track())
                     tracks[-1].add(t, *inst)
+        tracks = self._link_fragments(tracks, fwd, bwd, frames, (w, h))
         tracks = [tr for tr in tracks if len(tr.masks) >= self.min_track_frames]
         # score: how much of the clip the track covers (area x frames) and how sure it is
         mass = np.array([sum(float(m.mean()) for m in tr.masks.values()) for tr in tracks])
@@ -338,6 +353,125 @@ class CpuVideoPredictor:
         scores = conf * np.sqrt(mass / max(float(mass.max(initial=0.0)), 1e-9))
         order = np.argsort(-scores, kind="stable")[: self.max_tracks]
         return self._compose(tracks, order, scores, num, (height, width))
+
+    def _link_fragments(self, tracks: list, fwd: list, bwd: list, frames: np.ndarray,
+                        size: tuple) -> list:
+        """Join tracks that are pieces of one object.
+
+        Two tracks are joined when (a) they live side by side for several frames, close to
+        each other (within `reach`, which grows with the object's size) and moving alike (a
+        rider and the bike, a body cut in two by an occluder), or (b) one starts near where
+        the other ends, within `link_gap` frames, with similar colours (the tracker lost the
+        object for a while: fast motion, a split, an occlusion). Tracks of clearly different
+        saturated hues are never joined."""
+        tracks = [tr for tr in tracks if tr.masks]
+        if len(tracks) < 2 or self.link_radius <= 0:
+            return tracks
+        w = size[0]
+        small: dict[int, np.ndarray] = {}
+
+        def frame(t):
+            if t not in small:
+                small[t] = cv2.resize(frames[t], size, interpolation=cv2.INTER_AREA)
+            return small[t]
+
+        def flow_at(t):
+            if fwd[t] is not None:
+                return fwd[t]
+            return -bwd[t] if bwd[t] is not None else None
+
+        stats = []
+        for tr in tracks:
+            hist = np.zeros(512)
+            motion, boxes, centres = {}, {}, {}
+            for t, m in tr.masks.items():
+                q = (frame(t)[m] >> 5).astype(np.int32)
+                hist += np.bincount((q[:, 0] << 6) | (q[:, 1] << 3) | q[:, 2], minlength=512)
+                ys, xs = np.nonzero(m)
+                boxes[t] = (xs.min(), ys.min(), xs.max(), ys.max())
+                centres[t] = np.array([xs.mean(), ys.mean()])
+                f = flow_at(t)
+                if f is not None:
+                    motion[t] = f[m].mean(axis=0)
+            area = float(np.mean([m.sum() for m in tr.masks.values()]))
+            stats.append({"hist": hist / max(hist.sum(), 1.0), "motion": motion,
+                          "boxes": boxes, "centres": centres, "area": area,
+                          "span": (min(tr.masks), max(tr.masks))})
+
+        def box_gap(ba, bb):
+            dx = max(bb[0] - ba[2], ba[0] - bb[2], 0)
+            dy = max(bb[1] - ba[3], ba[1] - bb[3], 0)
+            return float(np.hypot(dx, dy))
+
+        def mask_gap(ma, mb):
+            dist = cv2.distanceTransform((~ma).astype(np.uint8), cv2.DIST_L2, 3)
+            return float(dist[mb].min())
+
+        parent = list(range(len(tracks)))
+
+        def root(k):
+            while parent[k] != k:
+                parent[k] = parent[parent[k]]
+                k = parent[k]
+            return k
+
+        for a in range(len(tracks)):
+            for b in range(a + 1, len(tracks)):
+                ta, tb, sa, sb = tracks[a], tracks[b], stats[a], stats[b]
+                if ta.hue is not None and tb.hue is not None and _hue_distance(
+                        ta.hue, tb.hue) > 20:
+                    continue  # a different colour is a different object
+                reach = max(self.link_radius * w,
+                            self.link_size * np.sqrt(min(sa["area"], sb["area"])))
+                common = sorted(set(ta.masks) & set(tb.masks))
+                if len(common) > self.link_handover:
+                    near = [t for t in common if box_gap(sa["boxes"][t], sb["boxes"][t]) <= reach]
+                    if len(near) < self.link_touch * len(common):
+                        continue
+                    sample = near[:: max(1, len(near) // 8)]
+                    close = sum(mask_gap(ta.masks[t], tb.masks[t]) <= reach for t in sample)
+                    diffs = [np.linalg.norm(sa["motion"][t] - sb["motion"][t]) for t in common
+                             if t in sa["motion"] and t in sb["motion"]]
+                    if (close * len(near) >= self.link_touch * len(common) * len(sample)
+                            and (not diffs or np.median(diffs) < self.link_motion)):
+                        parent[root(b)] = root(a)
+                    continue
+                # one after the other (or handing over within a frame or two)
+                first, second = (a, b) if sa["span"][0] <= sb["span"][0] else (b, a)
+                end, start = stats[first]["span"][1], stats[second]["span"][0]
+                gap = start - end
+                if gap > self.link_gap or stats[second]["span"][1] <= end:
+                    continue
+                colour = float(np.sqrt(sa["hist"] * sb["hist"]).sum())  # Bhattacharyya
+                if colour < self.link_colour:
+                    continue
+                # where the first would be at the second's start, at its last velocity
+                cf = stats[first]["centres"]
+                velocity = (cf[end] - cf[end - 1]) if end - 1 in cf else np.zeros(2)
+                shift = velocity * max(gap, 0)
+                moved = np.roll(tracks[first].masks[end], tuple(np.round(shift[::-1]).astype(
+                    int)), axis=(0, 1))
+                if moved.any() and mask_gap(moved, tracks[second].masks[start]) <= reach * (
+                        1.0 + 0.1 * max(gap, 0)):
+                    parent[root(b)] = root(a)
+        groups: dict[int, list[int]] = {}
+        for k in range(len(tracks)):
+            groups.setdefault(root(k), []).append(k)
+        out = []
+        for members in groups.values():
+            if len(members) == 1:
+                out.append(tracks[members[0]])
+                continue
+            joined = _Track()
+            for t in sorted({t for k in members for t in tracks[k].masks}):
+                parts = [tracks[k].masks[t] for k in members if t in tracks[k].masks]
+                joined.masks[t] = np.logical_or.reduce(parts)
+            joined.last_frame = max(joined.masks)
+            joined.confidence = [c for k in members for c in tracks[k].confidence]
+            joined.hue = next((tracks[k].hue for k in members if tracks[k].hue is not None),
+                              None)
+            out.append(joined)
+        return out
 
     def _compose(self, tracks, order, scores, num, full) -> PredictorOutput:
         """Upsample each frame's track masks smoothly to full size; ids by descending score."""

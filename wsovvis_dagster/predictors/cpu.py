@@ -97,6 +97,9 @@ class CpuVideoPredictor:
         chroma_weight: float = 5.0,  # saturation above the frame's median, where it agrees
         temporal: float = 0.2,  # weight of the flow-warped neighbour frames' belief
         superpixels: int = 300,
+        slic_iterations: int = 10,
+        refine_passes: int = 0,  # colour model re-estimated from the previous pass's belief
+        colour_window: int = 0,  # ... from this many frames around each (0: the whole clip)
         threshold: float = 0.5,
         min_area_fraction: float = 0.002,
         merge_radius: float = 0.02,  # fragments closer than this (x width) form one instance
@@ -105,11 +108,11 @@ class CpuVideoPredictor:
         max_gap: int = 3,
         min_track_frames: int = 2,
         link_radius: float = 0.05,  # fragments this close (x width) may be one object
-        link_size: float = 0.75,  # ... or this close x sqrt(area), if that is more
+        link_size: float = 1.2,  # ... or this close x sqrt(area), if that is more
         link_touch: float = 0.5,  # ... if that close in this share of their common frames
-        link_motion: float = 1.5,  # ... and their mean flows differ by less (work px/frame)
+        link_motion: float = 3.0,  # ... and their mean flows differ by less (work px/frame)
         link_handover: int = 2,  # tracks sharing no more frames are one after the other
-        link_gap: int = 15,  # a track may continue one that ended up to this many frames ago
+        link_gap: int = 30,  # a track may continue one that ended up to this many frames ago
         link_colour: float = 0.5,  # ... if their colour histograms agree this much
     ) -> None:
         self.max_tracks = max_tracks
@@ -125,6 +128,9 @@ class CpuVideoPredictor:
         self.chroma_weight = chroma_weight
         self.temporal = temporal
         self.superpixels = superpixels
+        self.slic_iterations = slic_iterations
+        self.refine_passes = refine_passes
+        self.colour_window = colour_window
         self.threshold = threshold
         self.min_area_fraction = min_area_fraction
         self.merge_radius = merge_radius
@@ -199,6 +205,19 @@ class CpuVideoPredictor:
         ratio = (fg + 1e-6) / (fg + bg + 2e-6)
         return ratio[bins].astype(np.float32)
 
+    def _windowed_appearance(self, bins: np.ndarray, found: np.ndarray) -> np.ndarray:
+        """`_appearance` from the frames within `colour_window` of each frame (the whole
+        clip when 0): colours drift with light and viewpoint over a long shot."""
+        num, half = len(bins), self.colour_window // 2
+        if half <= 0 or num <= self.colour_window:
+            return self._appearance(bins, found)
+        out = np.empty(bins.shape, dtype=np.float32)
+        for t in range(num):
+            lo = min(max(0, t - half), num - self.colour_window)
+            hi = lo + self.colour_window
+            out[t] = self._appearance(bins[lo:hi], found[lo:hi])[t - lo]
+        return out
+
     @staticmethod
     def _chroma(rgb: np.ndarray, margin: float = 60.0) -> np.ndarray:
         """Saturation well above the frame's median (a saturated object on a dull scene) as
@@ -226,9 +245,23 @@ class CpuVideoPredictor:
             moving, saturated = motion > 0.5, chroma > 0
             agree = (moving & saturated).sum() / max((moving | saturated).sum(), 1)
             chroma_weight = self.chroma_weight * float(np.clip((agree - 0.3) / 0.1, 0, 1))
+        segments = self._superpixels(small)
+        belief = self._belief(motion, app, motion, chroma, chroma_weight, sigma, segments,
+                              fwd, bwd)
+        for _ in range(self.refine_passes):
+            # the colour model again, from what the first pass found (moving and static parts)
+            found = _sigmoid(belief)
+            app = self._windowed_appearance(bins, found)
+            belief = self._belief(motion, app, found, chroma, chroma_weight, sigma, segments,
+                                  fwd, bwd)
+        return _sigmoid(belief), fwd, bwd
+
+    def _belief(self, motion, app, support, chroma, chroma_weight, sigma, segments, fwd, bwd):
+        """Motion and appearance log-odds (appearance gated by nearness to `support` > 0.5),
+        averaged in superpixels and smoothed along the flow."""
         logits = np.empty_like(motion)
-        for t in range(num):
-            prior = cv2.GaussianBlur((motion[t] > 0.5).astype(np.float32), (0, 0), sigma)
+        for t in range(len(motion)):
+            prior = cv2.GaussianBlur((support[t] > 0.5).astype(np.float32), (0, 0), sigma)
             prior = prior / max(float(prior.max()), 1e-6)
             gate = self.prior_floor + (1.0 - self.prior_floor) * prior
             logits[t] = (self.motion_weight * np.clip(_logit(motion[t]), -self.motion_clip,
@@ -236,17 +269,21 @@ class CpuVideoPredictor:
                          + self.appearance_weight * (_logit(app[t]) * gate - (1.0 - gate)))
             if chroma is not None:
                 logits[t] += chroma_weight * chroma[t]
-        logits = self._superpixel_mean(small, logits)
-        belief = self._smooth_in_time(logits, fwd, bwd)
-        return _sigmoid(belief), fwd, bwd
+        logits = self._superpixel_mean(segments, logits)
+        return self._smooth_in_time(logits, fwd, bwd)
 
-    def _superpixel_mean(self, small: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def _superpixels(self, small: np.ndarray) -> list | None:
         if self.superpixels <= 0:
+            return None
+        return [slic(f, n_segments=self.superpixels, compactness=10, start_label=0,
+                     enforce_connectivity=False, max_num_iter=self.slic_iterations)
+                for f in small]
+
+    def _superpixel_mean(self, segments: list | None, logits: np.ndarray) -> np.ndarray:
+        if segments is None:
             return logits
         out = np.empty_like(logits)
-        for t in range(len(small)):
-            seg = slic(small[t], n_segments=self.superpixels, compactness=10, start_label=0,
-                       enforce_connectivity=False)
+        for t, seg in enumerate(segments):
             sums = np.bincount(seg.ravel(), weights=logits[t].ravel())
             counts = np.maximum(np.bincount(seg.ravel()), 1)
             out[t] = (sums / counts)[seg]

@@ -112,36 +112,53 @@ materialise mask_pngs with config import_root: SRC instead. More: docs/tubes.md
 
 
 def _quality(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
-    from wsovvis_dagster.quality import davis_quality, synthetic_quality
+    from wsovvis_dagster.predictors.factory import build_predictor
+    from wsovvis_dagster.predictors.settings import PredictorSettings
+    from wsovvis_dagster.quality import davis_quality, quality_summary, synthetic_report
 
-    predictor = CpuVideoPredictor()
+    predictor = build_predictor(PredictorSettings(backend="cpu"))  # what mask_pngs runs
     print(f"predictor: {predictor.name} {predictor.version}")
+    report: dict = {"predictor": {"name": predictor.name, "version": predictor.version}}
     if args.data_root:
         with _bar(desc="synthetic", unit="video") as bar:
-            quality = synthetic_quality(predictor, args.data_root, progress=bar.update)
-        for split, value in quality.items():
-            print(f"synthetic {split}: mean best-match st-IoU per GT tube = {value:.3f}")
+            report["synthetic"] = synthetic_report(predictor, args.data_root,
+                                                   progress=bar.update)
+        for split, r in report["synthetic"].items():
+            print(f"synthetic {split}: mean best-match st-IoU per GT tube = {r['st_iou']:.3f}, "
+                  f"tracks per GT object {r['tracks_per_object']:.2f}, class-agnostic AP "
+                  f"{r['AP']:.3f} (AP50 {r['AP50']:.3f}); {r['videos']} videos")
     if args.davis:
         from wsovvis_dagster.quality import read_sequence_list
 
         names = read_sequence_list(args.split_file) if args.split_file else None
         with _bar(desc="DAVIS", unit="sequence", total=len(names) if names else None) as bar:
             quality = davis_quality(predictor, args.davis, names, progress=bar.update,
-                                    max_frames=args.max_frames)
-        print(f"{'DAVIS sequence':24s} {'frames':>6s} {'J':>6s} {'J_best':>6s}")
-        for seq, r in quality.items():
-            print(f"{seq:24s} {r['frames']:6d} {r['J']:6.3f} {r['J_best']:6.3f}")
+                                    max_frames=args.max_frames, instances=args.instances)
+        report["davis"] = {"sequences": quality, "mean": quality_summary(quality)}
+        extra = args.instances is not None
+        print(f"{'DAVIS sequence':24s} {'frames':>6s} {'J':>6s} {'J_best':>6s} {'tracks':>6s}"
+              + (f" {'objects':>7s} {'tracks/object':>13s} {'AP':>6s}" if extra else ""))
+        for seq, r in [*quality.items(), (f"mean ({len(quality)} sequences)",
+                                          report["davis"]["mean"])]:
+            line = (f"{seq:24s} {r['frames']:6d} {r['J']:6.3f} {r['J_best']:6.3f} "
+                    f"{r['tracks']:6.3g}")
+            if extra:
+                line += f" {r['objects']:7.3g} {r['tracks_per_object']:13.2f} {r['AP']:6.3f}"
+            print(line)
         if quality:
-            frames = sum(r["frames"] for r in quality.values())
-            seconds = sum(r["seconds"] for r in quality.values())
-            mean_j = sum(r["J"] for r in quality.values()) / len(quality)
-            mean_best = sum(r["J_best"] for r in quality.values()) / len(quality)
-            print(f"{'mean (' + str(len(quality)) + ' sequences)':24s} {frames:6d} "
-                  f"{mean_j:6.3f} {mean_best:6.3f}")
-            print(f"J = IoU of the union of predicted ids vs GT per frame (DAVIS-2016 "
-                  f"unsupervised), J_best = the best single track; predict() ran at "
-                  f"{frames / max(seconds, 1e-9):.1f} frames/s")
+            fps = report["davis"]["mean"]["frames_per_s"]
+            print("J = IoU of the union of predicted ids vs GT per frame (DAVIS-2016 "
+                  "unsupervised), J_best = the best single track, tracks = ids the GT "
+                  f"foreground was split into; predict() ran at {fps:.1f} frames/s")
+    if args.json:
+        from wsovvis_dagster.quality import write_quality_json
+
+        command = ["wsovvis", "quality"] + [
+            f"--{key.replace('_', '-')}={value}" for key in
+            ("data_root", "davis", "split_file", "max_frames", "instances")
+            if (value := getattr(args, key)) is not None]
+        write_quality_json(args.json, report, " ".join(command))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -204,6 +221,11 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
                       help="score only these sequences: one name per line, or a DAVIS-2016 "
                       "ImageSets file (e.g. DAVIS/ImageSets/480p/train.txt)")
     qual.add_argument("--max-frames", type=int, help="score only the first N frames of each")
+    qual.add_argument("--instances", help="folder of per-object id PNGs (<seq>/<stem>.png, "
+                      "e.g. ../shared/data/davis/osvos): tracks per object and class-agnostic "
+                      "AP against them")
+    qual.add_argument("--json", type=Path, metavar="PATH",
+                      help="also write every figure, the command and its conditions to PATH")
     qual.set_defaults(func=_quality)
 
     from wsovvis_dagster.evaluation import add_eval_arguments, run_eval

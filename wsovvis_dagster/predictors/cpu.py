@@ -47,6 +47,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _inside(mask: np.ndarray) -> np.ndarray:
+    """Inside-outside map of a `(h, w)` bool mask (Papazoglou & Ferrari's ray casting, on 4
+    rays): a pixel is inside when at least 3 of the rays left, right, up and down cross an
+    odd number of mask segments, so the static interior of an object whose outline moves
+    counts as inside."""
+    b = mask.astype(np.int32)
+    odd = np.zeros(mask.shape, np.int32)
+    for axis in (0, 1):
+        bb = np.moveaxis(b, axis, -1)
+        ends = bb & (1 - np.pad(bb[..., 1:], [(0, 0), (0, 1)]))  # a run ends here
+        starts = bb & (1 - np.pad(bb[..., :-1], [(0, 0), (1, 0)]))  # a run starts here
+        before = np.cumsum(ends, axis=-1) - ends  # runs ended strictly before
+        after = np.cumsum(starts[..., ::-1], axis=-1)[..., ::-1] - starts  # starting after
+        odd += np.moveaxis((before % 2) + (after % 2), -1, axis)
+    return odd >= 3
+
+
 def _hue_peaks(hue: np.ndarray, bins: int = 36, min_share: float = 0.15) -> np.ndarray:
     """Circular hue histogram peaks (OpenCV hue in 0..179) holding >= `min_share` of pixels."""
     hist, _ = np.histogram(hue, bins=bins, range=(0, 180))
@@ -100,6 +117,8 @@ class CpuVideoPredictor:
         slic_iterations: int = 10,
         refine_passes: int = 0,  # colour model re-estimated from the previous pass's belief
         colour_window: int = 0,  # ... from this many frames around each (0: the whole clip)
+        inside_weight: float = 0.0,  # log-odds for being inside a moving outline
+        inside_support: bool = False,  # the colour model counts inside pixels as moving
         threshold: float = 0.5,
         min_area_fraction: float = 0.002,
         merge_radius: float = 0.02,  # fragments closer than this (x width) form one instance
@@ -131,6 +150,8 @@ class CpuVideoPredictor:
         self.slic_iterations = slic_iterations
         self.refine_passes = refine_passes
         self.colour_window = colour_window
+        self.inside_weight = inside_weight
+        self.inside_support = inside_support
         self.threshold = threshold
         self.min_area_fraction = min_area_fraction
         self.merge_radius = merge_radius
@@ -245,18 +266,25 @@ class CpuVideoPredictor:
             moving, saturated = motion > 0.5, chroma > 0
             agree = (moving & saturated).sum() / max((moving | saturated).sum(), 1)
             chroma_weight = self.chroma_weight * float(np.clip((agree - 0.3) / 0.1, 0, 1))
+        inside = None
+        if self.inside_weight or self.inside_support:
+            inside = np.stack([_inside(m > 0.5) for m in motion]).astype(np.float32)
+            if self.inside_support:
+                app = self._appearance(bins, np.maximum(motion, inside))
         segments = self._superpixels(small)
-        belief = self._belief(motion, app, motion, chroma, chroma_weight, sigma, segments,
-                              fwd, bwd)
+        support = np.maximum(motion, inside) if self.inside_support else motion
+        belief = self._belief(motion, app, support, chroma, chroma_weight, sigma, segments,
+                              fwd, bwd, inside if self.inside_weight else None)
         for _ in range(self.refine_passes):
             # the colour model again, from what the first pass found (moving and static parts)
             found = _sigmoid(belief)
             app = self._windowed_appearance(bins, found)
             belief = self._belief(motion, app, found, chroma, chroma_weight, sigma, segments,
-                                  fwd, bwd)
+                                  fwd, bwd, inside if self.inside_weight else None)
         return _sigmoid(belief), fwd, bwd
 
-    def _belief(self, motion, app, support, chroma, chroma_weight, sigma, segments, fwd, bwd):
+    def _belief(self, motion, app, support, chroma, chroma_weight, sigma, segments, fwd, bwd,
+                inside=None):
         """Motion and appearance log-odds (appearance gated by nearness to `support` > 0.5),
         averaged in superpixels and smoothed along the flow."""
         logits = np.empty_like(motion)
@@ -269,6 +297,8 @@ class CpuVideoPredictor:
                          + self.appearance_weight * (_logit(app[t]) * gate - (1.0 - gate)))
             if chroma is not None:
                 logits[t] += chroma_weight * chroma[t]
+            if inside is not None:
+                logits[t] += self.inside_weight * inside[t]
         logits = self._superpixel_mean(segments, logits)
         return self._smooth_in_time(logits, fwd, bwd)
 
@@ -455,13 +485,13 @@ class CpuVideoPredictor:
         for a in range(len(tracks)):
             for b in range(a + 1, len(tracks)):
                 ta, tb, sa, sb = tracks[a], tracks[b], stats[a], stats[b]
-                if ta.hue is not None and tb.hue is not None and _hue_distance(
-                        ta.hue, tb.hue) > 20:
-                    continue  # a different colour is a different object
                 reach = max(self.link_radius * w,
                             self.link_size * np.sqrt(min(sa["area"], sb["area"])))
                 common = sorted(set(ta.masks) & set(tb.masks))
                 if len(common) > self.link_handover:
+                    if ta.hue is not None and tb.hue is not None and _hue_distance(
+                            ta.hue, tb.hue) > 20:
+                        continue  # side by side in different colours: different objects
                     near = [t for t in common if box_gap(sa["boxes"][t], sb["boxes"][t]) <= reach]
                     if len(near) < self.link_touch * len(common):
                         continue

@@ -16,8 +16,10 @@ Works at a reduced resolution (`work_width`) and upsamples its masks. Per video:
    superpixels (sharp edges) and smoothed forwards and backwards along the flow.
 4. **Tracks.** Foreground components (nearby fragments merged, split by hue where the parts
    are clearly different saturated colours) are linked by Hungarian matching on IoU with the
-   previous masks warped along the flow, with a short gap tolerance; ids are ordered by score
-   (size x persistence x confidence), the primary object first.
+   previous masks warped along the flow, with a short gap tolerance. The resulting tracks are
+   then joined where they are pieces of one object: side by side and moving alike, or one
+   starting where another of the same colours ended (up to `link_gap` frames later). Ids are
+   ordered by score (size x persistence x confidence), the primary object first.
 
 Tuned on the DAVIS-2016 train split (and the synthetic train split) only; see
 docs/predictor.md for the protocol and figures.
@@ -35,7 +37,7 @@ from skimage.segmentation import slic
 
 from wsovvis_dagster.predictors import PredictorOutput, _drop_vanished
 
-VERSION = "cpu-3"
+VERSION = "cpu-4"
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -45,23 +47,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _inside(mask: np.ndarray) -> np.ndarray:
-    """Inside-outside map of a `(h, w)` bool mask (Papazoglou & Ferrari's ray casting, on 4
-    rays): a pixel is inside when at least 3 of the rays left, right, up and down cross an
-    odd number of mask segments, so the static interior of an object whose outline moves
-    counts as inside."""
-    b = mask.astype(np.int32)
-    odd = np.zeros(mask.shape, np.int32)
-    for axis in (0, 1):
-        bb = np.moveaxis(b, axis, -1)
-        ends = bb & (1 - np.pad(bb[..., 1:], [(0, 0), (0, 1)]))  # a run ends here
-        starts = bb & (1 - np.pad(bb[..., :-1], [(0, 0), (1, 0)]))  # a run starts here
-        before = np.cumsum(ends, axis=-1) - ends  # runs ended strictly before
-        after = np.cumsum(starts[..., ::-1], axis=-1)[..., ::-1] - starts  # starting after
-        odd += np.moveaxis((before % 2) + (after % 2), -1, axis)
-    return odd >= 3
 
 
 def _hue_peaks(hue: np.ndarray, bins: int = 36, min_share: float = 0.15) -> np.ndarray:
@@ -114,11 +99,6 @@ class CpuVideoPredictor:
         chroma_weight: float = 5.0,  # saturation above the frame's median, where it agrees
         temporal: float = 0.2,  # weight of the flow-warped neighbour frames' belief
         superpixels: int = 300,
-        slic_iterations: int = 10,
-        refine_passes: int = 0,  # colour model re-estimated from the previous pass's belief
-        colour_window: int = 0,  # ... from this many frames around each (0: the whole clip)
-        inside_weight: float = 0.0,  # log-odds for being inside a moving outline
-        inside_support: bool = False,  # the colour model counts inside pixels as moving
         threshold: float = 0.5,
         min_area_fraction: float = 0.002,
         merge_radius: float = 0.02,  # fragments closer than this (x width) form one instance
@@ -147,11 +127,6 @@ class CpuVideoPredictor:
         self.chroma_weight = chroma_weight
         self.temporal = temporal
         self.superpixels = superpixels
-        self.slic_iterations = slic_iterations
-        self.refine_passes = refine_passes
-        self.colour_window = colour_window
-        self.inside_weight = inside_weight
-        self.inside_support = inside_support
         self.threshold = threshold
         self.min_area_fraction = min_area_fraction
         self.merge_radius = merge_radius
@@ -226,19 +201,6 @@ class CpuVideoPredictor:
         ratio = (fg + 1e-6) / (fg + bg + 2e-6)
         return ratio[bins].astype(np.float32)
 
-    def _windowed_appearance(self, bins: np.ndarray, found: np.ndarray) -> np.ndarray:
-        """`_appearance` from the frames within `colour_window` of each frame (the whole
-        clip when 0): colours drift with light and viewpoint over a long shot."""
-        num, half = len(bins), self.colour_window // 2
-        if half <= 0 or num <= self.colour_window:
-            return self._appearance(bins, found)
-        out = np.empty(bins.shape, dtype=np.float32)
-        for t in range(num):
-            lo = min(max(0, t - half), num - self.colour_window)
-            hi = lo + self.colour_window
-            out[t] = self._appearance(bins[lo:hi], found[lo:hi])[t - lo]
-        return out
-
     @staticmethod
     def _chroma(rgb: np.ndarray, margin: float = 60.0) -> np.ndarray:
         """Saturation well above the frame's median (a saturated object on a dull scene) as
@@ -266,30 +228,9 @@ class CpuVideoPredictor:
             moving, saturated = motion > 0.5, chroma > 0
             agree = (moving & saturated).sum() / max((moving | saturated).sum(), 1)
             chroma_weight = self.chroma_weight * float(np.clip((agree - 0.3) / 0.1, 0, 1))
-        inside = None
-        if self.inside_weight or self.inside_support:
-            inside = np.stack([_inside(m > 0.5) for m in motion]).astype(np.float32)
-            if self.inside_support:
-                app = self._appearance(bins, np.maximum(motion, inside))
-        segments = self._superpixels(small)
-        support = np.maximum(motion, inside) if self.inside_support else motion
-        belief = self._belief(motion, app, support, chroma, chroma_weight, sigma, segments,
-                              fwd, bwd, inside if self.inside_weight else None)
-        for _ in range(self.refine_passes):
-            # the colour model again, from what the first pass found (moving and static parts)
-            found = _sigmoid(belief)
-            app = self._windowed_appearance(bins, found)
-            belief = self._belief(motion, app, found, chroma, chroma_weight, sigma, segments,
-                                  fwd, bwd, inside if self.inside_weight else None)
-        return _sigmoid(belief), fwd, bwd
-
-    def _belief(self, motion, app, support, chroma, chroma_weight, sigma, segments, fwd, bwd,
-                inside=None):
-        """Motion and appearance log-odds (appearance gated by nearness to `support` > 0.5),
-        averaged in superpixels and smoothed along the flow."""
         logits = np.empty_like(motion)
-        for t in range(len(motion)):
-            prior = cv2.GaussianBlur((support[t] > 0.5).astype(np.float32), (0, 0), sigma)
+        for t in range(num):
+            prior = cv2.GaussianBlur((motion[t] > 0.5).astype(np.float32), (0, 0), sigma)
             prior = prior / max(float(prior.max()), 1e-6)
             gate = self.prior_floor + (1.0 - self.prior_floor) * prior
             logits[t] = (self.motion_weight * np.clip(_logit(motion[t]), -self.motion_clip,
@@ -297,23 +238,17 @@ class CpuVideoPredictor:
                          + self.appearance_weight * (_logit(app[t]) * gate - (1.0 - gate)))
             if chroma is not None:
                 logits[t] += chroma_weight * chroma[t]
-            if inside is not None:
-                logits[t] += self.inside_weight * inside[t]
-        logits = self._superpixel_mean(segments, logits)
-        return self._smooth_in_time(logits, fwd, bwd)
+        logits = self._superpixel_mean(small, logits)
+        belief = self._smooth_in_time(logits, fwd, bwd)
+        return _sigmoid(belief), fwd, bwd
 
-    def _superpixels(self, small: np.ndarray) -> list | None:
+    def _superpixel_mean(self, small: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if self.superpixels <= 0:
-            return None
-        return [slic(f, n_segments=self.superpixels, compactness=10, start_label=0,
-                     enforce_connectivity=False, max_num_iter=self.slic_iterations)
-                for f in small]
-
-    def _superpixel_mean(self, segments: list | None, logits: np.ndarray) -> np.ndarray:
-        if segments is None:
             return logits
         out = np.empty_like(logits)
-        for t, seg in enumerate(segments):
+        for t in range(len(small)):
+            seg = slic(small[t], n_segments=self.superpixels, compactness=10, start_label=0,
+                       enforce_connectivity=False)
             sums = np.bincount(seg.ravel(), weights=logits[t].ravel())
             counts = np.maximum(np.bincount(seg.ravel()), 1)
             out[t] = (sums / counts)[seg]
@@ -383,8 +318,10 @@ class CpuVideoPredictor:
         h, w = prob.shape[1:]
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         tracks: list[_Track] = []
+        smalls = []
         for t in range(num):
             small = cv2.resize(frames[t], (w, h), interpolation=cv2.INTER_AREA)
+            smalls.append(small)
             hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
             instances = self._instances(prob[t] > self.threshold, prob[t], hsv)
             active = [k for k, tr in enumerate(tracks) if t - tr.last_frame <= self.max_gap + 1]
@@ -412,7 +349,7 @@ class CpuVideoPredictor:
                 if i not in matched:
                     tracks.append(_Track())
                     tracks[-1].add(t, *inst)
-        tracks = self._link_fragments(tracks, fwd, bwd, frames, (w, h))
+        tracks = self._link_fragments(tracks, fwd, bwd, smalls)
         tracks = [tr for tr in tracks if len(tr.masks) >= self.min_track_frames]
         # score: how much of the clip the track covers (area x frames) and how sure it is
         mass = np.array([sum(float(m.mean()) for m in tr.masks.values()) for tr in tracks])
@@ -421,26 +358,20 @@ class CpuVideoPredictor:
         order = np.argsort(-scores, kind="stable")[: self.max_tracks]
         return self._compose(tracks, order, scores, num, (height, width))
 
-    def _link_fragments(self, tracks: list, fwd: list, bwd: list, frames: np.ndarray,
-                        size: tuple) -> list:
+    def _link_fragments(self, tracks: list, fwd: list, bwd: list, small: list) -> list:
         """Join tracks that are pieces of one object.
 
         Two tracks are joined when (a) they live side by side for several frames, close to
         each other (within `reach`, which grows with the object's size) and moving alike (a
         rider and the bike, a body cut in two by an occluder), or (b) one starts near where
         the other ends, within `link_gap` frames, with similar colours (the tracker lost the
-        object for a while: fast motion, a split, an occlusion). Tracks of clearly different
-        saturated hues are never joined."""
+        object for a while: fast motion, a split, an occlusion, a hue split of one object).
+        Side-by-side tracks of clearly different saturated hues stay apart. `small`: the
+        frames at work resolution."""
         tracks = [tr for tr in tracks if tr.masks]
         if len(tracks) < 2 or self.link_radius <= 0:
             return tracks
-        w = size[0]
-        small: dict[int, np.ndarray] = {}
-
-        def frame(t):
-            if t not in small:
-                small[t] = cv2.resize(frames[t], size, interpolation=cv2.INTER_AREA)
-            return small[t]
+        w = small[0].shape[1]
 
         def flow_at(t):
             if fwd[t] is not None:
@@ -452,7 +383,7 @@ class CpuVideoPredictor:
             hist = np.zeros(512)
             motion, boxes, centres = {}, {}, {}
             for t, m in tr.masks.items():
-                q = (frame(t)[m] >> 5).astype(np.int32)
+                q = (small[t][m] >> 5).astype(np.int32)
                 hist += np.bincount((q[:, 0] << 6) | (q[:, 1] << 3) | q[:, 2], minlength=512)
                 ys, xs = np.nonzero(m)
                 boxes[t] = (xs.min(), ys.min(), xs.max(), ys.max())

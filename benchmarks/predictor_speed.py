@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{CpuVideoPredictor().version} (this tree)": CpuVideoPredictor()}
         totals = {name: {"frames": 0, "seconds": 0.0, "predict_seconds": 0.0}
                   for name in predictors}
+        for predictor in predictors.values():  # warm-up, untimed: imports, first allocations
+            segment_video(tmp / "data", tmp / "warm", VideoRef("val", seqs[0]), predictor)
         for _ in range(args.rounds):
             for name, predictor in predictors.items():
                 for seq in seqs:

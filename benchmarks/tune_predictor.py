@@ -1,11 +1,12 @@
 """Tune the embedded CPU predictor on DAVIS-2016 train: score settings given as JSON.
 
-    nice -n 10 python benchmarks/tune_predictor.py /work/davis2016/DAVIS \\
-        --split-file /work/davis2016/DAVIS/ImageSets/480p/train.txt --max-frames 40 \\
-        '{}' '{"motion_scale": 3.0}'
+    nice -n 10 python benchmarks/tune_predictor.py /work/davis_data/DAVIS \\
+        --split-file /work/davis_data/DAVIS/ImageSets/480p/train.txt --max-frames 40 \\
+        '{}' '{"link_gap": 15}'
 
-Prints mean J (union of ids) and best-track J for each setting. Train split only: the val
-split is scored once, by `wsovvis quality`, with the frozen defaults.
+Prints mean J (union of ids), best-track J and tracks (ids the GT foreground was split into)
+for each setting. Train split only: the val split is scored once, by `wsovvis quality`, with
+the frozen defaults.
 """
 
 from __future__ import annotations
@@ -39,16 +40,18 @@ def main() -> None:
                             max_frames=args.max_frames)
         j = np.mean([r["J"] for r in res.values()])
         jb = np.mean([r["J_best"] for r in res.values()])
+        tracks = np.mean([r["tracks"] for r in res.values()])
         fps = sum(r["frames"] for r in res.values()) / sum(r["seconds"] for r in res.values())
         syn = ""
         if args.synthetic:
             value = synthetic_quality(CpuVideoPredictor(**kwargs), args.synthetic, ("train",))
             syn = f"  synthetic-train {value['train']:.3f}"
-        print(f"J {j:.3f}  J_best {jb:.3f}{syn}  {fps:5.1f} fps"
+        print(f"J {j:.3f}  J_best {jb:.3f}  tracks {tracks:.2f}{syn}  {fps:5.1f} fps"
               f"  {time.perf_counter() - start:5.0f}s  {setting}", flush=True)
         if args.per_sequence:
             for name, r in res.items():
-                print(f"    {name:20s} J {r['J']:.3f}  J_best {r['J_best']:.3f}")
+                print(f"    {name:20s} J {r['J']:.3f}  J_best {r['J_best']:.3f}  "
+                      f"tracks {r['tracks']}")
 
 
 if __name__ == "__main__":

@@ -444,6 +444,8 @@ class CpuVideoPredictor:
                 if colour < self.link_colour:
                     continue
                 # where the first would be at the second's start, at its last velocity
+                # (np.roll wraps at the border: an object leaving one side may be continued by
+                # one entering the other, if their colours agree; kept as frozen for cpu-4)
                 cf = stats[first]["centres"]
                 velocity = (cf[end] - cf[end - 1]) if end - 1 in cf else np.zeros(2)
                 shift = velocity * max(gap, 0)

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,9 @@ from wsovvis_dagster.errors import (
     OutputWriteError,
     WsovvisError,
 )
-from wsovvis_dagster.frames import list_frame_files, read_video
+from wsovvis_dagster.frames import list_frame_files, load_frame, read_video
 from wsovvis_dagster.linking import LinkParams
-from wsovvis_dagster.mask_import import ImportedVideo, import_masks
+from wsovvis_dagster.mask_import import ImportedVideo, import_masks, is_imported
 from wsovvis_dagster.masks_io import (
     frame_stem,
     list_mask_files,
@@ -34,7 +34,7 @@ from wsovvis_dagster.masks_io import (
 )
 from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
 from wsovvis_dagster.predictors import VideoPredictor
-from wsovvis_dagster.preview import overlay_montage
+from wsovvis_dagster.preview import montage_picks, montage_tiles, overlay_montage
 from wsovvis_dagster.ytvis.tubes import convert_mask_folders, write_tube_json
 
 
@@ -225,20 +225,59 @@ def import_video(
     report = import_masks(import_root, data_root, output_root, ref.split,
                           scores_file=scores_file, videos=[ref.video_id])
     video = report.videos[0]
-    frames = read_video(data_root, ref)
-    maps = np.zeros(frames.images.shape[:3], dtype=np.uint16)
-    position = {s: t for t, s in enumerate(frames.stems)}
-    for f in list_mask_files(video.folder):
-        maps[position[frame_stem(f)]] = load_id_map(f)
-    present = maps[maps > 0]
-    per_track_frame = sum(len(np.unique(m[m > 0])) for m in maps)
-    result = VideoMasksResult(
-        ref=ref, folder=video.folder, frames=video.masks, tracks=video.tracks,
-        mean_area=present.size / per_track_frame if per_track_frame else 0.0,
+    result = summarise_mask_folder(data_root, ref, video.folder, start=start)
+    return replace(result, frames=video.masks, tracks=video.tracks), video
+
+
+def summarise_mask_folder(
+    data_root: Path, ref: VideoRef, folder: Path, *, start: float | None = None
+) -> VideoMasksResult:
+    """Summary and preview of masks already on disk (imported ones), one mask at a time: only
+    the preview's few frames are decoded, so memory does not grow with the video."""
+    start = time.perf_counter() if start is None else start
+    files = list_frame_files(frames_dir(data_root, ref))
+    if not files:
+        raise FrameError(f"video folder {frames_dir(data_root, ref)} has no .jpg/.png frames")
+    masks = {frame_stem(f): f for f in list_mask_files(folder)}
+    picks = montage_picks(len(files))
+    tiles, tile_maps = [], []
+    area = per_track_frame = 0
+    ids: set[int] = set()
+    for f in masks.values():
+        m = load_id_map(f)
+        counts = np.bincount(m.ravel().astype(np.int64))[1:]
+        area += int(counts.sum())
+        per_track_frame += int((counts > 0).sum())
+        ids.update((np.flatnonzero(counts) + 1).tolist())
+    for i in picks:
+        frame = load_frame(files[i])
+        mask = masks.get(files[i].stem)
+        tiles.append(frame)
+        tile_maps.append(load_id_map(mask) if mask is not None
+                         else np.zeros(frame.shape[:2], dtype=np.uint16))
+    return VideoMasksResult(
+        ref=ref, folder=folder, frames=len(masks), tracks=len(ids),
+        mean_area=area / per_track_frame if per_track_frame else 0.0,
         seconds=time.perf_counter() - start, skipped_frames=(),
-        preview_jpeg=overlay_montage(frames.images, maps),
+        preview_jpeg=montage_tiles(tiles, tile_maps),
     )
-    return result, video
+
+
+def find_imported_masks(output_root: Path, refs: Iterable[VideoRef]) -> dict[VideoRef, dict]:
+    """The refs whose mask folder holds imported masks (`source.json`: a user's data, never
+    replaced by a predictor unless asked by name) -> that record (`{}` if unreadable)."""
+    found = {}
+    for ref in refs:
+        try:
+            folder = masks_dir(output_root, ref)
+        except WsovvisError:  # an unsafe key: the predictor loop reports it
+            continue
+        if is_imported(folder):
+            try:
+                found[ref] = read_mask_source(folder) or {}
+            except MaskFormatError:
+                found[ref] = {}
+    return found
 
 
 def import_videos(
@@ -259,6 +298,24 @@ def import_videos(
             yield VideoOutcome(ref, error=exc)
         else:
             yield VideoOutcome(ref, result=result, imported=imported)
+
+
+def kept_imported_videos(
+    data_root: Path, output_root: Path, kept: dict[VideoRef, dict]
+) -> Iterator[VideoOutcome]:
+    """An outcome per video whose imported masks a predictor run keeps (`find_imported_masks`):
+    their summary and preview, nothing written; a bad one yields its error."""
+    for ref, source in kept.items():
+        try:
+            result = summarise_mask_folder(data_root, ref, masks_dir(output_root, ref))
+        except WsovvisError as exc:
+            yield VideoOutcome(ref, error=exc)
+            continue
+        imported = ImportedVideo(
+            ref, result.folder, result.frames,
+            int(source.get("frames") or len(list_frame_files(frames_dir(data_root, ref)))),
+            result.tracks, str(source.get("fingerprint", "unknown")), written=False)
+        yield VideoOutcome(ref, result=result, imported=imported)
 
 
 def _check_predictor_output(

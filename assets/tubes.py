@@ -21,7 +21,7 @@ from pydantic import Field
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
-from wsovvis_dagster.errors import MissingMasksError
+from wsovvis_dagster.errors import MissingMasksError, UnsafeNameError
 from wsovvis_dagster.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
 from wsovvis_dagster.paths import VideoRef, gt_json_path, tube_json_path
 from wsovvis_dagster.pipeline import build_split_tubes
@@ -82,6 +82,7 @@ def _split_metadata(split: str, result, outputs) -> dict:
             list(result.missing_frames)
         )
     metadata[f"{split}_left_out"] = MetadataValue.json(result.left_out)
+    metadata[f"{split}_broken_videos"] = MetadataValue.json(result.broken)
     metadata[f"{split}_mask_sources"] = MetadataValue.json(result.mask_sources)
     return metadata
 
@@ -99,19 +100,30 @@ def tube_json(
 ) -> MaterializeResult:
     """`<output_root>/<split>/tubes_<split>.json` per split: videos + one RLE tube per track."""
     by_split: dict[str, list[VideoRef]] = defaultdict(list)
+    invalid: dict[str, str] = {}
     for key in context.instance.get_dynamic_partitions(videos_partitions.name):
-        ref = VideoRef.from_partition_key(key)
+        try:
+            ref = VideoRef.from_partition_key(key)
+        except UnsafeNameError as exc:  # registered by hand or by an older version
+            invalid[key] = (
+                f"{exc}. No video folder can have this key: delete the partition (UI: "
+                "mask_pngs -> Partitions -> select it -> Delete partition; Python: "
+                f"DagsterInstance.get().delete_dynamic_partition('videos', {key!r}))")
+            context.log.warning(f"left out: registered partition {invalid[key]}")
+            continue
         by_split[ref.split].append(ref)
     if not by_split:
         raise MissingMasksError(
             "no video partitions registered in this Dagster instance: materialise "
             "video_partitions first (is DAGSTER_HOME the instance you used before?)"
+            + "".join(f"; {why}" for why in invalid.values())
         )
     linking = (
         LinkParams(config.link_iou_threshold, config.link_max_gap)
         if config.link_fragments else None
     )
-    metadata = {"linked": config.link_fragments}
+    metadata = {"linked": config.link_fragments,
+                "invalid_partition_keys": MetadataValue.json(invalid)}
     for split, refs in sorted(by_split.items()):
         def progress(i: int, n: int, ref: VideoRef, split: str = split) -> None:
             if i % 50 == 0 or i == n - 1:
@@ -122,6 +134,8 @@ def tube_json(
             allow_partial=config.allow_partial, linking=linking, workers=config.workers,
             progress=progress,
         )
+        for key, why in list(result.broken.items())[:100]:
+            context.log.error(f"{split}: {key} left out of {result.path.name}: {why}")
         for key, why in list(result.left_out.items())[:100]:  # all of them in the metadata
             context.log.warning(f"{split}: left out of {result.path.name}: {key}: {why}")
         if result.left_out:

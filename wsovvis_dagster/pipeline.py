@@ -346,6 +346,8 @@ class SplitTubesResult:
     left_out: dict[str, str] = field(default_factory=dict)
     # where the masks came from: "mask_pngs" (a predictor) or "import:<origin>" -> video count
     mask_sources: dict[str, int] = field(default_factory=dict)
+    # videos left out because converting them failed (also in left_out): key -> the error
+    broken: dict[str, str] = field(default_factory=dict)
 
 
 def find_videos_without_masks(output_root: Path, refs: Iterable[VideoRef]) -> list[VideoRef]:
@@ -373,8 +375,21 @@ def build_split_tubes(
     Videos with no masks yet raise `MissingMasksError` listing them, unless `allow_partial`,
     which leaves them out and lists them in `left_out`. A registered video whose frame folder
     was deleted is named in `missing_frames` and left out (no frames to check its masks against).
+    A video that cannot be converted (frames emptied or changed under its masks, a broken mask,
+    a path out of the roots) is left out too, its error in `broken` and `left_out`: one bad
+    video costs itself, never the split (unless no video is left).
     """
     frames_root = Path(data_root) / split / "JPEGImages"
+    broken: dict[str, str] = {}  # videos that cannot be converted: left out, named
+    usable = []
+    for r in refs:
+        try:  # a symlink out of a root costs its video, not the split
+            frames_dir(data_root, r), masks_dir(output_root, r)
+        except WsovvisError as exc:
+            broken[r.partition_key] = str(exc)
+        else:
+            usable.append(r)
+    refs = usable
     gone = {r for r in refs if not frames_dir(data_root, r).is_dir()}
     without_masks = find_videos_without_masks(output_root, refs)
     # only when the split's frame folder exists: an unmounted data root is not a deletion
@@ -406,22 +421,44 @@ def build_split_tubes(
             "be checked against their frames: is the data root mounted (WSOVVIS_DATA_ROOT)?"
         )
     sources: dict[str, int] = {}
-    for ref in ready:
-        source = read_mask_source(masks_dir(output_root, ref))
-        label = f"import:{source.get('origin', '?')}" if source else "mask_pngs"
-        sources[label] = sources.get(label, 0) + 1
+    order: deque = deque()  # (ref, mask source) of the items handed to the converter
+
+    def items():  # lazily: one frame listing per video as conversion reaches it
+        for ref in ready:
+            try:
+                folder = masks_dir(output_root, ref)
+                frames = list_frame_files(frames_dir(data_root, ref))
+                if not frames:
+                    raise FrameError(
+                        f"video folder {frames_dir(data_root, ref)} holds no frames (emptied?), "
+                        "so its masks cannot be checked: restore its frames, or re-ingest it "
+                        "and re-run mask_pngs")
+                source = read_mask_source(folder)
+            except WsovvisError as exc:
+                broken[ref.partition_key] = str(exc)
+                continue
+            order.append((ref, f"import:{source.get('origin', '?')}" if source else "mask_pngs"))
+            yield folder, ref.video_id, frames
 
     def videos():
-        items = (  # lazily: one frame listing per video as conversion reaches it
-            (masks_dir(output_root, ref), ref.video_id,
-             list_frame_files(frames_dir(data_root, ref)))
-            for ref in ready
-        )
-        converted = convert_mask_folders(items, workers=workers, linking=linking)
-        for i, (ref, video) in enumerate(zip(ready, converted, strict=True)):
+        converted = convert_mask_folders(items(), workers=workers, linking=linking,
+                                         keep_going=True)
+        done = 0
+        for i, video in enumerate(converted):
+            ref, label = order.popleft()
             if progress:
                 progress(i, len(ready), ref)
+            if isinstance(video, WsovvisError):
+                # one bad video (frames changed under its masks, a broken mask) costs itself
+                broken[ref.partition_key] = str(video)
+                continue
+            sources[label] = sources.get(label, 0) + 1  # info is written after the videos
+            done += 1
             yield video
+        if not done and broken:  # nothing usable: keep the previous JSON (atomic write)
+            raise MaskFormatError(
+                f"none of the {len(ready)} {split} videos with masks could be converted: "
+                + "; ".join(f"{k}: {v}" for k, v in list(broken.items())[:5]))
 
     path = tube_json_path(output_root, split)
     remove_stale_temp_dirs(path.parent)  # temp files of tube_json runs killed over an hour ago
@@ -435,8 +472,10 @@ def build_split_tubes(
             f"cannot write {path}: {exc}. The previous {path.name} (if any) is unchanged; free "
             "disk space (or fix permissions) and re-run tube_json"
         ) from exc
+    left_out.update(broken)
     return SplitTubesResult(
         split=split, path=path, videos=counts["videos"], tubes=counts["tubes"],
         frames=counts["frames"], bytes=path.stat().st_size, missing_frames=missing_frames,
-        left_out=left_out, mask_sources=sources,
+        left_out=left_out, mask_sources=sources, broken=broken,
     )
+

@@ -22,19 +22,25 @@ from wsovvis_dagster.errors import (
     OutputWriteError,
     WsovvisError,
 )
-from wsovvis_dagster.frames import list_frame_files, load_frame, read_video
+from wsovvis_dagster.frames import (
+    ChunkedVideoReader,
+    list_frame_files,
+    load_frame,
+    video_frame_files,
+)
 from wsovvis_dagster.linking import LinkParams
 from wsovvis_dagster.mask_import import ImportedVideo, import_masks, is_imported
 from wsovvis_dagster.masks_io import (
+    MaskFolderWriter,
     frame_stem,
     list_mask_files,
     load_id_map,
     read_mask_source,
-    write_mask_pngs,
 )
 from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
 from wsovvis_dagster.predictors import VideoPredictor
-from wsovvis_dagster.preview import montage_picks, montage_tiles, overlay_montage
+from wsovvis_dagster.predictors.chunking import STREAM_CHUNK, ChunkStitcher, chunk_spans
+from wsovvis_dagster.preview import montage_picks, montage_tiles
 from wsovvis_dagster.ytvis.tubes import convert_mask_folders, write_tube_json
 
 
@@ -85,43 +91,80 @@ def segment_videos(
 ) -> Iterator[VideoOutcome]:
     """Segment `refs` in a pipeline; yield one `VideoOutcome` per video, in input order.
 
-    While the predictor runs video i on the calling thread (a GPU model keeps one thread, so
-    cuDNN's per-thread autotuning happens once), video i+1 is read and decoded in a
-    background thread (frames in a pool of `workers`) and the PNGs of video i-1 are encoded
-    in another pool and swapped into place atomically. A video is yielded once its folder is
-    complete on disk. A bad video (broken frame, unsafe name, bad predictor output, failed
-    write) yields its `WsovvisError` and the loop goes on; any other exception propagates.
+    Each video streams through the predictor in overlapping chunks of frames (`stream_chunking`:
+    the predictor's own `stream_chunk`, else `STREAM_CHUNK`), tracks stitched across chunks by
+    mask IoU (`chunking.ChunkStitcher`), so memory stays flat in video length: frames are read
+    a chunk at a time and each frame's masks are written as soon as no later chunk can change
+    them (final ids settled at the end: `MaskFolderWriter`). A clip no longer than one chunk is
+    predicted whole, exactly as before.
+
+    While the predictor runs a chunk on the calling thread (a GPU model keeps one thread, so
+    cuDNN's per-thread autotuning happens once), the next chunk (of this video or the next one)
+    is read and decoded in a background thread (frames in a pool of `workers`) and finished
+    frames are encoded to PNG in another pool, the folder swapped into place atomically once
+    complete. A video is yielded once its folder is complete on disk. A bad video (broken frame,
+    unsafe name, bad predictor output, failed write) yields its `WsovvisError` and the loop goes
+    on; any other exception propagates.
 
     `seconds` of each result is the loop's wall time spent on that video (waiting for its
-    frames, predicting, and waiting for its write when the loop has to), so the seconds of a
+    frames, predicting, and waiting for its writes when the loop has to), so the seconds of a
     run add up to the loop's wall time and `frames / seconds` is the loop's throughput.
     """
     refs = list(refs)
     workers = workers or default_workers()
+    chunk, overlap = stream_chunking(predictor)
     cleaned: set[Path] = set()
     with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as loader, \
             ThreadPoolExecutor(workers, thread_name_prefix="decode") as decode_pool, \
             ThreadPoolExecutor(1, thread_name_prefix="writer") as writer, \
             ThreadPoolExecutor(workers, thread_name_prefix="png") as png_pool:
+        opened: dict[int, _StreamedVideo] = {}
 
-        def load(ref: VideoRef):
+        def load(i: int, k: int):
+            """(video, good file indices, frames, seconds) of chunk k of video i."""
             t0 = time.perf_counter()
-            dest = masks_dir(output_root, ref)  # refuses a key or symlink out of output_root
-            frames = read_video(data_root, ref, skip_bad_frames=skip_bad_frames,
-                                pool=decode_pool)
-            return dest, frames, time.perf_counter() - t0
+            if k == 0:
+                ref = refs[i]
+                dest = masks_dir(output_root, ref)  # refuses a key or symlink out of the root
+                files = video_frame_files(data_root, ref)
+                opened[i] = _StreamedVideo(
+                    ref, dest, files, chunk_spans(len(files), chunk, overlap),
+                    ChunkedVideoReader(files, skip_bad_frames=skip_bad_frames, pool=decode_pool),
+                    picks=set(montage_picks(len(files))))
+            video = opened[i]
+            indices, images = video.reader.read(*video.spans[k])
+            return video, indices, images, time.perf_counter() - t0
 
-        def write(dest, frames, output):
+        def write(video: _StreamedVideo, stems: list[str], maps: np.ndarray, last: bool):
+            """PNGs of frames whose ids are final; on the last chunk, relabel and swap in."""
             t0 = time.perf_counter()
-            if dest.parent not in cleaned:  # leftovers of writers killed over an hour ago
-                cleaned.add(dest.parent)
-                remove_stale_temp_dirs(dest.parent)
-            summary = write_mask_pngs(dest, frames.stems, output.id_maps, output.scores,
-                                      pool=png_pool)
-            preview = overlay_montage(frames.images, output.id_maps)
-            return summary, preview, time.perf_counter() - t0
-
-        pending: deque = deque()  # (ref, write future | error, partial result fields)
+            try:
+                if video.write_error is not None:
+                    raise video.write_error
+                if video.writer is None:
+                    if video.dest.parent not in cleaned:  # leftovers of writers killed > 1 h ago
+                        cleaned.add(video.dest.parent)
+                        remove_stale_temp_dirs(video.dest.parent)
+                    video.writer = MaskFolderWriter(video.dest, pool=png_pool)
+                for stem, ids in zip(stems, maps, strict=True):
+                    video.writer.add(stem, ids, sixteen_bit=video.stitcher.num_ids > 255)
+                if not last:
+                    return None
+                lut, scores = video.stitcher.relabel()
+                summary = video.writer.finish(scores, lut=lut)
+                picked = sorted(video.tile_maps)
+                preview = montage_tiles([video.tile_images[j] for j in picked],
+                                        [lut[video.tile_maps[j]] for j in picked])
+                return summary, preview
+            except WsovvisError as exc:
+                if video.writer is not None:
+                    video.writer.abort()
+                video.write_error = exc
+                if last:
+                    raise
+                return None
+            finally:
+                video.write_seconds += time.perf_counter() - t0
 
         def finish(entry) -> VideoOutcome:
             ref, job, info = entry
@@ -129,45 +172,139 @@ def segment_videos(
                 return VideoOutcome(ref, error=job)
             w0 = time.perf_counter()
             try:
-                summary, preview, write_s = job.result()
+                summary, preview = job.result()
             except WsovvisError as exc:
                 return VideoOutcome(ref, error=exc)
+            video = info.pop("video")
             info["seconds"] += time.perf_counter() - w0
             return VideoOutcome(ref, VideoMasksResult(
-                ref=ref, folder=info.pop("dest"), frames=summary.frames, tracks=summary.tracks,
-                mean_area=summary.mean_area, preview_jpeg=preview, write_seconds=write_s,
-                **info,
-            ))
+                ref=ref, folder=video.dest, frames=summary.frames, tracks=summary.tracks,
+                mean_area=summary.mean_area, preview_jpeg=preview,
+                skipped_frames=tuple(video.reader.skipped), decode_seconds=video.decode_seconds,
+                predict_seconds=video.predict_seconds, write_seconds=video.write_seconds,
+                peak_gpu_gib=video.peak_gpu_gib, **info))
 
-        loads = deque()
-        if refs:
-            loads.append(loader.submit(load, refs[0]))
-        for i, ref in enumerate(refs):
+        pending: deque = deque()  # (ref, last write future | error, partial result fields)
+        spent = [0.0] * len(refs)
+        i, k = 0, 0
+        job = loader.submit(load, 0, 0) if refs else None
+        while job is not None:
             t0 = time.perf_counter()
-            job = loads.popleft()
-            if i + 1 < len(refs):  # decode the next video while this one is predicted
-                loads.append(loader.submit(load, refs[i + 1]))
+            video, error = None, None
             try:
-                dest, frames, decode_s = job.result()
-                p0 = time.perf_counter()
-                with _peak_gpu_memory(predictor) as peak:
-                    output = predictor.predict(frames.images)
-                predict_s = time.perf_counter() - p0
-                _check_predictor_output(predictor, ref, frames.images.shape, output.id_maps)
+                video, indices, images, decode_s = job.result()
+                video.decode_seconds += decode_s
             except WsovvisError as exc:
-                pending.append((ref, exc, None))
+                error = exc
+            last = video is None or k + 1 == len(video.spans)
+            # read the next chunk (of this video, or the next video's first) during predict
+            nxt = (i + 1, 0) if last else (i, k + 1)
+            job = loader.submit(load, *nxt) if nxt[0] < len(refs) else None
+            if error is None:
+                try:
+                    stems, maps = _predict_chunk(video, k, indices, images, predictor, last)
+                except WsovvisError as exc:
+                    error = exc
+                    if not last:  # the rest of this video is not needed
+                        if job is not None:
+                            with contextlib.suppress(WsovvisError):
+                                job.result()
+                        last, nxt = True, (i + 1, 0)
+                        job = loader.submit(load, *nxt) if nxt[0] < len(refs) else None
+                else:
+                    video.write_futures.append(writer.submit(write, video, stems, maps, last))
+            spent[i] += time.perf_counter() - t0
+            if not last:  # bound the frames queued for writing: one chunk behind at most
+                while len(video.write_futures) > 1:
+                    video.write_futures.pop(0).result()
+                i, k = nxt
+                continue
+            opened.pop(i, None)
+            if error is not None:
+                if video is not None and video.write_futures:
+                    writer.submit(_abort_writer, video)
+                pending.append((refs[i], error, None))
             else:
-                info = {"dest": dest, "skipped_frames": frames.skipped, "decode_seconds": decode_s,
-                        "predict_seconds": predict_s, "peak_gpu_gib": peak.get("gib")}
-                future = writer.submit(write, dest, frames, output)
-                info["seconds"] = time.perf_counter() - t0
-                pending.append((ref, future, info))
-            del job
+                pending.append((refs[i], video.write_futures[-1],
+                                {"video": video, "seconds": spent[i]}))
             # hand back finished videos in order; wait only when too many writes are queued
             while pending and (len(pending) > max_pending_writes or _ready(pending[0][1])):
                 yield finish(pending.popleft())
+            i, k = nxt
         while pending:
             yield finish(pending.popleft())
+
+
+def _abort_writer(video: _StreamedVideo) -> None:
+    if video.writer is not None:
+        video.writer.abort()
+
+
+def _predict_chunk(video: _StreamedVideo, k: int, indices: list[int],
+                   images: np.ndarray | None, predictor: VideoPredictor,
+                   last: bool) -> tuple[list[str], np.ndarray]:
+    """Predict chunk k of `video` and stitch it: (stems, `(n, H, W)` global ids) of the frames
+    whose ids are final now (on the last chunk, all that are left)."""
+    maps = []
+    if images is not None:
+        p0 = time.perf_counter()
+        with _peak_gpu_memory(predictor) as peak:
+            output = predictor.predict(images)
+        video.predict_seconds += time.perf_counter() - p0
+        if peak.get("gib") is not None:
+            video.peak_gpu_gib = max(video.peak_gpu_gib or 0.0, peak["gib"])
+        _check_predictor_output(predictor, video.ref, images.shape, output.id_maps)
+        prev_end = video.prev_end
+        shared = sum(1 for j in indices if prev_end is not None and j < prev_end)
+        for pos, j in enumerate(indices):
+            if j in video.picks and j not in video.tile_images:
+                video.tile_images[j] = images[pos].copy()
+        video.waiting.extend(indices[shared:])
+        maps.append(video.stitcher.add(output, shared))
+        video.prev_end = video.spans[k][1]
+    if last:
+        if video.prev_end is None:
+            raise FrameError(f"no readable frame among {len(video.files)} files in "
+                             f"{video.files[0].parent}")
+        maps.append(video.stitcher.finish())
+    done = np.concatenate(maps) if maps else np.zeros((0, 1, 1), dtype=np.uint16)
+    stems = []
+    for ids in done:
+        j = video.waiting.popleft()
+        stems.append(video.files[j].stem)
+        if j in video.picks:
+            video.tile_maps[j] = ids.copy()  # not a view that keeps the chunk alive
+    return stems, done
+
+
+def stream_chunking(predictor: VideoPredictor) -> tuple[int, int]:
+    """(frames per chunk, shared frames) the loop feeds `predictor`: its own `stream_chunk`
+    (VideoCutLER: its chunk_size / chunk_overlap), else `chunking.STREAM_CHUNK`."""
+    return tuple(getattr(predictor, "stream_chunk", STREAM_CHUNK))
+
+
+@dataclass
+class _StreamedVideo:
+    """One video in the loop: its files, chunk spans, reader, stitcher and writer."""
+
+    ref: VideoRef
+    dest: Path
+    files: list[Path]
+    spans: list[tuple[int, int]]
+    reader: ChunkedVideoReader
+    stitcher: ChunkStitcher = field(default_factory=ChunkStitcher)
+    writer: MaskFolderWriter | None = None
+    prev_end: int | None = None
+    waiting: deque = field(default_factory=deque)  # file indices of frames not handed back
+    tile_images: dict = field(default_factory=dict)  # preview: file index -> frame
+    tile_maps: dict = field(default_factory=dict)  # preview: file index -> global ids
+    picks: set = field(default_factory=set)  # preview: the file indices it shows
+    write_futures: list = field(default_factory=list)
+    write_error: WsovvisError | None = None
+    decode_seconds: float = 0.0
+    predict_seconds: float = 0.0
+    write_seconds: float = 0.0
+    peak_gpu_gib: float | None = None
 
 
 def _ready(job) -> bool:

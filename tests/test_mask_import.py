@@ -390,3 +390,19 @@ def test_backfill_missing_leaves_imported_videos_out(tmp_path, instance, resourc
     assert backfill["main"](["--overwrite-imported", "--no-tubes"]) == 0
     latest = instance.get_backfills()[0]
     assert latest.run_config == {"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_png"])
+def test_a_corrupt_source_png_is_named_with_import_advice(tmp_path, capsys, damage):
+    data, out, src = tmp_path / "data", tmp_path / "out", tmp_path / "src"
+    stems = [f.stem for f in make_frames(data, "v", 3)]
+    folder = write_source(src, "v", stems, blob_maps(3))
+    bad = folder / "00001.png"
+    body = bad.read_bytes()
+    bad.write_bytes(body[: len(body) // 2] if damage == "truncated" else b"GIF89a nonsense")
+    assert cli(["import-masks", str(src), "--split", "val", "--data-root", str(data),
+                "--output-root", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read mask {bad}" in err  # the source file, not the destination
+    assert "export it again" in err and "re-run mask_pngs" not in err
+    assert not (out / "val" / "masks" / "v").exists()

@@ -41,24 +41,25 @@ def save_id_map(path: Path, id_map: np.ndarray, *, sixteen_bit: bool) -> None:
     img.save(path, format="PNG", optimize=False, compress_level=1)
 
 
-def load_id_map(path: Path) -> np.ndarray:
-    """Read one mask PNG as `(H, W)` integer ids (uint8 or uint16)."""
+RERUN_FIX = "delete the video's mask folder and re-run mask_pngs"
+
+
+def load_id_map(path: Path, *, fix: str = RERUN_FIX) -> np.ndarray:
+    """Read one mask PNG as `(H, W)` integer ids (uint8 or uint16); errors name `path` and
+    end with `fix` (what to do about a PNG of this kind: ours, or one being imported)."""
     try:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "I;16", "I"):
                 raise MaskFormatError(
                     f"mask {path} has mode {img.mode}: expected a greyscale or palette id map "
-                    "(8-bit L/P or 16-bit I;16); re-run mask_pngs for this video"
+                    f"(8-bit L/P or 16-bit I;16); {fix}"
                 )
             check_image_size(img)
             img.load()
             arr = np.asarray(img)
     except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise MaskFormatError(
-            f"cannot read mask {path}: {reason}; delete the video's mask folder and re-run "
-            "mask_pngs"
-        ) from exc
+        raise MaskFormatError(f"cannot read mask {path}: {reason}; {fix}") from exc
     if arr.ndim != 2:
         raise MaskFormatError(f"mask {path} is not a single-channel id map (shape {arr.shape})")
     if arr.dtype.kind not in "ui" or (arr.size and (arr.min() < 0 or arr.max() > MAX_ID)):

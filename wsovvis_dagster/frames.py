@@ -116,6 +116,13 @@ def scan_videos(data_root: Path) -> ScanReport:
             f"data root {data_root} does not exist: generate the demo data with "
             "`wsovvis generate-demo` or point WSOVVIS_DATA_ROOT at an LV-VIS style folder"
         )
+    if not any((data_root / split / "JPEGImages").is_dir() for split in SPLITS):
+        layout = ("a DAVIS layout (JPEGImages/<resolution>/<sequence>/): copy or move the "
+                  "sequences to " if (data_root / "JPEGImages").is_dir() else "expected ")
+        raise FrameError(
+            f"data root {data_root} holds no <split>/JPEGImages/ folder ({', '.join(SPLITS)}): "
+            f"{layout}{data_root}/val/JPEGImages/<video_id>/ (one folder of frames per video), "
+            "or point WSOVVIS_DATA_ROOT at an LV-VIS style folder")
     report = ScanReport()
     for split in SPLITS:
         split_dir = data_root / split / "JPEGImages"

@@ -8,8 +8,10 @@ predictor, defaults), in a fresh process whose peak RSS is read from the kernel
 the whole video decoded and predicted at once (`read_video` + `predict`, a library call).
 
     python benchmarks/streaming_memory.py --frames 300 3000
-    python benchmarks/streaming_memory.py --frames 300 3000 20000 --whole 300 \\
-        --json benchmarks/results/streaming_memory.json
+    python benchmarks/streaming_memory.py --frames 300 3000 300@320x180 20000@320x180 \\
+        --whole 300 --json benchmarks/results/streaming_memory.json
+
+A length may carry its own frame size (`20000@320x180`); otherwise --width x --height.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ def measure(frames: int, width: int, height: int, whole: bool, tmp: Path) -> dic
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[300, 3000])
+    parser.add_argument("--frames", nargs="+", default=["300", "3000"],
+                        metavar="N[@WxH]", help="video lengths (and sizes) to measure")
     parser.add_argument("--width", type=int, default=854)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--whole", type=int, nargs="*", default=[], metavar="FRAMES",
@@ -120,17 +123,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.one:  # one length, in this process tree: its figures as the last line
         with tempfile.TemporaryDirectory(prefix="wsovvis-stream-") as tmp:
-            row = measure(args.frames[0], args.width, args.height, bool(args.whole), Path(tmp))
+            row = measure(int(args.frames[0]), args.width, args.height, bool(args.whole),
+                          Path(tmp))
         print(json.dumps(row))
         return 0
     rows = []
     print(f"{'frames':>7} {'size':>8} {'peak RSS MB':>11} {'s':>7} {'frames/s':>8}"
           f" {'whole-video peak MB':>19}")
-    for frames in args.frames:
+    for spec in args.frames:
+        frames, _, size = spec.partition("@")
+        width, height = map(int, size.split("x")) if size else (args.width, args.height)
+        frames = int(frames)
         # each length in its own process tree, so one's peak never hides another's
         cmd = [sys.executable, __file__, "--one", "--frames", str(frames), "--width",
-               str(args.width), "--height", str(args.height)]
-        if frames in args.whole:
+               str(width), "--height", str(height)]
+        if frames in args.whole and not size:
             cmd += ["--whole", str(frames)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
@@ -139,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['frames']:>7} {row['size']:>8} {row['peak_rss_mb']:>11} "
               f"{row['seconds']:>7} {row['frames_per_second']:>8} {whole:>19}", flush=True)
     if args.json:
-        base = rows[0]["peak_rss_mb"]
         write_result(
             args.json, benchmark="streaming_memory",
             title="mask_pngs peak memory vs video length (embedded predictor, streamed)",
@@ -148,9 +154,19 @@ def main(argv: list[str] | None = None) -> int:
                      "streaming (read_video + predict, library call)",
             ctx=context(argv, {"frames": args.frames, "width": args.width,
                                "height": args.height}, args.note),
-            results={"rows": rows,
-                     "peak_ratio_longest_vs_shortest": round(rows[-1]["peak_rss_mb"] / base, 2)})
+            results={"rows": rows, "peak_ratio_by_size": _ratios(rows)})
     return 0
+
+
+def _ratios(rows: list[dict]) -> dict:
+    """Per frame size: peak RSS of the longest video over the shortest's."""
+    out = {}
+    for size in dict.fromkeys(r["size"] for r in rows):
+        same = sorted((r for r in rows if r["size"] == size), key=lambda r: r["frames"])
+        if len(same) > 1:
+            out[f"{size} {same[-1]['frames']} vs {same[0]['frames']} frames"] = round(
+                same[-1]["peak_rss_mb"] / same[0]["peak_rss_mb"], 2)
+    return out
 
 
 if __name__ == "__main__":

@@ -26,9 +26,22 @@ if str(REPO) not in sys.path:
 
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
+from wsovvis_dagster.errors import UnsafeNameError  # noqa: E402
 from wsovvis_dagster.paths import VideoRef  # noqa: E402
 from wsovvis_dagster.pipeline import find_imported_masks  # noqa: E402
 from wsovvis_ops.backfill import configured_paths, launch_backfill  # noqa: E402
+
+
+def _imported_keys(keys: list[str]) -> set[str]:
+    """The keys whose mask folder holds imported masks (keys that name no video are left to
+    the mask runs, which report them)."""
+    refs = []
+    for key in keys:
+        try:
+            refs.append(VideoRef.from_partition_key(key))
+        except UnsafeNameError:
+            continue
+    return {r.partition_key for r in find_imported_masks(configured_paths().outputs, refs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(wsovvis import-masks)")
     parser.add_argument("--overwrite-imported", action="store_true",
                         help="replace imported masks with predictor output (without it every "
-                        "run keeps them)")
+                        "run keeps them); queues mask_pngs only, materialise tube_json after")
     parser.add_argument("--split", choices=["train", "val", "test"], help="only this split")
     parser.add_argument("--no-tubes", action="store_true", help="do not rebuild tube_json after")
     args = parser.parse_args(argv)
@@ -50,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             keys = [k for k in keys if k.startswith(f"{args.split}__")]
         if args.missing:
             done = instance.get_materialized_partitions(AssetKey("mask_pngs"))
-            imported = find_imported_masks(configured_paths().outputs,
-                                           [VideoRef.from_partition_key(k) for k in keys])
-            keys = [k for k in keys if k not in done
-                    and VideoRef.from_partition_key(k) not in imported]
+            imported = _imported_keys(keys)
+            keys = [k for k in keys if k not in done and k not in imported]
         if not keys:
             print("nothing to backfill (materialise video_partitions to register videos)")
             return 0
-        assets = ("mask_pngs",) if args.no_tubes else ("mask_pngs", "tube_json")
+        # a backfill's run config goes to all its runs: tube_json's would refuse mask_pngs' key
+        assets = (("mask_pngs",) if args.no_tubes or args.overwrite_imported
+                  else ("mask_pngs", "tube_json"))
         run_config = ({"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
                       if args.overwrite_imported else None)
         backfill_id = launch_backfill(instance, keys, assets=assets, run_config=run_config)

@@ -387,9 +387,12 @@ def test_backfill_missing_leaves_imported_videos_out(tmp_path, instance, resourc
     (queued,) = instance.get_backfills()
     assert queued.asset_backfill_data.target_subset.get_partitions_subset(
         AssetKey("mask_pngs")).get_partition_keys() == {"val__b"}
-    assert backfill["main"](["--overwrite-imported", "--no-tubes"]) == 0
+    instance.add_dynamic_partitions("videos", ["val__../../etc"])  # registered by hand
+    assert backfill["main"](["--missing"]) == 0
+    assert backfill["main"](["--overwrite-imported"]) == 0
     latest = instance.get_backfills()[0]
     assert latest.run_config == {"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
+    assert latest.asset_selection == [AssetKey("mask_pngs")]  # tube_json would refuse the key
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not_png"])

@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetKey,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -31,6 +32,7 @@ from wsovvis_dagster.ytvis.reports import (
     splits_with_tubes,
     write_split_outputs,
 )
+from wsovvis_instance.dagster_private import AssetPartitionStatus
 
 
 class TubeConfig(Config):
@@ -122,6 +124,8 @@ def tube_json(
         LinkParams(config.link_iou_threshold, config.link_max_gap)
         if config.link_fragments else None
     )
+    failed = _failed_mask_partitions(context.instance, [r.partition_key for refs in
+                                                        by_split.values() for r in refs])
     metadata = {"linked": config.link_fragments,
                 "invalid_partition_keys": MetadataValue.json(invalid)}
     for split, refs in sorted(by_split.items()):
@@ -132,7 +136,7 @@ def tube_json(
         result = build_split_tubes(
             paths.data, paths.outputs, split, refs,
             allow_partial=config.allow_partial, linking=linking, workers=config.workers,
-            progress=progress,
+            progress=progress, failed=failed,
         )
         for key, why in list(result.broken.items())[:100]:
             context.log.error(f"{split}: {key} left out of {result.path.name}: {why}")
@@ -146,6 +150,13 @@ def tube_json(
         outputs = write_split_outputs(result.path, split, gt_path=gt_json_path(paths.data, split))
         metadata.update(_split_metadata(split, result, outputs))
     return MaterializeResult(metadata=metadata)
+
+
+def _failed_mask_partitions(instance, keys: list[str]) -> set[str]:
+    """The keys whose latest mask_pngs run failed (Dagster's partition status)."""
+    status = instance.get_status_by_partition(
+        AssetKey("mask_pngs"), keys, videos_partitions) or {}
+    return {k for k, s in status.items() if s == AssetPartitionStatus.FAILED}
 
 
 @asset_check(asset=tube_json, description="Every split's tube JSON follows the tube format")

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -501,6 +501,7 @@ def build_split_tubes(
     linking: LinkParams | None = None,
     workers: int = 1,
     progress: Callable[[int, int, VideoRef], None] | None = None,
+    failed: Collection[str] = (),
 ) -> SplitTubesResult:
     """Convert the mask folders of `refs` (one split) into `tubes_<split>.json`.
 
@@ -514,7 +515,8 @@ def build_split_tubes(
     was deleted is named in `missing_frames` and left out (no frames to check its masks against).
     A video that cannot be converted (frames emptied or changed under its masks, a broken mask,
     a path out of the roots) is left out too, its error in `broken` and `left_out`: one bad
-    video costs itself, never the split (unless no video is left).
+    video costs itself, never the split (unless no video is left). So is a video without masks
+    whose last `mask_pngs` run `failed` (partition keys): it is named, not an error.
     """
     frames_root = Path(data_root) / split / "JPEGImages"
     broken: dict[str, str] = {}  # videos that cannot be converted: left out, named
@@ -531,7 +533,12 @@ def build_split_tubes(
     without_masks = find_videos_without_masks(output_root, refs)
     # only when the split's frame folder exists: an unmounted data root is not a deletion
     deleted = gone if frames_root.is_dir() else set()
-    missing = [r for r in without_masks if r not in deleted]
+    failed = set(failed)
+    for r in without_masks:
+        if r not in deleted and r.partition_key in failed:
+            broken[r.partition_key] = ("its last mask_pngs run failed (see that run); fix the "
+                                       "cause and materialise mask_pngs for it again")
+    missing = [r for r in without_masks if r not in deleted and r.partition_key not in broken]
     if missing and not allow_partial:
         listed = ", ".join(r.partition_key for r in missing[:20])
         more = f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""
@@ -544,7 +551,7 @@ def build_split_tubes(
     for r in refs:
         if r in deleted:
             left_out[r.partition_key] = f"frame folder {frames_dir(data_root, r)} was deleted"
-    ready = [r for r in refs if r.partition_key not in left_out]
+    ready = [r for r in refs if r.partition_key not in left_out and r.partition_key not in broken]
     if not ready and not allow_partial:
         raise MissingMasksError(
             f"none of the {len(refs)} registered {split} videos has mask PNGs and frames "

@@ -232,8 +232,9 @@ def test_deleted_video_is_reported_missing_and_named_by_tube_json(
 
 def test_one_broken_video_costs_itself_not_the_split(real_jpegs, tmp_path, instance,
                                                       resources_for):
-    """Frames emptied or re-ingested shorter under their masks, a corrupt mask PNG and a bad
-    registered key each leave out one video, named; the rest of every split is written."""
+    """Frames emptied or re-ingested shorter under their masks, a corrupt mask PNG, a failed
+    mask_pngs run and a bad registered key each leave out one video, named; the rest of every
+    split is written."""
     from wsovvis_dagster.paths import VideoRef
     from wsovvis_dagster.pipeline import build_split_tubes
 
@@ -242,10 +243,13 @@ def test_one_broken_video_costs_itself_not_the_split(real_jpegs, tmp_path, insta
     for vid in names:
         make_video(data, "val", vid, real_jpegs[:3])
     make_video(data, "train", "t", real_jpegs[:2])
+    failing = make_video(data, "val", "run_failed", real_jpegs[:3])
+    (failing / "00001.jpg").write_bytes(b"")  # its mask_pngs run fails: no masks
     resources = resources_for(data)
     assert run(instance, resources, "video_partitions").success
     for key in instance.get_dynamic_partitions("videos"):
-        assert run(instance, resources, "mask_pngs", partition=key).success
+        result = run(instance, resources, "mask_pngs", partition=key)
+        assert result.success == (key != "val__run_failed")
     frames, masks = data / "val" / "JPEGImages", tmp_path / "outputs" / "val" / "masks"
     for f in (frames / "emptied").iterdir():
         f.unlink()
@@ -257,7 +261,8 @@ def test_one_broken_video_costs_itself_not_the_split(real_jpegs, tmp_path, insta
     assert result.success, failure_text(result)
     meta = metadata(result, "tube_json")
     broken = meta["val_broken_videos"]
-    assert set(broken) == {"val__emptied", "val__shorter", "val__bad_mask"}
+    assert set(broken) == {"val__emptied", "val__shorter", "val__bad_mask", "val__run_failed"}
+    assert "last mask_pngs run failed" in broken["val__run_failed"]
     assert "holds no frames" in broken["val__emptied"]
     assert "mask_00002.png has no frame" in broken["val__shorter"]
     assert "mask_00001.png" in broken["val__bad_mask"]
@@ -273,4 +278,4 @@ def test_one_broken_video_costs_itself_not_the_split(real_jpegs, tmp_path, insta
     # the same over worker processes
     refs = [VideoRef("val", v) for v in names]
     parallel = build_split_tubes(data, tmp_path / "outputs", "val", refs, workers=2)
-    assert set(parallel.broken) == set(broken) and parallel.videos == 1
+    assert set(parallel.broken) == set(broken) - {"val__run_failed"} and parallel.videos == 1

@@ -85,18 +85,18 @@ def test_pngs_byte_identical_to_sequential_path_and_yielded_in_order(dataset, tm
 
 def test_next_video_is_decoded_while_this_one_is_predicted(dataset, tmp_path, monkeypatch):
     """Video i+1's frames are read during video i's predict call, not after it."""
-    import wsovvis_dagster.pipeline as pipeline
+    import wsovvis_dagster.mask_loop as mask_loop
 
     data, refs = dataset
     reads: list[tuple[str, float]] = []
-    real = pipeline.ChunkedVideoReader.read
+    real = mask_loop.ChunkedVideoReader.read
 
     def spying_read(reader, start, end):
         out = real(reader, start, end)
         reads.append((reader.files[0].parent.name, time.perf_counter()))
         return out
 
-    monkeypatch.setattr(pipeline.ChunkedVideoReader, "read", spying_read)
+    monkeypatch.setattr(mask_loop.ChunkedVideoReader, "read", spying_read)
     predictor = RecordingPredictor(delay=0.3)
     list(segment_videos(data, tmp_path / "out", refs[:3], predictor, workers=2))
     done = dict(reads)

@@ -6,6 +6,7 @@ definitions.py), so new frames mark one video stale and new predictor settings m
 """
 
 import base64
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,7 +28,12 @@ from resources import DatasetPaths, PredictorResource
 from wsovvis_dagster.mask_import import IMPORT_VERSION, ImportedVideo
 from wsovvis_dagster.masks_io import read_mask_source
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import VideoMasksResult, import_videos
+from wsovvis_dagster.pipeline import (
+    VideoMasksResult,
+    find_imported_masks,
+    import_videos,
+    kept_imported_videos,
+)
 from wsovvis_dagster.preview import PREVIEW_MIME
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
@@ -59,6 +65,13 @@ class MaskConfig(Config):
         default="",
         description='With import_root: JSON {"<video_id>": {"<track id>": score}} (default 1.0)',
     )
+    overwrite_imported: bool = Field(
+        default=False,
+        description="Replace imported masks (wsovvis import-masks / import_root: their folder "
+        "holds source.json) with predictor output. Off: those videos keep the masks you "
+        "brought, whatever the run (backfill, UI, new predictor version), and are recorded as "
+        "imported",
+    )
 
 
 @asset(
@@ -83,12 +96,20 @@ def mask_pngs(
 ) -> MaterializeResult:
     """Class-agnostic instance masks per video, written atomically:
     `<output_root>/<split>/masks/<video_id>/mask_<frame>.png`, one id per track, 0 = background.
+    Imported masks (`source.json`) are kept unless `overwrite_imported`.
     """
     keys = context.partition_keys
     importing = bool(config.import_root)
     done: dict[str, dict] = {}
     failed: dict[str, str] = {}
     refs = [VideoRef.from_partition_key(key) for key in keys]
+    kept = ({} if importing or config.overwrite_imported
+            else find_imported_masks(paths.outputs, refs))
+    if kept:
+        context.log.info(
+            f"keeping the imported masks of {len(kept)} of {len(keys)} videos (their folders "
+            "hold source.json): set overwrite_imported: true to replace them with predictor "
+            "output")
     if importing:
         outcomes = import_videos(
             paths.data, paths.outputs, refs, Path(config.import_root),
@@ -97,8 +118,11 @@ def mask_pngs(
     else:
         # the pipelined loop (in the predictor worker, or here): next video decoded and last
         # one's PNGs written while this one runs
-        outcomes = predictor.segment_videos(paths.data, paths.outputs, refs,
-                                            skip_bad_frames=config.skip_bad_frames)
+        outcomes = itertools.chain(
+            kept_imported_videos(paths.data, paths.outputs, kept),
+            predictor.segment_videos(paths.data, paths.outputs,
+                                     [r for r in refs if r not in kept],
+                                     skip_bad_frames=config.skip_bad_frames))
     for i, outcome in enumerate(outcomes, start=1):
         key = outcome.ref.partition_key
         if outcome.error is not None:
@@ -111,18 +135,20 @@ def mask_pngs(
         result = outcome.result
         context.log.info(
             f"video {i}/{len(keys)}: {key}: {result.frames} frames, {result.tracks} tracks, "
-            f"{result.frames_per_second:.1f} frames/s"
+            + ("imported masks kept" if outcome.ref in kept
+               else f"{result.frames_per_second:.1f} frames/s")
         )
-        if importing:
-            done[key] = _import_metadata(key, result, outcome.imported)
+        if outcome.imported is not None:
+            done[key] = _import_metadata(key, result, outcome.imported,
+                                         kept=outcome.ref in kept)
         else:
             done[key] = _video_metadata(key, result, predictor)
     if failed:
         # record the good videos as materialised, then fail the run naming the bad ones
         for key, metadata in done.items():
-            context.log_event(
-                AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
-            )
+            context.log_event(AssetMaterialization(
+                asset_key=context.asset_key, partition=key, metadata=metadata,
+                tags={MASK_SOURCE_TAG: _mask_source(metadata)}))
         raise Failure(
             description=f"{len(failed)} of {len(keys)} videos failed: "
             + "; ".join(f"{k}: {v}" for k, v in failed.items()),
@@ -130,12 +156,20 @@ def mask_pngs(
         )
     for key, metadata in done.items():
         context.add_asset_metadata(metadata, partition_key=key)
-    # a tag on each materialisation says where the masks came from (the folder: `mask_source`)
-    return MaterializeResult(tags={MASK_SOURCE_TAG: "import" if importing else "predictor"})
+    # a tag on each materialisation says where the masks came from (per video: `predictor`)
+    sources = {_mask_source(m) for m in done.values()}
+    return MaterializeResult(tags={MASK_SOURCE_TAG: sources.pop() if len(sources) == 1
+                                   else "mixed"})
 
 
-def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo) -> dict:
+def _mask_source(metadata: dict) -> str:
+    return "import" if metadata["predictor"] == "import" else "predictor"
+
+
+def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo, *,
+                     kept: bool = False) -> dict:
     preview = base64.b64encode(result.preview_jpeg).decode("ascii")
+    source = read_mask_source(result.folder) or {}
     return {
         "path": MetadataValue.path(str(result.folder)),
         "frames": imported.frames,
@@ -144,9 +178,12 @@ def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo
         "mean_mask_area": round(result.mean_area, 1),
         "seconds": round(result.seconds, 3),
         "predictor": "import",
-        "predictor_version": f"import{IMPORT_VERSION}:{imported.fingerprint}",
-        "mask_source": MetadataValue.path(str(read_mask_source(result.folder)["folder"])),
+        "predictor_version": f"import{source.get('import_version', IMPORT_VERSION)}:"
+                             f"{imported.fingerprint}",
+        "mask_source": MetadataValue.path(str(source.get("folder", "?"))),
         "import_rewritten": imported.written,
+        **({"kept_imported": "imported masks kept (not replaced by the predictor); "
+                             "overwrite_imported: true replaces them"} if kept else {}),
         "preview": MetadataValue.md(f"![{key}](data:{PREVIEW_MIME};base64,{preview})"),
     }
 

@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetKey,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -21,7 +22,7 @@ from pydantic import Field
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
-from wsovvis_dagster.errors import MissingMasksError
+from wsovvis_dagster.errors import MissingMasksError, UnsafeNameError
 from wsovvis_dagster.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
 from wsovvis_dagster.paths import VideoRef, gt_json_path, tube_json_path
 from wsovvis_dagster.pipeline import build_split_tubes
@@ -31,6 +32,7 @@ from wsovvis_dagster.ytvis.reports import (
     splits_with_tubes,
     write_split_outputs,
 )
+from wsovvis_instance.dagster_private import AssetPartitionStatus
 
 
 class TubeConfig(Config):
@@ -82,6 +84,7 @@ def _split_metadata(split: str, result, outputs) -> dict:
             list(result.missing_frames)
         )
     metadata[f"{split}_left_out"] = MetadataValue.json(result.left_out)
+    metadata[f"{split}_broken_videos"] = MetadataValue.json(result.broken)
     metadata[f"{split}_mask_sources"] = MetadataValue.json(result.mask_sources)
     return metadata
 
@@ -99,19 +102,32 @@ def tube_json(
 ) -> MaterializeResult:
     """`<output_root>/<split>/tubes_<split>.json` per split: videos + one RLE tube per track."""
     by_split: dict[str, list[VideoRef]] = defaultdict(list)
+    invalid: dict[str, str] = {}
     for key in context.instance.get_dynamic_partitions(videos_partitions.name):
-        ref = VideoRef.from_partition_key(key)
+        try:
+            ref = VideoRef.from_partition_key(key)
+        except UnsafeNameError as exc:  # registered by hand or by an older version
+            invalid[key] = (
+                f"{exc}. No video folder can have this key: delete the partition (UI: "
+                "mask_pngs -> Partitions -> select it -> Delete partition; Python: "
+                f"DagsterInstance.get().delete_dynamic_partition('videos', {key!r}))")
+            context.log.warning(f"left out: registered partition {invalid[key]}")
+            continue
         by_split[ref.split].append(ref)
     if not by_split:
         raise MissingMasksError(
             "no video partitions registered in this Dagster instance: materialise "
             "video_partitions first (is DAGSTER_HOME the instance you used before?)"
+            + "".join(f"; {why}" for why in invalid.values())
         )
     linking = (
         LinkParams(config.link_iou_threshold, config.link_max_gap)
         if config.link_fragments else None
     )
-    metadata = {"linked": config.link_fragments}
+    failed = _failed_mask_partitions(context.instance, [r.partition_key for refs in
+                                                        by_split.values() for r in refs])
+    metadata = {"linked": config.link_fragments,
+                "invalid_partition_keys": MetadataValue.json(invalid)}
     for split, refs in sorted(by_split.items()):
         def progress(i: int, n: int, ref: VideoRef, split: str = split) -> None:
             if i % 50 == 0 or i == n - 1:
@@ -120,8 +136,10 @@ def tube_json(
         result = build_split_tubes(
             paths.data, paths.outputs, split, refs,
             allow_partial=config.allow_partial, linking=linking, workers=config.workers,
-            progress=progress,
+            progress=progress, failed=failed,
         )
+        for key, why in list(result.broken.items())[:100]:
+            context.log.error(f"{split}: {key} left out of {result.path.name}: {why}")
         for key, why in list(result.left_out.items())[:100]:  # all of them in the metadata
             context.log.warning(f"{split}: left out of {result.path.name}: {key}: {why}")
         if result.left_out:
@@ -132,6 +150,13 @@ def tube_json(
         outputs = write_split_outputs(result.path, split, gt_path=gt_json_path(paths.data, split))
         metadata.update(_split_metadata(split, result, outputs))
     return MaterializeResult(metadata=metadata)
+
+
+def _failed_mask_partitions(instance, keys: list[str]) -> set[str]:
+    """The keys whose latest mask_pngs run failed (Dagster's partition status)."""
+    status = instance.get_status_by_partition(
+        AssetKey("mask_pngs"), keys, videos_partitions) or {}
+    return {k for k, s in status.items() if s == AssetPartitionStatus.FAILED}
 
 
 @asset_check(asset=tube_json, description="Every split's tube JSON follows the tube format")

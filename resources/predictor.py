@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -60,9 +61,10 @@ class PredictorResource(ConfigurableResource):
         "backend": "WSOVVIS_PREDICTOR", "weights": "WSOVVIS_VIDEOCUTLER_WEIGHTS"}
 
     backend: str = Field(default=_D.backend, description=f"one of {', '.join(BACKENDS)} "
-                         "(env WSOVVIS_PREDICTOR)")
+                         "(env WSOVVIS_PREDICTOR)",
+                         pattern=f"^({'|'.join(re.escape(b) for b in BACKENDS)})$")
     gpus: str = Field(
-        default="",
+        default="", pattern=r"^\s*(auto|\d+(\s*,\s*\d+)*)?\s*$",
         description="GPU indices this machine offers runs, e.g. '0,1,2,3' (env WSOVVIS_GPUS). "
         "Empty: CPU. Each run leases one free index for its whole duration.",
     )

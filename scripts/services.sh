@@ -34,12 +34,37 @@ command_of() {
   esac
 }
 
-pid_of() {  # the recorded pid if that process (group) is still alive, else nothing
+pid_of() {  # the recorded pid if the service's own process is alive, else nothing
   local file="$DIR/$1.pid" pid
   [ -f "$file" ] || return 0
   pid=$(cat "$file")
-  # the group (code servers, run workers) or, in the instant before setsid, the process
-  if [ -n "$pid" ] && { kill -0 -- "-$pid" || kill -0 "$pid"; } 2>/dev/null; then echo "$pid"; fi
+  # the leader itself: a killed daemon's code server lingers ~45 s in its group, but the
+  # service is gone (its leftovers: leftover_of)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  case "$(ps -o stat= -p "$pid" 2>/dev/null)" in
+    Z* | "") ;;  # a zombie is not a running service
+    *) echo "$pid" ;;
+  esac
+}
+
+leftover_of() {  # the recorded pid of a service that died while its group lives on
+  local file="$DIR/$1.pid" pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  if [ -n "$pid" ] && [ -z "$(pid_of "$1")" ] && kill -0 -- "-$pid" 2>/dev/null; then
+    echo "$pid"
+  fi
+}
+
+stop_group() {  # SIGTERM a process group, wait up to STOP_TIMEOUT, then SIGKILL it
+  local svc=$1 pid=$2
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + STOP_TIMEOUT))
+  while kill -0 -- "-$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    echo "[services] $svc (pid $pid) still running after ${STOP_TIMEOUT}s: SIGKILL" >&2
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
 }
 
 start() {
@@ -48,6 +73,12 @@ start() {
     if [ -n "$(pid_of "$svc")" ]; then
       echo "[services] $svc already running (pid $(pid_of "$svc"))"
       continue
+    fi
+    local dead
+    dead=$(leftover_of "$svc")
+    if [ -n "$dead" ]; then
+      echo "[services] $svc (pid $dead) had died; stopping the processes it left (group $dead)"
+      stop_group "$svc" "$dead"
     fi
     # shellcheck disable=SC2046
     setsid env --default-signal=INT,TERM $(command_of "$svc") \
@@ -94,17 +125,12 @@ stop() {
   for svc in "${SERVICES[@]}"; do
     local pid
     pid=$(pid_of "$svc")
+    [ -n "$pid" ] || pid=$(leftover_of "$svc")
     if [ -z "$pid" ]; then
       rm -f "$DIR/$svc.pid"
       continue
     fi
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while kill -0 -- "-$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
-    if kill -0 -- "-$pid" 2>/dev/null; then
-      echo "[services] $svc (pid $pid) still running after ${STOP_TIMEOUT}s: SIGKILL" >&2
-      kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
+    stop_group "$svc" "$pid"
     rm -f "$DIR/$svc.pid"
     echo "[services] stopped $svc (pid $pid)"
   done
@@ -117,6 +143,10 @@ status() {
     pid=$(pid_of "$svc")
     if [ -n "$pid" ]; then
       echo "$svc: running (pid $pid, log $DIR/$svc.log)"
+    elif [ -n "$(leftover_of "$svc")" ]; then
+      echo "$svc: dead (pid $(leftover_of "$svc") exited; its leftover processes go with" \
+        "'services.sh start' or 'stop')"
+      down=1
     else
       echo "$svc: stopped"
       down=1

@@ -48,6 +48,7 @@ SKIP_REASONS = {
     "browser": (
         lambda: _chromium() is None, "needs Debian's chromium (scripts/install_browser.sh)"
     ),
+    "root": (lambda: os.geteuid() != 0, "needs root to act as another local user (nobody)"),
 }
 
 

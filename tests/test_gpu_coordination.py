@@ -486,3 +486,40 @@ def test_untagged_graphql_backfill_on_postgres(dagster_home, subprocess_env, tmp
         _untagged_ui_backfill(dagster_home, subprocess_env, tmp_path, kill=True,
                               storage_yaml=f"storage: {{postgres: {{postgres_url: '{url}'}}}}",
                               extra_partitions=5000)
+
+
+def test_services_status_sees_a_killed_daemon_at_once_and_start_replaces_it(
+        dagster_home, subprocess_env, tmp_path):
+    """A SIGKILLed dagster-daemon leaves its code server in its group for ~45 s: `status`
+    reports it dead at once, and `start` stops the leftovers and starts a new daemon."""
+    env = {**subprocess_env, "WSOVVIS_SERVICES_DIR": str(tmp_path / "services")}
+    pid_file = tmp_path / "services" / "daemon.pid"
+    try:
+        _services(env, "start", "daemon")
+        pid = int(pid_file.read_text())
+        wait_for(lambda: len(_group(pid)) > 1, timeout=120, what="the daemon's code server")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(pid), timeout=10, what="the killed daemon")
+        assert len(_group(pid)) >= 1  # its children live on
+        assert "daemon: dead" in _services(env, "status", "daemon")
+        out = _services(env, "start", "daemon")
+        assert "had died" in out and "started daemon" in out
+        new = int(pid_file.read_text())
+        assert new != pid and _alive(new) and not _group(pid)
+        assert "daemon: running" in _services(env, "status", "daemon")
+    finally:
+        _services(env, "stop", "daemon")
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat="], capture_output=True,
+                         text=True).stdout.split("\n")
+    return [int(p) for p, g, st in (line.split() for line in out if line.strip())
+            if int(g) == pgid and not st.startswith("Z")]
+
+
+def _alive(pid: int) -> bool:
+    """`pid` runs (a zombie does not count)."""
+    out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return bool(out.stdout.strip()) and not out.stdout.strip().startswith("Z")

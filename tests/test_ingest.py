@@ -70,3 +70,57 @@ def test_ingest_over_existing_video_needs_force(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "replaced" in out and "stale" in out and "register" not in out
     assert sorted(f.name for f in folder.iterdir()) == ["00000.jpg", "00001.jpg"]
+
+
+def test_ingest_writes_under_the_configured_data_root(tmp_path, monkeypatch):
+    """Without --data-root, frames go where video_partitions looks (WSOVVIS_DATA_ROOT), not
+    under the current folder."""
+    video = tmp_path / "clip.mp4"
+    _write_mp4(video, [np.zeros((48, 64, 3), dtype=np.uint8)] * 2)
+    monkeypatch.setenv("WSOVVIS_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["ingest", str(video), "--split", "val"]) == 0
+    assert len(list_frame_files(tmp_path / "root" / "val" / "JPEGImages" / "clip")) == 2
+    assert not (tmp_path / "data").exists()
+
+
+def _write_audio_only(path):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("case", ["audio_only", "every_0", "max_frames_negative"])
+def test_ingest_rejects_bad_input_with_a_clear_error(tmp_path, capsys, case):
+    video = tmp_path / ("sound.wav" if case == "audio_only" else "clip.mp4")
+    if case == "audio_only":
+        _write_audio_only(video)
+    else:
+        _write_mp4(video, [np.zeros((48, 64, 3), dtype=np.uint8)] * 2)
+    extra = {"audio_only": [], "every_0": ["--every", "0"],
+             "max_frames_negative": ["--max-frames", "-1"]}[case]
+    args = ["ingest", str(video), "--split", "val", "--data-root", str(tmp_path / "d"), *extra]
+    if case == "audio_only":
+        assert main(args) == 2
+        assert "has no video stream" in capsys.readouterr().err
+    else:
+        with pytest.raises(SystemExit) as exit_info:  # argparse: usage + the reason, no trace
+            main(args)
+        assert exit_info.value.code == 2
+        assert "must be a whole number of 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "val" / "JPEGImages" / video.stem).exists()
+
+
+def test_ingest_library_refuses_out_of_range_options(tmp_path):
+    from wsovvis_dagster.errors import WsovvisError
+    from wsovvis_dagster.ingest import ingest_video
+
+    for kwargs in ({"every": 0}, {"max_frames": -1}):
+        with pytest.raises(WsovvisError, match="must be 1 or more"):
+            ingest_video(tmp_path / "clip.mp4", tmp_path / "d", "val", **kwargs)

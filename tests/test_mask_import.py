@@ -27,6 +27,8 @@ from wsovvis_dagster.pipeline import build_split_tubes
 from wsovvis_dagster.ytvis.format import validate_tube_json
 from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _assets():
     from definitions import defs
@@ -304,3 +306,106 @@ def test_import_help_explains_layout_modes_and_example(capsys):
     for needed in ("SRC/<video_id>/<frame stem>.png", "I;16", "--scores", "example:",
                    "mask_<frame stem>.png"):
         assert needed in text
+
+
+# ---------------------------------------------------------------------------------------------
+# imported masks are data: no predictor run replaces them unless asked by name
+# ---------------------------------------------------------------------------------------------
+def _import_one_of_two(tmp_path, instance, resources_for):
+    """Videos a and b registered; a's masks imported with the CLI (3 tracks), b has none."""
+    data, src = tmp_path / "data", tmp_path / "osvos"
+    for vid in ("a", "b"):
+        make_frames(data, vid, 4)
+    write_source(src, "a", [f"{t:05d}" for t in range(4)], blob_maps(4, ids=(1, 2, 3)))
+    resources = resources_for(data)
+    out = resources["paths"].outputs
+    assert cli(["import-masks", str(src), "--split", "val", "--data-root", str(data),
+                "--output-root", str(out)]) == 0
+    assert _run(instance, resources, "video_partitions").success
+    return resources, out / "val" / "masks" / "a"
+
+
+def _mask_run(instance, assets, resources, keys, config=None):
+    return materialize(
+        assets, selection=["mask_pngs"], instance=instance, resources=resources,
+        run_config={"ops": {"mask_pngs": {"config": config}}} if config else None,
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        raise_on_error=False)
+
+
+def test_predictor_runs_keep_imported_masks_unless_asked_by_name(tmp_path, instance,
+                                                                 resources_for):
+    from assets.masks import stamp_predictor_version
+    from resources import PredictorResource
+    from video_files import tree_bytes
+
+    resources, imported = _import_one_of_two(tmp_path, instance, resources_for)
+    before = tree_bytes(imported)
+    keys = instance.get_dynamic_partitions("videos")
+    # every partition at once, as the UI's "Materialize all" backfill runs it
+    result = _mask_run(instance, _assets(), resources, keys)
+    assert result.success
+    assert tree_bytes(imported) == before
+    by_key = {m.partition: m for m in result.asset_materializations_for_node("mask_pngs")}
+    assert by_key["val__a"].metadata["predictor"].value == "import"
+    assert "overwrite_imported" in by_key["val__a"].metadata["kept_imported"].value
+    assert by_key["val__a"].metadata["tracks"].value == 3
+    assert "preview" in by_key["val__a"].metadata
+    assert by_key["val__b"].metadata["predictor"].value != "import"
+    assert by_key["val__a"].tags["wsovvis/mask_source"] == "mixed"
+
+    # a predictor change (new code version): every video is stale, and rerunning the stale
+    # ones keeps the imported masks and records them at the new version
+    changed = PredictorResource(max_tracks=3)
+    assets = stamp_predictor_version(_assets(), changed)
+    resolver = get_stale_status_resolver(instance, assets)
+    assert resolver.get_status(AssetKey("mask_pngs"), "val__a") == StaleStatus.STALE
+    rerun = _mask_run(instance, assets, {**resources, "predictor": changed}, ["val__a"])
+    assert rerun.success and tree_bytes(imported) == before
+    (mat,) = rerun.asset_materializations_for_node("mask_pngs")
+    assert mat.tags["wsovvis/mask_source"] == "import"
+    resolver = get_stale_status_resolver(instance, assets)
+    assert resolver.get_status(AssetKey("mask_pngs"), "val__a") == StaleStatus.FRESH
+
+    # asked by name: replaced by predictor output
+    assert _mask_run(instance, _assets(), resources, ["val__a"],
+                     config={"overwrite_imported": True}).success
+    assert not (imported / SOURCE_FILE).exists()
+
+
+def test_backfill_missing_leaves_imported_videos_out(tmp_path, instance, resources_for,
+                                                     monkeypatch, capsys):
+    import runpy
+
+    resources, _ = _import_one_of_two(tmp_path, instance, resources_for)
+    monkeypatch.setenv("WSOVVIS_DATA_ROOT", resources["paths"].data_root)
+    monkeypatch.setenv("WSOVVIS_OUTPUT_ROOT", resources["paths"].output_root)
+    monkeypatch.setenv("WSOVVIS_UI_PORT", "3917")
+    backfill = runpy.run_path(str(REPO / "scripts" / "backfill.py"), run_name="backfill")
+    assert backfill["main"](["--missing"]) == 0
+    assert "127.0.0.1:3917/runs/b/" in capsys.readouterr().out
+    (queued,) = instance.get_backfills()
+    assert queued.asset_backfill_data.target_subset.get_partitions_subset(
+        AssetKey("mask_pngs")).get_partition_keys() == {"val__b"}
+    instance.add_dynamic_partitions("videos", ["val__../../etc"])  # registered by hand
+    assert backfill["main"](["--missing"]) == 0
+    assert backfill["main"](["--overwrite-imported"]) == 0
+    latest = instance.get_backfills()[0]
+    assert latest.run_config == {"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
+    assert latest.asset_selection == [AssetKey("mask_pngs")]  # tube_json would refuse the key
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_png"])
+def test_a_corrupt_source_png_is_named_with_import_advice(tmp_path, capsys, damage):
+    data, out, src = tmp_path / "data", tmp_path / "out", tmp_path / "src"
+    stems = [f.stem for f in make_frames(data, "v", 3)]
+    folder = write_source(src, "v", stems, blob_maps(3))
+    bad = folder / "00001.png"
+    body = bad.read_bytes()
+    bad.write_bytes(body[: len(body) // 2] if damage == "truncated" else b"GIF89a nonsense")
+    assert cli(["import-masks", str(src), "--split", "val", "--data-root", str(data),
+                "--output-root", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read mask {bad}" in err  # the source file, not the destination
+    assert "export it again" in err and "re-run mask_pngs" not in err
+    assert not (out / "val" / "masks" / "v").exists()

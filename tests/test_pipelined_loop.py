@@ -85,18 +85,18 @@ def test_pngs_byte_identical_to_sequential_path_and_yielded_in_order(dataset, tm
 
 def test_next_video_is_decoded_while_this_one_is_predicted(dataset, tmp_path, monkeypatch):
     """Video i+1's frames are read during video i's predict call, not after it."""
-    import wsovvis_dagster.pipeline as pipeline
+    import wsovvis_dagster.mask_loop as mask_loop
 
     data, refs = dataset
     reads: list[tuple[str, float]] = []
-    real = pipeline.read_video
+    real = mask_loop.ChunkedVideoReader.read
 
-    def spying_read(data_root, ref, **kw):
-        out = real(data_root, ref, **kw)
-        reads.append((ref.video_id, time.perf_counter()))
+    def spying_read(reader, start, end):
+        out = real(reader, start, end)
+        reads.append((reader.files[0].parent.name, time.perf_counter()))
         return out
 
-    monkeypatch.setattr(pipeline, "read_video", spying_read)
+    monkeypatch.setattr(mask_loop.ChunkedVideoReader, "read", spying_read)
     predictor = RecordingPredictor(delay=0.3)
     list(segment_videos(data, tmp_path / "out", refs[:3], predictor, workers=2))
     done = dict(reads)
@@ -224,3 +224,133 @@ def test_job_execute_builds_the_model_once(dataset, instance, subprocess_env, tm
     assert "RUN_SUCCESS" in log
     assert log.count("building predictor backend=cpu") == 1
     assert "run already finished: predictor not built" in log.split("RUN_SUCCESS", 1)[1]
+
+
+# -- long videos stream through the predictor in chunks ----------------------------------------
+class ChunkedFake:
+    """A predictor that asks the loop for small chunks and gives each chunk `tracks` new
+    rectangles (ids by descending score) plus one that follows frame brightness."""
+
+    def __init__(self, chunk=(5, 2), tracks=3):
+        self.stream_chunk, self.tracks = chunk, tracks
+        self.name, self.version, self.calls = "chunked-fake", "1", []
+
+    def predict(self, frames):
+        from wsovvis_dagster.predictors import PredictorOutput
+
+        self.calls.append(len(frames))
+        t, h, w = frames.shape[:3]
+        ids = np.zeros((t, h, w), np.uint16)
+        ids[:, : h // 4, : w // 4] = 1  # a track every chunk sees: linked across chunks
+        salt = int(frames[0, 0, 0, 0])
+        for k in range(2, self.tracks + 2):
+            y, x = (salt * 7 + k * 3) % (h - 2), (salt * 5 + k * 11) % (w - 2)
+            ids[:, y:y + 2, x:x + 2] = np.where(ids[:, y:y + 2, x:x + 2] == 0, k, 0)
+        present = sorted(set(np.unique(ids).tolist()) - {0})
+        lut = np.zeros(self.tracks + 2, np.uint16)
+        lut[present] = np.arange(1, len(present) + 1)
+        return PredictorOutput(lut[ids], {i: 1.0 - i / 1000 for i in range(1, len(present) + 1)})
+
+
+def _decoded(folder: Path) -> tuple[np.ndarray, dict]:
+    import json
+
+    from wsovvis_dagster.masks_io import list_mask_files, load_id_map
+
+    maps = np.stack([load_id_map(f) for f in list_mask_files(folder)])
+    return maps, json.loads((folder / "tracks.json").read_text())["scores"]
+
+
+@pytest.mark.parametrize("tracks", [3, 300])  # 300: ids pass 255, PNGs rewritten as 16-bit
+def test_a_long_video_streams_in_chunks_with_the_masks_of_the_whole_video_path(
+        dataset, tmp_path, tracks):
+    import shutil
+
+    from wsovvis_dagster.predictors.chunking import predict_chunked
+
+    data, refs = dataset
+    copy = tmp_path / "data"
+    folder = copy / "val" / "JPEGImages" / "long"
+    folder.mkdir(parents=True)
+    source = sorted((data / "val" / "JPEGImages" / refs[0].video_id).iterdir())
+    for t in range(23):  # 23 frames in chunks of 5 sharing 2: 7 chunks
+        shutil.copy(source[t % len(source)], folder / f"{t:05d}.jpg")
+    ref = VideoRef("val", "long")
+    fake = ChunkedFake(tracks=tracks)
+    (outcome,) = segment_videos(copy, tmp_path / "out", [ref], fake, workers=2)
+    assert outcome.error is None and outcome.result.frames == 23
+    assert fake.calls == [5] * 7  # the model saw chunks, never the whole video
+    whole = predict_chunked(ChunkedFake(tracks=tracks).predict, read_video(copy, ref).images,
+                            chunk_size=5, overlap=2)
+    maps, scores = _decoded(masks_dir(tmp_path / "out", ref))
+    assert np.array_equal(maps, whole.id_maps)
+    assert {int(k): v for k, v in scores.items()} == pytest.approx(whole.scores)
+    assert (maps.dtype == np.uint16) == (max(whole.scores) > 255)
+    assert outcome.result.tracks == len(whole.scores) and outcome.result.preview_jpeg
+
+
+def test_skipped_frames_across_chunks_are_left_out_and_named(dataset, tmp_path):
+    import shutil
+
+    data, refs = dataset
+    copy = tmp_path / "data"
+    folder = copy / "val" / "JPEGImages" / "long"
+    folder.mkdir(parents=True)
+    source = sorted((data / "val" / "JPEGImages" / refs[0].video_id).iterdir())
+    for t in range(12):
+        shutil.copy(source[t % len(source)], folder / f"{t:05d}.jpg")
+    for t in (3, 4, 9):  # 3 and 4 sit in the frames two chunks share
+        (folder / f"{t:05d}.jpg").write_bytes(b"broken")
+    ref = VideoRef("val", "long")
+    (outcome,) = segment_videos(copy, tmp_path / "out", [ref], ChunkedFake(), workers=2,
+                                skip_bad_frames=True)
+    assert outcome.error is None
+    assert outcome.result.skipped_frames == ("00003.jpg", "00004.jpg", "00009.jpg")
+    names = sorted(p.name for p in masks_dir(tmp_path / "out", ref).glob("mask_*.png"))
+    assert names == [f"mask_{t:05d}.png" for t in range(12) if t not in (3, 4, 9)]
+    (failed,) = segment_videos(copy, tmp_path / "out2", [ref], ChunkedFake(), workers=2)
+    assert isinstance(failed.error, FrameError) and "00003.jpg" in str(failed.error)
+    assert not masks_dir(tmp_path / "out2", ref).exists()
+
+
+_RSS_CHILD = """
+import resource, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+sys.path.insert(0, sys.argv[3])
+from test_pipelined_loop import ChunkedFake
+from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.pipeline import segment_videos
+root = Path(sys.argv[1])
+folder = root / "val" / "JPEGImages" / "v"
+folder.mkdir(parents=True)
+rng = np.random.default_rng(0)
+frame = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+for t in range(int(sys.argv[2])):
+    frame[0, 0, 0] = t % 251
+    Image.fromarray(frame).save(folder / f"{t:05d}.png", compress_level=0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+(o,) = segment_videos(root, root / "out", [VideoRef("val", "v")], ChunkedFake((128, 16)),
+                      workers=2)
+assert o.error is None, o.error
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_video_length(tmp_path):
+    """300 vs 3,000 frames (320x240): the whole-video path held ~0.3 MB more per frame
+    (frames + id maps, ~800 MB more for the longer video); the stream holds about a chunk."""
+    import subprocess
+    import sys
+
+    def growth_mb(frames: int) -> float:
+        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(tmp_path / str(frames)),
+                              str(frames), str(Path(__file__).parent)],
+                             capture_output=True, text=True, check=True).stdout
+        return int(out.strip().splitlines()[-1]) / 1024
+
+    short, long = growth_mb(300), growth_mb(3000)
+    whole_path_extra = 2700 * (240 * 320 * (3 + 2)) / 2**20  # frames + uint16 maps held
+    assert long - short < 0.1 * whole_path_extra, (short, long)

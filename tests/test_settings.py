@@ -26,7 +26,8 @@ REPO_ENV_VARS = {  # documented names that must keep working
     ("runs_dir", SacredObserverResource): "WSOVVIS_RUNS_DIR",
 }
 # a valid non-default value per pattern-constrained field (others: derived from the type)
-_PATTERN_VALUES = {"precision": "bf16", "deform_attn": "pytorch", "backend": "cpu-slow"}
+_PATTERN_VALUES = {"precision": "bf16", "deform_attn": "pytorch", "backend": "cpu-slow",
+                   "gpus": "0,1"}
 
 
 def _other_value(name, info):
@@ -87,6 +88,12 @@ def test_bad_env_value_fails_at_load_naming_the_variable():
         build_resources({"WSOVVIS_PRECISION": "fp8"})
     with pytest.raises(SettingsError, match="WSOVVIS_CHUNK_SIZE='many'"):
         build_resources({"WSOVVIS_CHUNK_SIZE": "many"})
+    with pytest.raises(SettingsError, match=r"WSOVVIS_PREDICTOR='videocuttler'.*pattern"):
+        build_resources({"WSOVVIS_PREDICTOR": "videocuttler"})
+    with pytest.raises(SettingsError, match=r"WSOVVIS_GPUS='0;1'.*pattern"):
+        build_resources({"WSOVVIS_GPUS": "0;1"})
+    for fine in ("0,1, 2", "auto", "3"):
+        build_resources({"WSOVVIS_GPUS": fine})
 
 
 def test_predictor_settings_are_the_resource_fields_by_name():

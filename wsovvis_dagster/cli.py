@@ -163,8 +163,23 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def _env_default(name: str, default: str) -> str:
-    """The code location's setting (definitions.py reads the same env var) or `default`."""
-    return os.environ.get(name) or default
+    """The code location's setting: its env var (definitions.py reads the same one), else its
+    default, `<checkout>/<default>` (definitions.PATH_DEFAULTS) when the package runs from a
+    checkout, so the CLI writes where `video_partitions` looks whatever the current folder."""
+    if os.environ.get(name):
+        return os.environ[name]
+    checkout = Path(__file__).resolve().parents[1]
+    return str(checkout / default) if (checkout / "definitions.py").is_file() else default
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return value
 
 
 def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
@@ -189,10 +204,12 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     ing = sub.add_parser("ingest", help="decode a video file into a JPEG frame folder")
     ing.add_argument("video", help="an .mp4 (anything FFmpeg reads)")
     ing.add_argument("--split", required=True, choices=["train", "val", "test"])
-    ing.add_argument("--data-root", default="data/demo", help="dataset root (data/demo)")
+    ing.add_argument("--data-root", default=_env_default("WSOVVIS_DATA_ROOT", "data/demo"),
+                     help="dataset root ($WSOVVIS_DATA_ROOT, else the checkout's data/demo: "
+                     "where video_partitions looks)")
     ing.add_argument("--video-id", help="folder / partition name (default: file stem)")
-    ing.add_argument("--every", type=int, default=1, help="keep every N-th frame (1)")
-    ing.add_argument("--max-frames", type=int, help="stop after this many frames")
+    ing.add_argument("--every", type=_positive_int, default=1, help="keep every N-th frame (1)")
+    ing.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
     ing.add_argument("--force", action="store_true",
                      help="replace the frames of a video that already exists (its masks go stale)")
     ing.set_defaults(func=_ingest)

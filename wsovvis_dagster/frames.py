@@ -116,6 +116,13 @@ def scan_videos(data_root: Path) -> ScanReport:
             f"data root {data_root} does not exist: generate the demo data with "
             "`wsovvis generate-demo` or point WSOVVIS_DATA_ROOT at an LV-VIS style folder"
         )
+    if not any((data_root / split / "JPEGImages").is_dir() for split in SPLITS):
+        layout = ("a DAVIS layout (JPEGImages/<resolution>/<sequence>/): copy or move the "
+                  "sequences to " if (data_root / "JPEGImages").is_dir() else "expected ")
+        raise FrameError(
+            f"data root {data_root} holds no <split>/JPEGImages/ folder ({', '.join(SPLITS)}): "
+            f"{layout}{data_root}/val/JPEGImages/<video_id>/ (one folder of frames per video), "
+            "or point WSOVVIS_DATA_ROOT at an LV-VIS style folder")
     report = ScanReport()
     for split in SPLITS:
         split_dir = data_root / split / "JPEGImages"
@@ -206,17 +213,7 @@ def read_video(
     With `pool`, frames decode there in parallel; errors and order are those of the
     sequential read (the first bad file in frame order is the one named).
     """
-    folder = frames_dir(data_root, ref)
-    if not folder.is_dir():
-        raise FrameError(
-            f"video folder {folder} is missing (video {ref.partition_key} was registered but "
-            "deleted?): restore it, or re-run video_partitions to report it as missing"
-        )
-    files = list_frame_files(folder)
-    if not files:
-        raise FrameError(f"video folder {folder} has no .jpg/.png frames")
-    for path in files:  # a frame symlinked out of the data root is refused, not read
-        resolve_inside(data_root, ref.split, "JPEGImages", ref.video_id, path.name)
+    files = video_frame_files(data_root, ref)
     return read_frames(files, skip_bad_frames=skip_bad_frames, pool=pool)
 
 
@@ -227,14 +224,36 @@ def _load_or_error(path: Path) -> np.ndarray | FrameError:
         return exc
 
 
+class FrameChecks:
+    """What `iter_frames` checks across calls: every frame shares the first good one's size."""
+
+    def __init__(self) -> None:
+        self.size: tuple[int, int] | None = None
+        self.first: Path | None = None
+        self.good = 0
+
+    def check(self, path: Path, img: np.ndarray) -> None:
+        if self.size is None:
+            self.size, self.first = img.shape[:2], path
+        elif img.shape[:2] != self.size:
+            size, good = self.size, self.good
+            before = (f"{self.first.name}" if good == 1
+                      else f"the {good} frames from {self.first.name} on")
+            raise FrameError(
+                f"frame {path} is {img.shape[1]}x{img.shape[0]} but {before} "
+                f"{'is' if good == 1 else 'are'} {size[1]}x{size[0]}: all frames of a video must "
+                "share one size (masks would not line up); resize or remove the odd frame"
+            )
+        self.good += 1
+
+
 def iter_frames(
     files: list[Path], *, skip_bad_frames: bool = False, skipped: list[str] | None = None,
-    pool: Executor | None = None,
+    pool: Executor | None = None, checks: FrameChecks | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield `(stem, (H, W, 3) uint8)` per readable frame, checking sizes agree."""
-    size = None
-    first = None
-    good = 0
+    """Yield `(stem, (H, W, 3) uint8)` per readable frame, checking sizes agree (with
+    `checks`, also with the frames of earlier calls: a video read in chunks)."""
+    checks = checks if checks is not None else FrameChecks()
     # pool.map keeps frame order, so the checks below see what a sequential read sees
     decoded = pool.map(_load_or_error, files) if pool is not None else map(_load_or_error, files)
     for path, img in zip(files, decoded, strict=True):
@@ -247,17 +266,56 @@ def iter_frames(
             if skipped is not None:
                 skipped.append(path.name)
             continue
-        if size is None:
-            size, first = img.shape[:2], path
-        elif img.shape[:2] != size:
-            before = f"{first.name}" if good == 1 else f"the {good} frames from {first.name} on"
-            raise FrameError(
-                f"frame {path} is {img.shape[1]}x{img.shape[0]} but {before} "
-                f"{'is' if good == 1 else 'are'} {size[1]}x{size[0]}: all frames of a video must "
-                "share one size (masks would not line up); resize or remove the odd frame"
-            )
-        good += 1
+        checks.check(path, img)
         yield path.stem, img
+
+
+def video_frame_files(data_root: Path, ref: VideoRef) -> list[Path]:
+    """The frame files of a registered video, checked (present, not empty, none linked out of
+    the data root) but not decoded."""
+    folder = frames_dir(data_root, ref)
+    if not folder.is_dir():
+        raise FrameError(
+            f"video folder {folder} is missing (video {ref.partition_key} was registered but "
+            "deleted?): restore it, or re-run video_partitions to report it as missing"
+        )
+    files = list_frame_files(folder)
+    if not files:
+        raise FrameError(f"video folder {folder} has no .jpg/.png frames")
+    for path in files:  # a frame symlinked out of the data root is refused, not read
+        resolve_inside(data_root, ref.split, "JPEGImages", ref.video_id, path.name)
+    return files
+
+
+class ChunkedVideoReader:
+    """Reads one video's frames a span of files at a time, with `read_frames`' checks across
+    the whole video; frames of the previous span that the next one shares are not decoded
+    again. Memory: about one span of frames."""
+
+    def __init__(self, files: list[Path], *, skip_bad_frames: bool = False,
+                 pool: Executor | None = None) -> None:
+        self.files, self.skip_bad_frames, self.pool = files, skip_bad_frames, pool
+        self.skipped: list[str] = []
+        self._checks = FrameChecks()
+        self._cache: dict[int, np.ndarray | None] = {}  # file index -> frame (None: skipped)
+
+    def read(self, start: int, end: int) -> tuple[list[int], np.ndarray | None]:
+        """File indices of the readable frames among files[start:end] and those frames,
+        `(n, H, W, 3) uint8` (None when none is readable)."""
+        todo = [i for i in range(start, end) if i not in self._cache]
+        skipped: list[str] = []
+        stems = iter_frames([self.files[i] for i in todo], skip_bad_frames=self.skip_bad_frames,
+                            skipped=skipped, pool=self.pool, checks=self._checks)
+        got = {self.files[i].stem: i for i in todo}
+        fresh: dict[int, np.ndarray | None] = dict.fromkeys(todo)
+        for stem, img in stems:
+            fresh[got[stem]] = img
+        self.skipped.extend(skipped)
+        cache = {i: f for i, f in self._cache.items() if start <= i < end}
+        cache.update(fresh)
+        self._cache = cache
+        indices = [i for i in range(start, end) if cache[i] is not None]
+        return indices, np.stack([cache[i] for i in indices]) if indices else None
 
 
 def read_frames(

@@ -8,8 +8,12 @@ from pathlib import Path
 import av
 
 from wsovvis_dagster.atomic import atomic_dir
-from wsovvis_dagster.errors import FrameError, VideoExistsError
+from wsovvis_dagster.errors import FrameError, VideoExistsError, WsovvisError
 from wsovvis_dagster.paths import VideoRef, frames_dir
+
+
+class IngestArgumentError(WsovvisError, ValueError):
+    """An `ingest` option out of range (named, with what it must be)."""
 
 
 def count_frames(video_path: Path, *, every: int = 1, max_frames: int | None = None) -> int | None:
@@ -43,7 +47,10 @@ def ingest_video(
     video_path = Path(video_path)
     ref = VideoRef(split, video_id or video_path.stem)
     if every < 1:
-        raise ValueError("every must be >= 1")
+        raise IngestArgumentError(f"--every must be 1 or more (keep every N-th frame), got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise IngestArgumentError(
+            f"--max-frames must be 1 or more, got {max_frames}; leave it out for every frame")
     target = frames_dir(data_root, ref)
     if target.exists() and not force:
         raise VideoExistsError(
@@ -54,6 +61,10 @@ def ingest_video(
         container = av.open(str(video_path))
     except (av.FFmpegError, OSError) as exc:
         raise FrameError(f"cannot open video {video_path}: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise FrameError(
+            f"{video_path} has no video stream (an audio-only file?): nothing to ingest")
     written = 0
     with container, atomic_dir(target) as tmp:
         try:

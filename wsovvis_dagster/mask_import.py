@@ -112,13 +112,19 @@ def _source_pngs(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+# what to do about a source PNG that does not read (it is the user's file, not ours)
+SOURCE_FIX = ("the file is damaged or not a PNG: export it again from the tool that made it, "
+              "or delete it (a frame without a PNG has no objects), then import again")
+
+
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
     """Mode and `(width, height)` of a PNG from its header."""
     try:
         with Image.open(path) as img:
             return img.mode, img.size
     except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
-        raise MaskFormatError(f"cannot read mask {path}: {type(exc).__name__}: {exc}") from exc
+        raise MaskFormatError(
+            f"cannot read mask {path}: {type(exc).__name__}: {exc}; {SOURCE_FIX}") from exc
 
 
 def _plan_video(src: Path, data_root: Path, split: str) -> _Plan:
@@ -214,7 +220,7 @@ def _write_video(
                              len(read_mask_source(dest).get("track_ids", [])), fingerprint, False)
     maps = []
     for t, png in plan.masks:
-        m = load_id_map(png)
+        m = load_id_map(png, fix=SOURCE_FIX)
         w, h = image_size(plan.frames[t])
         if m.shape != (h, w):  # the header said otherwise: a broken file
             raise MaskFormatError(f"mask {png} decodes to {m.shape[1]}x{m.shape[0]}, its frame "

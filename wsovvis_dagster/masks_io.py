@@ -8,6 +8,7 @@ from and a fingerprint of their content; predictor output has none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from concurrent.futures import Executor, Future
@@ -40,24 +41,25 @@ def save_id_map(path: Path, id_map: np.ndarray, *, sixteen_bit: bool) -> None:
     img.save(path, format="PNG", optimize=False, compress_level=1)
 
 
-def load_id_map(path: Path) -> np.ndarray:
-    """Read one mask PNG as `(H, W)` integer ids (uint8 or uint16)."""
+RERUN_FIX = "delete the video's mask folder and re-run mask_pngs"
+
+
+def load_id_map(path: Path, *, fix: str = RERUN_FIX) -> np.ndarray:
+    """Read one mask PNG as `(H, W)` integer ids (uint8 or uint16); errors name `path` and
+    end with `fix` (what to do about a PNG of this kind: ours, or one being imported)."""
     try:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "I;16", "I"):
                 raise MaskFormatError(
                     f"mask {path} has mode {img.mode}: expected a greyscale or palette id map "
-                    "(8-bit L/P or 16-bit I;16); re-run mask_pngs for this video"
+                    f"(8-bit L/P or 16-bit I;16); {fix}"
                 )
             check_image_size(img)
             img.load()
             arr = np.asarray(img)
     except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise MaskFormatError(
-            f"cannot read mask {path}: {reason}; delete the video's mask folder and re-run "
-            "mask_pngs"
-        ) from exc
+        raise MaskFormatError(f"cannot read mask {path}: {reason}; {fix}") from exc
     if arr.ndim != 2:
         raise MaskFormatError(f"mask {path} is not a single-channel id map (shape {arr.shape})")
     if arr.dtype.kind not in "ui" or (arr.size and (arr.min() < 0 or arr.max() > MAX_ID)):
@@ -95,66 +97,131 @@ def write_mask_pngs(
     the same atomic swap.
     """
     top = max(scores, default=0)
-    sixteen_bit = top > 255
     if top > MAX_ID or min(scores, default=1) < 1:
         raise MaskFormatError(
             f"track ids for {dest} must be 1..{MAX_ID} to fit a 16-bit PNG; got "
             f"{min(scores)}..{top} ({len(scores)} tracks)"
         )
-    limit = MAX_ID if sixteen_bit else 255
-    frames = 0
-    area_sum = 0
-    present = 0
-    shape = None
-    names: set[str] = set()
-    pending: list[Future] = []
+    sixteen_bit = top > 255
+    writer = MaskFolderWriter(dest, pool=pool)
     try:
-        with atomic_dir(dest) as tmp:
-            try:
-                for stem, id_map in zip(stems, id_maps, strict=True):
-                    name = mask_png_name(stem)
-                    id_map = np.asarray(id_map)
-                    _check_id_map(dest, name, id_map, limit, shape)
-                    if name in names or "/" in stem or stem.startswith("."):
-                        raise MaskFormatError(
-                            f"frame stem {stem!r} for {dest} is repeated or unsafe")
-                    names.add(name)
-                    shape = id_map.shape
-                    if pool is None:
-                        save_id_map(tmp / name, id_map, sixteen_bit=sixteen_bit)
-                    else:
-                        pending.append(pool.submit(save_id_map, tmp / name, id_map,
-                                                   sixteen_bit=sixteen_bit))
-                    counts = np.bincount(id_map.ravel().astype(np.int64))
-                    fg = counts[1:]
-                    area_sum += int(fg.sum())
-                    present += int((fg > 0).sum())
-                    frames += 1
-                for future in pending:  # before the swap: every PNG is on disk, or we raise
-                    future.result()
-            except BaseException:
-                _drain(pending)  # no encoder may still write once the temp folder goes
-                raise
-            tracks = {str(k): float(v) for k, v in sorted(scores.items())}
-            (tmp / TRACKS_FILE).write_text(json.dumps({"scores": tracks}))
-            if source is not None:
-                (tmp / SOURCE_FILE).write_text(json.dumps(source, sort_keys=True))
+        for stem, id_map in zip(stems, id_maps, strict=True):
+            writer.add(stem, id_map, sixteen_bit=sixteen_bit)
     except ValueError as exc:  # zip(strict=True): predictor gave more or fewer maps than frames
+        writer.abort()
         if isinstance(exc, WsovvisError):
             raise
         raise MaskFormatError(f"mask PNGs for {dest}: {exc} (one id map per frame)") from exc
-    except OSError as exc:
-        raise OutputWriteError(
-            f"cannot write mask PNGs to {dest}: {exc}. Nothing was replaced: the folder holds "
-            "its previous masks (if any). Free disk space (or fix permissions) and re-run "
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(scores, source=source)
+
+
+class MaskFolderWriter:
+    """One video's mask PNGs, written as they come into a hidden temp folder that `finish`
+    swaps in whole (`atomic.atomic_dir`); `abort` drops it. What `write_mask_pngs` and the
+    streaming loop (frames handed over chunk by chunk, final ids known only at the end) use.
+
+    Each `add` saves one `(H, W)` id map at the bit depth asked for (encoded in `pool` when
+    given); `finish` can relabel every written PNG through a look-up table (`lut[id]` = final
+    id) and changes the bit depth where the final ids need another, then writes `tracks.json`.
+    Write errors raise `OutputWriteError`, leaving the previous `dest` as it was.
+    """
+
+    def __init__(self, dest: Path, *, pool: Executor | None = None,
+                 max_queued: int = 32) -> None:
+        self.dest, self.pool, self.max_queued = Path(dest), pool, max_queued
+        self._stack = contextlib.ExitStack()
+        try:
+            self.tmp = self._stack.enter_context(atomic_dir(self.dest))
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+        self._written: dict[str, bool] = {}  # PNG name -> written as 16-bit
+        self._pending: list[Future] = []
+        self._shape: tuple | None = None
+        self._area = self._present = 0
+
+    def add(self, stem: str, id_map: np.ndarray, *, sixteen_bit: bool) -> None:
+        name = mask_png_name(stem)
+        id_map = np.asarray(id_map)
+        _check_id_map(self.dest, name, id_map, MAX_ID if sixteen_bit else 255, self._shape)
+        if name in self._written or "/" in stem or stem.startswith("."):
+            raise MaskFormatError(f"frame stem {stem!r} for {self.dest} is repeated or unsafe")
+        self._written[name] = sixteen_bit
+        self._shape = id_map.shape
+        self._save(name, id_map, sixteen_bit)
+        counts = np.bincount(id_map.ravel().astype(np.int64))[1:]
+        self._area += int(counts.sum())
+        self._present += int((counts > 0).sum())
+
+    def _save(self, name: str, id_map: np.ndarray, sixteen_bit: bool) -> None:
+        try:
+            if self.pool is None:
+                save_id_map(self.tmp / name, id_map, sixteen_bit=sixteen_bit)
+            else:
+                self._pending.append(self.pool.submit(save_id_map, self.tmp / name, id_map,
+                                                      sixteen_bit=sixteen_bit))
+                while len(self._pending) > self.max_queued:  # memory: id maps waiting
+                    self._pending.pop(0).result()
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+
+    def _wait(self) -> None:
+        try:
+            for future in self._pending:  # every PNG is on disk, or we raise
+                future.result()
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+        finally:
+            _drain(self._pending)
+            self._pending = []
+
+    def finish(self, scores: dict[int, float], *, lut: np.ndarray | None = None,
+               source: dict | None = None) -> MaskWriteSummary:
+        """Relabel (`lut`), write `tracks.json` (+ `source.json`), swap the folder in."""
+        sixteen_bit = max(scores, default=0) > 255
+        try:
+            self._wait()
+            identity = lut is None or np.array_equal(lut[1:], np.arange(1, len(lut)))
+            for name, was_sixteen in self._written.items():
+                if identity and was_sixteen == sixteen_bit:
+                    continue
+                ids = load_id_map(self.tmp / name)
+                self._save(name, ids if identity else lut[ids], sixteen_bit)
+            self._wait()
+            tracks = {str(k): float(v) for k, v in sorted(scores.items())}
+            (self.tmp / TRACKS_FILE).write_text(json.dumps({"scores": tracks}))
+            if source is not None:
+                (self.tmp / SOURCE_FILE).write_text(json.dumps(source, sort_keys=True))
+            self._stack.close()  # the swap
+        except OSError as exc:
+            self.abort()
+            raise self._write_error(exc) from exc
+        except BaseException:
+            self.abort()
+            raise
+        return MaskWriteSummary(
+            frames=len(self._written), tracks=len(scores),
+            mean_area=self._area / self._present if self._present else 0.0,
+            sixteen_bit=sixteen_bit,
+        )
+
+    def abort(self) -> None:
+        """Drop the temp folder; `dest` keeps its previous masks."""
+        _drain(self._pending)
+        self._pending = []
+        with contextlib.suppress(RuntimeError):  # already closed
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def _write_error(self, exc: OSError) -> OutputWriteError:
+        if isinstance(exc, OutputWriteError):
+            return exc
+        return OutputWriteError(
+            f"cannot write mask PNGs to {self.dest}: {exc}. Nothing was replaced: the folder "
+            "holds its previous masks (if any). Free disk space (or fix permissions) and re-run "
             "mask_pngs for this video"
-        ) from exc
-    return MaskWriteSummary(
-        frames=frames,
-        tracks=len(scores),
-        mean_area=area_sum / present if present else 0.0,
-        sixteen_bit=sixteen_bit,
-    )
+        )
 
 
 def _drain(pending: list[Future]) -> None:

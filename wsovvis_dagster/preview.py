@@ -28,6 +28,12 @@ def _boundaries(ids: np.ndarray) -> np.ndarray:
     return edge & (ids > 0)
 
 
+def montage_picks(num_frames: int, count: int = 4) -> list[int]:
+    """The evenly spaced frame indices a montage of `count` tiles shows (first and last)."""
+    return np.unique(np.linspace(0, num_frames - 1, num=min(count, num_frames)).round()
+                     .astype(int)).tolist()
+
+
 def overlay_montage(
     frames: np.ndarray, id_maps: np.ndarray, *, count: int = 4, tile_width: int = 200
 ) -> bytes:
@@ -36,11 +42,19 @@ def overlay_montage(
     The background is dimmed and each track is tinted and outlined in its colour, so masks stay
     visible over saturated objects. JPEG keeps the event log small (~15 KB per video).
     """
-    t = frames.shape[0]
-    picks = np.unique(np.linspace(0, t - 1, num=min(count, t)).round().astype(int))
-    colours = palette(int(id_maps.max())).astype(np.float32)
+    picks = montage_picks(frames.shape[0], count)
+    return montage_tiles([frames[i] for i in picks], [id_maps[i] for i in picks],
+                         tile_width=tile_width)
+
+
+def montage_tiles(
+    frames: list[np.ndarray], id_maps: list[np.ndarray], *, tile_width: int = 200
+) -> bytes:
+    """`overlay_montage` of the picked frames only: `(H, W, 3)` frames with `(H, W)` ids, side
+    by side (what a loop that streams a video keeps for its preview)."""
+    colours = palette(max((int(m.max()) for m in id_maps), default=0)).astype(np.float32)
     tiles = []
-    for i in picks:
+    for i in range(len(frames)):
         img = Image.fromarray(frames[i])
         h = max(1, round(img.height * tile_width / img.width))
         small = np.asarray(img.resize((tile_width, h), Image.BILINEAR)).astype(np.float32)

@@ -4,7 +4,8 @@ Dagster 1.13 exports no public equivalent for these; each is a stable value or c
 tags Dagster itself writes on runs and observations (so we read/write the same strings),
 backfill records (no public way to queue an asset backfill from a script), the run-launcher
 health types a `RunLauncher` subclass must return, and the partial-resource type that
-`configure_at_launch()` returns. Anything with a public name (`DagsterRunStatus`, `RunsFilter`,
+`configure_at_launch()` returns, and a partition's materialisation status (failed or not).
+Anything with a public name (`DagsterRunStatus`, `RunsFilter`,
 `QueuedRunCoordinator`, `Field`, ...) is imported from `dagster` directly instead. A Dagster
 upgrade that moves one of these breaks this module alone.
 """
@@ -14,6 +15,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag o
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -26,6 +28,7 @@ __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
     "ASSET_PARTITION_RANGE_START_TAG",
     "DATA_VERSION_TAG",
+    "AssetPartitionStatus",
     "GRPC_INFO_TAG",
     "PARENT_RUN_ID_TAG",
     "BulkActionStatus",

@@ -18,6 +18,7 @@ def launch_backfill(
     assets: Sequence[str] = ("mask_pngs", "tube_json"),
     tags: dict | None = None,
     title: str | None = None,
+    run_config: dict | None = None,
 ) -> str:
     """Queue an asset backfill of `keys` (mask_pngs partitions, plus what descends from them).
 
@@ -34,7 +35,18 @@ def launch_backfill(
             partition_names=list(keys), asset_selection=[AssetKey(a) for a in assets],
             backfill_timestamp=time.time(), tags={**GPU_RUN_TAGS, **(tags or {})},
             dynamic_partitions_store=instance, all_partitions=False, title=title,
-            description=None, run_config=None,
+            description=None, run_config=run_config,
         )
     )
     return backfill_id
+
+
+def configured_paths():
+    """The code location's `DatasetPaths` (data and output roots: defaults < env vars)."""
+    import os
+
+    from definitions import PATH_DEFAULTS
+    from resources import DatasetPaths
+    from resources.settings import resolved
+
+    return resolved(DatasetPaths, os.environ, PATH_DEFAULTS)

@@ -228,3 +228,54 @@ def test_deleted_video_is_reported_missing_and_named_by_tube_json(
         "val__b_gone_after_masks", "val__c_gone_before_masks"}
     data_json = load_tube_json(tmp_path / "outputs" / "val" / "tubes_val.json")
     assert [v["name"] for v in data_json["videos"]] == ["a_kept"]
+
+
+def test_one_broken_video_costs_itself_not_the_split(real_jpegs, tmp_path, instance,
+                                                      resources_for):
+    """Frames emptied or re-ingested shorter under their masks, a corrupt mask PNG, a failed
+    mask_pngs run and a bad registered key each leave out one video, named; the rest of every
+    split is written."""
+    from wsovvis_dagster.paths import VideoRef
+    from wsovvis_dagster.pipeline import build_split_tubes
+
+    data = tmp_path / "data"
+    names = ["good", "emptied", "shorter", "bad_mask"]
+    for vid in names:
+        make_video(data, "val", vid, real_jpegs[:3])
+    make_video(data, "train", "t", real_jpegs[:2])
+    failing = make_video(data, "val", "run_failed", real_jpegs[:3])
+    (failing / "00001.jpg").write_bytes(b"")  # its mask_pngs run fails: no masks
+    resources = resources_for(data)
+    assert run(instance, resources, "video_partitions").success
+    for key in instance.get_dynamic_partitions("videos"):
+        result = run(instance, resources, "mask_pngs", partition=key)
+        assert result.success == (key != "val__run_failed")
+    frames, masks = data / "val" / "JPEGImages", tmp_path / "outputs" / "val" / "masks"
+    for f in (frames / "emptied").iterdir():
+        f.unlink()
+    (frames / "shorter" / "00002.jpg").unlink()  # re-ingested with fewer frames
+    (masks / "bad_mask" / "mask_00001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    instance.add_dynamic_partitions("videos", ["val__../../etc"])  # registered by hand
+
+    result = run(instance, resources, "tube_json")
+    assert result.success, failure_text(result)
+    meta = metadata(result, "tube_json")
+    broken = meta["val_broken_videos"]
+    assert set(broken) == {"val__emptied", "val__shorter", "val__bad_mask", "val__run_failed"}
+    assert "last mask_pngs run failed" in broken["val__run_failed"]
+    assert "holds no frames" in broken["val__emptied"]
+    assert "mask_00002.png has no frame" in broken["val__shorter"]
+    assert "mask_00001.png" in broken["val__bad_mask"]
+    assert set(broken) <= set(meta["val_left_out"])
+    assert "delete_dynamic_partition('videos', 'val__../../etc')" in meta[
+        "invalid_partition_keys"]["val__../../etc"]
+    val = load_tube_json(tmp_path / "outputs" / "val" / "tubes_val.json")
+    assert [v["name"] for v in val["videos"]] == ["good"]
+    assert val["info"]["mask_sources"] == {"mask_pngs": 1}
+    assert validate_tube_json(val) == []
+    assert meta["train_videos"] == 1
+
+    # the same over worker processes
+    refs = [VideoRef("val", v) for v in names]
+    parallel = build_split_tubes(data, tmp_path / "outputs", "val", refs, workers=2)
+    assert set(parallel.broken) == set(broken) - {"val__run_failed"} and parallel.videos == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from dagster_runs import metadata, run
+from dagster_runs import failure_text, metadata, run
 from video_files import make_video
 from wsovvis_dagster.masks_io import list_mask_files
 
@@ -58,3 +58,19 @@ def test_unsafe_video_folders_rejected_and_safe_unicode_end_to_end(
     data_json = json.loads((out / "tubes_val.json").read_text(encoding="utf-8"))
     assert [v["name"] for v in data_json["videos"]] == [safe]
     assert data_json["videos"][0]["file_names"] == [f"{safe}/00000.jpg", f"{safe}/00001.jpg"]
+
+
+def test_a_data_root_without_split_folders_fails_with_the_layout_it_needs(
+        real_jpegs, tmp_path, instance, resources_for):
+    """A DAVIS-style root (JPEGImages/480p/<seq>/) registers nothing: say so and how to fix."""
+    davis = tmp_path / "davis"
+    seq = davis / "JPEGImages" / "480p" / "bear"
+    seq.mkdir(parents=True)
+    for i, jpeg in enumerate(real_jpegs[:2]):
+        (seq / f"{i:05d}.jpg").write_bytes(jpeg)
+    result = run(instance, resources_for(davis), "video_partitions")
+    assert not result.success
+    text = failure_text(result)
+    assert "holds no <split>/JPEGImages/ folder" in text and "DAVIS layout" in text
+    assert f"{davis}/val/JPEGImages/<video_id>/" in text
+    assert instance.get_dynamic_partitions("videos") == []

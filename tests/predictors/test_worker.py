@@ -152,3 +152,125 @@ def test_mask_runs_share_one_worker(real_jpegs, tmp_path, instance, resources_fo
     local = run(instance, resources_for(data), "mask_pngs", partition="val__v0")
     assert "predictor_worker" not in metadata(local, "mask_pngs")
     assert tree_bytes(masks) == by_worker
+
+
+# -- other local users (run as root: `nobody` plays the other user) ---------------------------
+NOBODY = 65534
+
+
+def _as_nobody(act) -> str:
+    """`act()` in a forked child running as uid/gid nobody; what it returned (a str)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, act, report, never return into pytest
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = act()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            result = f"{type(exc).__name__}: {exc}"
+        os.write(write, result.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def _connect_and_read(path) -> str:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(path))
+    return repr(s.recv(10))
+
+
+@pytest.mark.root
+@pytest.mark.timeout(180)  # a stalled worker would hang the run: fail instead of waiting
+def test_another_user_cannot_reach_the_worker_and_bad_peers_neither_crash_nor_stall_it(
+        real_jpegs, tmp_path, state_root):
+    import socket
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client
+
+    from wsovvis_dagster.predictors.worker_socket import socket_path
+
+    data = tmp_path / "data"
+    refs = _videos(data, real_jpegs, 2)
+    worker = connect_worker(PredictorSettings(), worker_dir(state_root, "cpu"), idle_seconds=60)
+    path = socket_path(worker.state_dir)
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    # another user: cannot even reach the socket
+    assert _as_nobody(lambda: _connect_and_read(path)).startswith("PermissionError")
+    # peers that can reach it (the owner's other processes) and misbehave:
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(str(path))  # says nothing and stays open during the run
+    garbage = socket.socket(socket.AF_UNIX)
+    garbage.connect(str(path))
+    garbage.sendall(b"\x00\x00\x00\x05hello not a handshake")
+    garbage.close()
+    with pytest.raises(AuthenticationError):
+        Client(str(path), family="AF_UNIX", authkey=b"wrong key")
+    outcomes = list(worker.segment_videos(data, tmp_path / "out", refs))
+    assert [o.error for o in outcomes] == [None, None]
+    again = connect_worker(PredictorSettings(), worker_dir(state_root, "cpu"), idle_seconds=60)
+    assert again.reused and again.pid == worker.pid  # it survived them all
+    silent.close()
+
+
+@pytest.mark.root
+def test_a_socket_folder_held_by_another_user_is_refused_with_a_clear_error(
+        tmp_path, monkeypatch, state_root):
+    import tempfile
+
+    from wsovvis_dagster.predictors.worker_socket import SocketDirError, socket_path
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    (tmp_path / "tmp").mkdir()
+    deep = state_root / ("x" * 90)  # too long for AF_UNIX: the socket goes under TMPDIR
+    path = socket_path(worker_dir(deep, "cpu"))
+    assert path.is_relative_to(tmp_path / "tmp")
+    path.parent.mkdir()
+    os.chown(path.parent, NOBODY, NOBODY)  # another user took the name first
+    with pytest.raises(SocketDirError, match=f"owned by uid {NOBODY}, not by you"):
+        connect_worker(PredictorSettings(), worker_dir(deep, "cpu"), idle_seconds=60)
+
+
+@pytest.mark.root
+def test_the_worker_refuses_peers_of_another_uid():
+    """Defence in depth: even on a socket others can reach, only the owner's uid is served."""
+    import logging
+    import shutil
+    import socket
+    import tempfile
+    import threading
+
+    from wsovvis_dagster.predictors import worker_socket
+
+    folder = Path(tempfile.mkdtemp(prefix="wsovvis-peer-test-"))  # pytest's tmp is 0700
+    folder.chmod(0o755)
+    path = folder / "open.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    path.chmod(0o777)
+    listener.listen(4)
+    served = []
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    worker_socket.log.addHandler(handler)
+    try:
+        threading.Thread(target=worker_socket.accept_forever,
+                         args=(listener, b"k", served.append), daemon=True).start()
+        # closed at once, before any handshake byte
+        assert _as_nobody(lambda: _connect_and_read(path)) == "b''"
+        assert any(f"from uid {NOBODY}" in m for m in records)
+        assert served == []
+    finally:
+        worker_socket.log.removeHandler(handler)
+        listener.close()
+        shutil.rmtree(folder)

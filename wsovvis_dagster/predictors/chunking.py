@@ -23,6 +23,10 @@ from wsovvis_dagster.predictors import PredictorOutput
 
 ClipPredictor = Callable[[np.ndarray], PredictorOutput]
 MAX_TRACKS = 65535  # ids must fit a uint16 id map
+# (frames per chunk, shared frames) the mask loop streams a video through a predictor that
+# names no `stream_chunk` of its own (the embedded one): DAVIS / LV-VIS clips (<= 104 frames)
+# are one chunk, and 128 frames at 854x480 keep the embedded predictor near 0.6 GB
+STREAM_CHUNK = (128, 16)
 
 
 def chunk_spans(num_frames: int, chunk_size: int, overlap: int) -> list[tuple[int, int]]:
@@ -83,6 +87,86 @@ def _histogram(values: np.ndarray, bins: int) -> np.ndarray:
     return hist.ravel().astype(np.int64)
 
 
+class ChunkStitcher:
+    """Stitches the predictions of consecutive overlapping chunks, one chunk at a time, and
+    hands back each frame's ids as soon as no later chunk can change it, so a caller that
+    writes them out keeps only about one chunk of id maps in memory.
+
+    Ids handed back are global track ids, numbered in order of first appearance; `relabel`
+    gives, at the end, the map to the final ids 1..N by descending score (tracks that own no
+    pixel anywhere dropped). On the shared frames of two chunks the earlier chunk's ids are
+    kept for the first half and the later chunk's for the second (see the module docstring).
+    """
+
+    def __init__(self, iou_threshold: float = 0.5) -> None:
+        self.iou_threshold = iou_threshold
+        self.scores: list[list[float]] = []  # global id g -> its scores in each chunk
+        self._present: list[bool] = [False]  # global id g owns a pixel in a handed-back frame
+        self._last: np.ndarray | None = None  # the last chunk's local ids, all its frames
+        self._pending: np.ndarray | None = None  # its frames not handed back yet
+        self._to_global: np.ndarray | None = None  # last chunk's local id -> global id
+
+    @property
+    def num_ids(self) -> int:
+        """Global ids handed out so far (the largest id any handed-back frame can hold)."""
+        return len(self.scores)
+
+    def add(self, output: PredictorOutput, shared: int) -> np.ndarray:
+        """Take the next chunk's prediction, whose first `shared` frames are the previous
+        chunk's last `shared`; return the frames now final, `(n, H, W)` uint16 global ids."""
+        local = output.id_maps
+        n = max(output.scores, default=0)
+        to_global = np.zeros(n + 1, dtype=np.int64)
+        done = np.zeros((0, *local.shape[1:]), dtype=np.uint16)
+        keep_from = 0
+        if self._pending is not None:
+            if not 0 <= shared <= min(len(self._last), len(local)):
+                raise ValueError(f"{shared} shared frames, but the previous chunk has "
+                                 f"{len(self._last)} frames and this one {len(local)}")
+            tail = self._last[len(self._last) - shared:]
+            for cur_id, prev_id in match_tracks(tail, local[:shared],
+                                                self.iou_threshold).items():
+                to_global[cur_id] = self._to_global[prev_id]
+            # frames already handed back stay as they are (a last chunk shifted far back)
+            keep_from = max((shared + 1) // 2, shared - len(self._pending))
+            done = self._hand_back(self._pending[:len(self._pending) - shared + keep_from])
+        for lid in range(1, n + 1):
+            if to_global[lid] == 0:
+                self.scores.append([])
+                self._present.append(False)
+                to_global[lid] = len(self.scores)
+            self.scores[to_global[lid] - 1].append(output.scores[lid])
+        if len(self.scores) > MAX_TRACKS:
+            raise ValueError(f"more than {MAX_TRACKS} tracks across chunks: ids no longer "
+                             "fit a uint16 id map; raise the confidence threshold")
+        self._last, self._pending, self._to_global = local, local[keep_from:], to_global
+        return done
+
+    def finish(self) -> np.ndarray:
+        """The frames still pending after the last chunk, `(n, H, W)` uint16 global ids."""
+        if self._pending is None:
+            raise ValueError("no chunk was added")
+        done, self._pending, self._last = self._hand_back(self._pending), None, None
+        return done
+
+    def _hand_back(self, local: np.ndarray) -> np.ndarray:
+        out = self._to_global.astype(np.uint16)[local]
+        counts = _histogram(out, len(self.scores) + 1)
+        for g in np.nonzero(counts[1:])[0] + 1:
+            self._present[g] = True
+        return out
+
+    def relabel(self) -> tuple[np.ndarray, dict[int, float]]:
+        """`(lut, scores)`: `lut[g]` is global id g's final id (0: dropped, it owns no pixel),
+        finals 1..N by descending mean score; `scores` per final id."""
+        mean = [float(np.mean(s)) for s in self.scores]
+        kept = [g for g in range(1, len(mean) + 1) if self._present[g]]
+        kept.sort(key=lambda g: -mean[g - 1])
+        lut = np.zeros(len(mean) + 1, dtype=np.uint16)
+        lut[kept] = np.arange(1, len(kept) + 1, dtype=np.uint16)
+        return lut, {i: mean[g - 1] for i, g in enumerate(kept, start=1)}
+
+
 def predict_chunked(
     predict: ClipPredictor,
     frames: np.ndarray,
@@ -92,25 +176,26 @@ def predict_chunked(
     iou_threshold: float = 0.5,
     prefetch: bool = False,
 ) -> PredictorOutput:
-    """Run `predict` on overlapping chunks of `frames` `(T, H, W, 3)` and stitch the tracks.
+    """Run `predict` on overlapping chunks of `frames` `(T, H, W, 3)` and stitch the tracks
+    (`ChunkStitcher`).
 
     prefetch: predict the next chunk in a worker thread while this one is stitched. Off by
     default: measured on an H200 with VideoCutLER, a fresh thread per video re-runs cuDNN's
     autotuning (peak memory 46-60 GiB instead of 8-21, and 25% slower), and stitching is
     only ~0.5 ms/frame, so there is little to overlap.
 
-    Chunk-local ids are copied into the output as they come and translated once at the end
-    (chunk id -> global track -> final id), so each pixel is remapped a single time.
+    Ids are copied into the output as they come and translated once at the end (global
+    track -> final id), so each pixel is remapped a single time.
     """
     t = len(frames)
     spans = chunk_spans(t, chunk_size, overlap)
     if len(spans) <= 1:
         return predict(frames)
     h, w = frames.shape[1:3]
-    raw = np.zeros((t, h, w), dtype=np.uint16)  # chunk-local ids, translated at the end
-    scores: list[list[float]] = []  # global id g -> its scores in each chunk (g = index + 1)
-    regions: list[tuple[int, int, np.ndarray]] = []  # frames [a, b) hold ids of one chunk
-    prev: tuple[int, np.ndarray] | None = None  # end, local -> global
+    out = np.zeros((t, h, w), dtype=np.uint16)
+    stitcher = ChunkStitcher(iou_threshold)
+    filled = 0
+    prev_end = None
     # the next chunk is predicted (e.g. on the GPU) while this one is stitched
     with ThreadPoolExecutor(1, thread_name_prefix="chunk") as pool:
         run = pool.submit if prefetch else _Done
@@ -120,35 +205,17 @@ def predict_chunked(
             if i + 1 < len(spans):
                 nxt = spans[i + 1]
                 pending = run(predict, frames[nxt[0]:nxt[1]])
-            local = res.id_maps
-            if local.shape != (end - start, h, w):
-                raise ValueError(f"predictor returned id maps of shape {local.shape} for "
-                                 f"frames {start}..{end} of a {h}x{w} video")
-            n = max(res.scores, default=0)
-            to_global = np.zeros(n + 1, dtype=np.int64)
-            write_from = start
-            if prev is not None:
-                p_end, p_global = prev
-                shared = p_end - start
-                # `raw` still holds the previous chunk's own ids on the shared frames
-                matches = match_tracks(raw[start:p_end], local[:shared], iou_threshold)
-                for cur_id, prev_id in matches.items():
-                    to_global[cur_id] = p_global[prev_id]
-                write_from = start + (shared + 1) // 2
-                a, _, lut = regions[-1]
-                regions[-1] = (a, write_from, lut)
-            for lid in range(1, n + 1):
-                if to_global[lid] == 0:
-                    scores.append([])
-                    to_global[lid] = len(scores)
-                scores[to_global[lid] - 1].append(res.scores[lid])
-            if len(scores) > MAX_TRACKS:
-                raise ValueError(f"more than {MAX_TRACKS} tracks across chunks: ids no longer "
-                                 "fit a uint16 id map; raise the confidence threshold")
-            raw[write_from:end] = local[write_from - start:]
-            regions.append((write_from, end, to_global))
-            prev = (end, to_global)
-    return _finish(raw, regions, [float(np.mean(s)) for s in scores])
+            if res.id_maps.shape != (end - start, h, w):
+                raise ValueError(f"predictor returned id maps of shape {res.id_maps.shape} "
+                                 f"for frames {start}..{end} of a {h}x{w} video")
+            done = stitcher.add(res, 0 if prev_end is None else prev_end - start)
+            out[filled:filled + len(done)] = done
+            filled += len(done)
+            prev_end = end
+    out[filled:] = stitcher.finish()
+    lut, scores = stitcher.relabel()
+    apply_lut(out, lut)
+    return PredictorOutput(out, scores)
 
 
 class _Done:
@@ -161,27 +228,7 @@ class _Done:
         return self._value
 
 
-def _finish(raw: np.ndarray, regions: list[tuple[int, int, np.ndarray]],
-            scores: list[float]) -> PredictorOutput:
-    """Chunk-local ids in `raw` -> final ids 1..N by descending score, in place, one pass.
-
-    Tracks that own no pixel anywhere (covered by better tracks, or only in overwritten
-    overlap frames) are dropped.
-    """
-    present = np.zeros(len(scores) + 1, dtype=bool)
-    for a, b, to_global in regions:
-        counts = _histogram(raw[a:b], len(to_global))
-        present[to_global[np.nonzero(counts[1:])[0] + 1]] = True
-    kept = [g for g in range(1, len(scores) + 1) if present[g]]
-    kept.sort(key=lambda g: -scores[g - 1])
-    final = np.zeros(len(scores) + 1, dtype=np.uint16)
-    final[kept] = np.arange(1, len(kept) + 1, dtype=np.uint16)
-    for a, b, to_global in regions:
-        _apply_lut(raw[a:b], final[to_global])
-    return PredictorOutput(raw, {i: scores[g - 1] for i, g in enumerate(kept, start=1)})
-
-
-def _apply_lut(ids: np.ndarray, lut: np.ndarray) -> None:
+def apply_lut(ids: np.ndarray, lut: np.ndarray) -> None:
     """ids[...] = lut[ids] in place; OpenCV's LUT (8-bit indices) when every id is < 256."""
     if len(lut) <= 256:
         table = np.zeros(256, dtype=np.uint16)

@@ -27,11 +27,13 @@ def output_fingerprint(settings: PredictorSettings) -> str:
     The weights file counts by path, size and mtime. cpu-slow is cpu output, held longer.
     """
     if settings.backend in ("cpu", "cpu-slow"):
+        from wsovvis_dagster.predictors.chunking import STREAM_CHUNK
         from wsovvis_dagster.predictors.cpu import VERSION as CPU_VERSION
 
-        # the algorithm's version counts: a new cpu predictor marks old masks stale
+        # the algorithm's version counts: a new cpu predictor marks old masks stale; so does
+        # the chunking of long videos (pipeline.segment_videos streams them in chunks)
         payload: dict = {"backend": "cpu", "max_tracks": settings.max_tracks,
-                         "version": CPU_VERSION}
+                         "version": CPU_VERSION, "chunk": list(STREAM_CHUNK)}
     else:
         payload = {k: v for k, v in asdict(settings).items() if k not in NOT_OUTPUT}
         weights = Path(settings.weights) if settings.weights else None

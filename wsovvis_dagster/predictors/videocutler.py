@@ -133,6 +133,12 @@ class VideoCutLERPredictor:
 
     # ------------------------------------------------------------------ public
 
+    @property
+    def stream_chunk(self) -> tuple[int, int]:
+        """The mask loop streams a video in this model's own chunks (`pipeline.segment_videos`):
+        each `predict` call is then one `predict_clip`, stitched as `predict_chunked` would."""
+        return self.settings.chunk_size, self.settings.chunk_overlap
+
     def predict(self, frames: np.ndarray) -> PredictorOutput:
         """Segment `(T, H, W, 3) uint8` RGB frames; chunks of `chunk_size`, stitched by IoU."""
         frames = np.asarray(frames)

@@ -17,9 +17,10 @@ Lifecycle (files under `state_dir`, one folder per device and lease slot, `worke
 - releases PyTorch's cached blocks after each request and exits after `idle_seconds` without
   one; a run whose settings differ (other weights, precision, ...) stops it and starts its own.
 
-The socket is a Linux abstract address derived from `state_dir` (no path-length limit), and
+The socket is a file in a 0700 folder of the worker's owner, each peer's uid is checked, and
 connections are authenticated with a random key in a 0600 file (`multiprocessing.connection`'s
-HMAC handshake), so only the user who started the worker can use it.
+HMAC handshake) under a timeout, so only the user who started the worker can use it and no
+other local user can stall or stop it (`worker_socket`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -40,13 +42,14 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from wsovvis_dagster.atomic import write_json_atomic
 from wsovvis_dagster.errors import WsovvisError
 from wsovvis_dagster.gpu_slots import process_alive
 from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.predictors import worker_socket
 from wsovvis_dagster.predictors.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -78,13 +81,6 @@ def worker_dir(root: str | Path, device: str, slot: int = 0) -> Path:
     have a model of their own and their videos overlap on the device."""
     name = device.replace(":", "")
     return Path(root) / "predictor_workers" / (name if slot == 0 else f"{name}.slot{slot}")
-
-
-def _address(state_dir: Path) -> str:
-    digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:20]
-    if sys.platform.startswith("linux"):
-        return f"\0wsovvis-worker-{digest}"
-    return str(Path("/tmp") / f"wsovvis-worker-{digest}.sock")  # no abstract sockets here
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -173,8 +169,7 @@ def _wait_or_kill(pids: list[int], timeout_s: float) -> None:
 
 
 def _open(state_dir: Path) -> Connection:
-    key = (state_dir / KEY_NAME).read_bytes()
-    return Client(_address(state_dir), family="AF_UNIX", authkey=key)
+    return worker_socket.connect(state_dir, (state_dir / KEY_NAME).read_bytes())
 
 
 def _hello(state_dir: Path) -> dict | None:
@@ -183,7 +178,7 @@ def _hello(state_dir: Path) -> dict | None:
         with _open(state_dir) as conn:
             conn.send(("hello", PROTOCOL))
             kind, info = conn.recv()
-    except (OSError, EOFError):
+    except worker_socket.CONNECTION_ERRORS:
         return None
     return info if kind == "hello" else None
 
@@ -202,7 +197,8 @@ def connect_worker(
     callers are serialised by a lock file, so two runs never start two workers.
     """
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    worker_socket.private_dir(state_dir)  # key, log and (usually) the socket: owner only
+    worker_socket.private_dir(worker_socket.socket_path(state_dir).parent)  # fails fast
     fingerprint = settings_fingerprint(settings)
     with open(state_dir / LOCK_NAME, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -299,7 +295,12 @@ class _Worker:
 
     def serve(self) -> None:
         key = (self.state_dir / KEY_NAME).read_bytes()
-        listener = Listener(_address(self.state_dir), family="AF_UNIX", backlog=64, authkey=key)
+        listener = worker_socket.listen(self.state_dir)
+        # handshakes run off the main thread under a timeout: a silent or wrong-key peer
+        # never holds up the runs (the model keeps the main thread, see segment_videos)
+        ready: queue.Queue[Connection] = queue.Queue()
+        threading.Thread(target=worker_socket.accept_forever, args=(listener, key, ready.put),
+                         daemon=True, name="accept").start()
         # what `list_workers` shows; the counters change per request, the hello has them live
         write_json_atomic(self.state_dir / STATE_NAME,
                           {k: v for k, v in self.info.items() if k not in ("served", "videos")})
@@ -307,11 +308,7 @@ class _Worker:
         log.info("predictor worker pid %s ready on %s (model built in %s s)", os.getpid(),
                  self.info["device"], self.info["built_s"])
         while True:
-            try:
-                conn = listener.accept()
-            except (OSError, EOFError) as exc:  # a client that failed the key check, say
-                log.warning("refused a connection: %s", exc)
-                continue
+            conn = ready.get()
             with self.lock, conn:
                 if self._handle(conn) == "exit":
                     self._exit("asked to exit")
@@ -370,8 +367,9 @@ class _Worker:
                     self._exit(f"idle for {self.idle_seconds:g} s")
 
     def _exit(self, why: str) -> None:
-        with contextlib.suppress(OSError):
-            (self.state_dir / STATE_NAME).unlink()
+        for path in (self.state_dir / STATE_NAME, worker_socket.socket_path(self.state_dir)):
+            with contextlib.suppress(OSError):
+                path.unlink()
         log.info("predictor worker pid %s exits: %s", os.getpid(), why)
         os._exit(0)
 

@@ -33,7 +33,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import atomic_file
-from wsovvis_dagster.errors import FrameError, MaskFormatError, TubeFormatError
+from wsovvis_dagster.errors import FrameError, MaskFormatError, TubeFormatError, WsovvisError
 from wsovvis_dagster.frames import image_size
 from wsovvis_dagster.linking import LinkParams, link_fragments
 from wsovvis_dagster.masks_io import frame_stem, list_mask_files, load_id_map, read_track_scores
@@ -347,9 +347,20 @@ def _convert_one(item: Item, frame_suffix: str, linking: LinkParams | None) -> V
 
 
 def _convert_chunk(
-    chunk: list[Item], frame_suffix: str, linking: LinkParams | None
-) -> list[VideoTubes]:
-    return [_convert_one(item, frame_suffix, linking) for item in chunk]
+    chunk: list[Item], frame_suffix: str, linking: LinkParams | None, keep_going: bool = False
+) -> list[VideoTubes | WsovvisError]:
+    return [_convert_or_error(item, frame_suffix, linking, keep_going) for item in chunk]
+
+
+def _convert_or_error(
+    item: Item, frame_suffix: str, linking: LinkParams | None, keep_going: bool
+) -> VideoTubes | WsovvisError:
+    try:
+        return _convert_one(item, frame_suffix, linking)
+    except WsovvisError as exc:
+        if not keep_going:
+            raise
+        return exc
 
 
 def convert_mask_folders(
@@ -359,19 +370,21 @@ def convert_mask_folders(
     chunksize: int = 1,
     linking: LinkParams | None = None,
     frame_suffix: str = ".jpg",
-) -> Iterator[VideoTubes]:
+    keep_going: bool = False,
+) -> Iterator[VideoTubes | WsovvisError]:
     """`VideoTubes` of each `(mask folder, video name[, frame files])`, in input order, over
     `workers` processes (with frame files, masks are checked against them: see
     `video_tubes_from_masks`; `frame_suffix` only names frames of items without them).
 
     At most `2 * workers` chunks of `chunksize` videos are in flight, so memory stays flat
     however long `items` is (pair with `write_tube_json`, which streams). `workers <= 1`
-    converts in this process. Errors of a video (e.g. `MaskFormatError`) are re-raised here.
+    converts in this process. Errors of a video (e.g. `MaskFormatError`) are re-raised here,
+    or, with `keep_going`, yielded in its place (the other videos go on).
     """
     items = iter(items)
     if workers <= 1:
         for item in items:
-            yield _convert_one(item, frame_suffix, linking)
+            yield _convert_or_error(item, frame_suffix, linking, keep_going)
         return
     # forkserver: no fork of a multi-threaded parent (Dagster, loggers), cheap worker start
     ctx = multiprocessing.get_context("forkserver")
@@ -384,7 +397,8 @@ def convert_mask_folders(
                     chunk = list(islice(items, chunksize))
                     if not chunk:
                         break
-                    pending.append(pool.submit(_convert_chunk, chunk, frame_suffix, linking))
+                    pending.append(pool.submit(_convert_chunk, chunk, frame_suffix, linking,
+                                                keep_going))
                 if not pending:
                     return
                 yield from pending.popleft().result()
@@ -399,12 +413,13 @@ def write_tube_json(
     """Stream videos into one tube JSON at `path` (atomic); returns counts.
 
     Annotations are written as each video arrives, so memory holds one video at a time.
+    `info` is written last, so a caller may fill it in while `videos` streams (e.g. counts of
+    the videos actually converted).
     """
     counts = {"videos": 0, "tubes": 0, "frames": 0}
     video_entries = []
     with atomic_file(path) as fh:
-        fh.write('{"info": ' + json.dumps(info or {}))
-        fh.write(', "categories": ' + json.dumps([AGNOSTIC_CATEGORY]))
+        fh.write('{"categories": ' + json.dumps([AGNOSTIC_CATEGORY]))
         fh.write(', "annotations": [')
         ann_id = 0
         for vid_index, video in enumerate(videos, start=1):
@@ -441,7 +456,8 @@ def write_tube_json(
             counts["videos"] += 1
             counts["tubes"] += len(video.tubes)
             counts["frames"] += length
-        fh.write('], "videos": ' + json.dumps(video_entries) + "}")
+        fh.write('], "videos": ' + json.dumps(video_entries))
+        fh.write(', "info": ' + json.dumps(info or {}) + "}")
     return counts
 
 

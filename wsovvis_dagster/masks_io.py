@@ -9,7 +9,7 @@ from and a fingerprint of their content; predictor output has none.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +81,7 @@ def write_mask_pngs(
     *,
     source: dict | None = None,
     pool: Executor | None = None,
+    before_publish: Callable[[], None] | None = None,
 ) -> MaskWriteSummary:
     """Write one PNG per frame into `dest`, atomically: `dest` appears complete or not at all.
 
@@ -92,7 +93,7 @@ def write_mask_pngs(
     from `scores` before the first frame, so an id above it raises `MaskFormatError` rather than
     being wrapped silently. A failed write (e.g. disk full) raises `OutputWriteError` and leaves
     the previous `dest` as it was. `source` (imported masks) is written as `source.json` in
-    the same atomic swap.
+    the same atomic swap. `before_publish` runs right before the swap (`atomic_dir`).
     """
     top = max(scores, default=0)
     sixteen_bit = top > 255
@@ -109,7 +110,7 @@ def write_mask_pngs(
     names: set[str] = set()
     pending: list[Future] = []
     try:
-        with atomic_dir(dest) as tmp:
+        with atomic_dir(dest, before_swap=before_publish) as tmp:
             try:
                 for stem, id_map in zip(stems, id_maps, strict=True):
                     name = mask_png_name(stem)

@@ -82,6 +82,7 @@ def segment_videos(
     skip_bad_frames: bool = False,
     workers: int | None = None,
     max_pending_writes: int = 2,
+    before_publish: Callable[[], None] | None = None,
 ) -> Iterator[VideoOutcome]:
     """Segment `refs` in a pipeline; yield one `VideoOutcome` per video, in input order.
 
@@ -95,6 +96,9 @@ def segment_videos(
     `seconds` of each result is the loop's wall time spent on that video (waiting for its
     frames, predicting, and waiting for its write when the loop has to), so the seconds of a
     run add up to the loop's wall time and `frames / seconds` is the loop's throughput.
+
+    `before_publish` is called before each video's folder is swapped into place; an exception
+    it raises that is not a `WsovvisError` (a fenced run) stops the loop with nothing published.
     """
     refs = list(refs)
     workers = workers or default_workers()
@@ -117,7 +121,7 @@ def segment_videos(
                 cleaned.add(dest.parent)
                 remove_stale_temp_dirs(dest.parent)
             summary = write_mask_pngs(dest, frames.stems, output.id_maps, output.scores,
-                                      pool=png_pool)
+                                      pool=png_pool, before_publish=before_publish)
             preview = overlay_montage(frames.images, output.id_maps)
             return summary, preview, time.perf_counter() - t0
 

@@ -19,8 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus
+
+from wsovvis_dagster.gpu_slots import process_alive
 
 # seconds between the background checks of a run's status (0/unset: none); the Ray launcher
 # sets it in every run's environment
@@ -33,12 +37,31 @@ class RunFencedError(RuntimeError):
     """This run was failed or cancelled by Dagster while its process still ran."""
 
 
+def ancestor_named(name: str, pid: int | None = None) -> int | None:
+    """The nearest ancestor process of `pid` (default: this one) called `name` (Linux)."""
+    pid = pid or os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if comm == name and pid != os.getpid():
+            return pid
+        pid = int(rest[1])
+    return None
+
+
 class RunFence:
     """`fence()` raises `RunFencedError` once run `run_id` is not STARTED any more.
 
     Callable, so the library (which never imports Dagster) takes it as a plain
     `before_publish` hook. `watch(interval_s)` also checks in the background and SIGKILLs this
-    process group when fenced, so an orphan frees its GPU lease soon, not at its next video.
+    process group when fenced, or when the node's Ray agent (the `raylet` this process descends
+    from) has died: Ray fails such a job, and its process, orphaned, must not go on and record
+    success (Ray does not stop it: its driver watcher waits for the job's supervisor, which can
+    outlive its raylet for many seconds). An orphan thus frees its GPU lease within
+    `interval_s`, not at its next video.
     """
 
     def __init__(self, instance: DagsterInstance, run_id: str) -> None:
@@ -58,9 +81,14 @@ class RunFence:
                 "run's retry writes these videos")
 
     def watch(self, interval_s: float) -> None:
+        agent = ancestor_named("raylet")
+        started = time.time()
+
         def loop():
             while not self._stop.wait(interval_s):
                 try:
+                    if agent is not None and not process_alive(agent, started_by=started):
+                        raise RunFencedError(f"the node's Ray agent (raylet pid {agent}) died")
                     self()
                 except RunFencedError:
                     os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -13,6 +13,7 @@ import datetime as dt
 
 from dagster import DagsterEventType, DagsterRunStatus, serialize_value
 from dagster_postgres import PostgresRunStorage
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 from wsovvis_instance.dagster_private import RunsTable
 from wsovvis_instance.fencing import FENCED
@@ -23,6 +24,13 @@ class FencedPostgresRunStorage(PostgresRunStorage):
 
     Config as `PostgresRunStorage` (run_storage: module wsovvis_instance.fencing, class
     FencedPostgresRunStorage, config: postgres_url ...)."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        # PostgresRunStorage's own builds a PostgresRunStorage whatever the class named
+        return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
+                   should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+                   token_provider=get_token_provider_from_config(config_value))
 
     def handle_run_event(self, run_id, event, update_timestamp=None) -> None:
         if event.event_type != DagsterEventType.PIPELINE_SUCCESS:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 import shutil
 import signal
 import socket
@@ -24,10 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NODE_ENV = "WSOVVIS_NODE_NAME"
+from wsovvis_dagster.gpu_slots import NODE_ENV  # noqa: E402  (one definition)
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

@@ -9,7 +9,6 @@ so each run holds its Ray GPU for a known time and its PNGs equal the cpu backen
 
 from __future__ import annotations
 
-import filecmp
 import os
 import time
 from pathlib import Path
@@ -17,10 +16,9 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
+from mask_maps import assert_identical_to_reference
 from wsovvis_dagster.gpu_slots import process_alive, slot_holders
 from wsovvis_dagster.paths import VideoRef, masks_dir
-from wsovvis_dagster.pipeline import segment_video
-from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG
 from wsovvis_ops.backfill import launch_backfill
 from wsovvis_ops.instance import start_daemon, stop_daemon, wait_for
@@ -88,15 +86,10 @@ def _placement(instance, keys: list[str]) -> dict[str, list[tuple[str, str]]]:
 
 
 def _assert_identical_to_one_host(data: Path, out: Path, ref_root: Path, keys) -> None:
-    for key in keys:
-        ref = VideoRef.from_partition_key(key)
-        segment_video(data, ref_root, ref, CpuVideoPredictor(max_tracks=10))
-        got, want = masks_dir(out, ref), masks_dir(ref_root, ref)
-        cmp = filecmp.dircmp(got, want)
-        assert cmp.common_files and not cmp.left_only and not cmp.right_only, key
-        _, mismatch, errors = filecmp.cmpfiles(got, want, cmp.common_files, shallow=False)
-        assert not mismatch and not errors, (key, mismatch)
-        leftovers = [p.name for p in got.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    assert_identical_to_reference(data, out, ref_root, keys)
+    for key in keys:  # and no half-published or replaced folder left beside them
+        parent = masks_dir(out, VideoRef.from_partition_key(key)).parent
+        leftovers = [p.name for p in parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
         assert not leftovers, leftovers
 
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsovvis_dagster.gpu_slots import NODE_ENV  # noqa: E402  (one definition)
+from wsovvis_dagster.gpu_slots import NODE_ENV
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

@@ -113,3 +113,30 @@ def test_run_storage_never_moves_a_failed_run_to_success(tmp_path):
                     DagsterEventType.RUN_SUCCESS.value, job_name="j"), run_id=run.run_id)
             assert instance.get_run_by_id(failed.run_id).status == DagsterRunStatus.FAILURE
             assert instance.get_run_by_id(fine.run_id).status == DagsterRunStatus.SUCCESS
+
+
+def test_a_run_whose_code_cannot_start_on_its_node_fails_saying_what_to_install(instance):
+    """Run monitoring's health check on a Ray job that failed importing the code location:
+    the run's failure names the cause (the end of the job's log) and the fix."""
+    pytest.importorskip("dagster_ray")
+    from ray.job_submission import JobStatus
+
+    from wsovvis_instance.dagster_private import WorkerStatus
+    from wsovvis_instance.ray_launcher import WsovvisRayRunLauncher
+
+    log = "Traceback ...\n" * 500 + "ModuleNotFoundError: No module named 'definitions'\n"
+
+    class JobsApi:  # the Ray job API's answers for a job whose entrypoint failed
+        def get_job_status(self, submission_id):
+            return JobStatus.FAILED
+
+        def get_job_info(self, submission_id):
+            return type("Info", (), {"message": f"Job entrypoint command failed: {log}"})()
+
+    launcher = WsovvisRayRunLauncher(address="http://127.0.0.1:1")
+    launcher.register_instance(instance)
+    launcher.__dict__["client"] = JobsApi()  # dagster-ray's cached client
+    result = launcher.check_run_worker_health(_run(instance))
+    assert result.status == WorkerStatus.FAILED
+    assert "install the project" in result.msg and "same absolute path" in result.msg
+    assert result.msg.endswith("No module named 'definitions'\n") and len(result.msg) < 4000

@@ -91,6 +91,13 @@ def check_gpu_capacity(nodes: list[Mapping], share: float, where: str) -> float:
     return sum(per_node)
 
 
+def gpu_tag_limit(instance) -> int | None:
+    """The instance's run-tag limit on gpu=true runs, if any."""
+    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits or []
+    return next((int(x["limit"]) for x in limits
+                 if all(x.get(k) == v for k, v in (("key", "gpu"), ("value", "true")))), None)
+
+
 class WsovvisRayRunLauncher(RayRunLauncher):
     """Config: dagster-ray's `ray:` block (address = the dashboard URL, e.g.
     http://head:8265; `num_gpus` there is ignored: the gpu tag decides) plus `runs_per_gpu`."""
@@ -167,12 +174,25 @@ class WsovvisRayRunLauncher(RayRunLauncher):
 
     def _launch_ray_job(self, submission_id: str, entrypoint: str, run: DagsterRun):
         config = self.ray_config_tag(run)
-        if config.get("num_gpus"):
+        share = config.get("num_gpus")
+        if share:
             try:
-                self.cluster_gpus(config["num_gpus"])
+                total = self.cluster_gpus(share)
             except RayClusterError as exc:
                 self._instance.report_run_failed(run, str(exc))
                 return
+            limit = gpu_tag_limit(self._instance)
+            slots = total * self.runs_per_gpu
+            if limit is not None and limit > slots:
+                self._instance.report_engine_event(
+                    f"the gpu=true run-tag limit ({limit}) exceeds the Ray cluster's GPU slots "
+                    f"({slots:g}): surplus runs wait PENDING inside Ray instead of QUEUED in "
+                    "Dagster. Re-render the instance with gpu_limit = GPUs x runs_per_gpu "
+                    "(docs/scaling.md)", run)
+        self._instance.report_engine_event(
+            f"Ray job {submission_id}: asks for {share or 0:g} GPU "
+            f"({'GPU run' if share else 'CPU run: placed on any node, the head included'})",
+            run)
         run = run.with_tags({**run.tags, USER_DEFINED_RAY_KEY: json.dumps(config)})
         super()._launch_ray_job(submission_id, entrypoint, run)
 
@@ -183,7 +203,12 @@ class WsovvisRayRunLauncher(RayRunLauncher):
         result = super().check_run_worker_health(run)
         if result.status != WorkerStatus.FAILED:
             return result
-        text = result.msg or ""
+        try:  # dagster-ray leaves the job's own message out for a STARTED run
+            detail = self.client.get_job_info(f"dagster-run-{run.run_id}").message or ""
+        except Exception:  # the job's record went with its node
+            detail = ""
+        text = f"{result.msg}: {detail}" if detail and detail not in (result.msg or "") else (
+            result.msg or "")
         hint = ""
         if any(word in text for word in IMPORT_TROUBLE):
             hint = ("The run could not start its code on the Ray node: install the project "

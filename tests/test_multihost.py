@@ -39,7 +39,7 @@ def ray_site(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("multihost")
     data, out = root / "data", root / "out"
-    generate_dataset(data, seed=3, num_frames=4, videos_per_split={"train": 20})
+    generate_dataset(data, seed=3, num_frames=4, videos_per_split={"train": 21})
     # monitoring every 2 s (production template: 10 s) keeps the lost-node case short
     with local_ray_deployment(root, nodes=len(NODES), gpus_per_node=GPUS_PER_NODE,
                               monitor_seconds=2) as site:
@@ -48,7 +48,7 @@ def ray_site(tmp_path_factory):
                "WSOVVIS_HOLD_SECONDS": str(HOLD), "WSOVVIS_VIDEOS_PER_RUN": "2",
                "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         with DagsterInstance.from_config(str(site.home)) as instance:
-            instance.add_dynamic_partitions("videos", [f"train__train{i:04d}" for i in range(20)])
+            instance.add_dynamic_partitions("videos", [f"train__train{i:04d}" for i in range(21)])
             daemon = start_daemon(env, root / "daemon.log")
             try:
                 yield {"site": site, "instance": instance, "data": data, "out": out}
@@ -189,3 +189,23 @@ def test_backfill_finishes_on_the_remaining_node(ray_site):
     assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
     placed = _placement(instance, keys)
     assert {node for p in placed.values() for node, _ in p} == {keep}, placed
+
+
+def test_gpu_run_on_a_cluster_without_gpus_fails_saying_so(ray_site):
+    """Last: the remaining GPU node goes too. Ray would keep the run PENDING forever; the
+    launcher fails it at launch, naming the cause and the fix."""
+    instance, cluster = ray_site["instance"], ray_site["site"].cluster
+    for node in cluster.nodes.values():
+        node.stop()
+    wait_for(lambda: {n["name"] for n in cluster.alive_nodes()} == {"head"}, timeout=60,
+             what="only the head left")
+    time.sleep(11)  # the launcher's view of the cluster is at most 10 s old
+    keys = ["train__train0020"]
+    backfill_id = launch_backfill(instance, keys, assets=["mask_pngs"])
+    [run] = wait_for(lambda: [r for r in _mask_runs(instance, backfill_id) if r.is_finished],
+                     timeout=60, what="the GPU run to be refused")
+    assert run.status == DagsterRunStatus.FAILURE
+    failure = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.RUN_FAILURE).records[0].event_log_entry
+    message = failure.dagster_event.message or ""
+    assert "no node with a free GPU share" in message and "ray start" in message, message

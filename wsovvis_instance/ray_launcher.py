@@ -124,7 +124,7 @@ class WsovvisRayRunLauncher(RayRunLauncher):
             return int(self._runs_per_gpu)
         return int(os.environ.get(RUNS_PER_GPU_ENV) or 1)
 
-    def cluster_gpus(self, share: float, max_age_s: float = 30.0) -> float:
+    def cluster_gpus(self, share: float, max_age_s: float = 10.0) -> float:
         """Total GPUs of the cluster's alive nodes (cached `max_age_s`); raises when none."""
         if self._capacity and time.monotonic() - self._capacity[0] < max_age_s:
             return self._capacity[1]

@@ -11,6 +11,7 @@ its step's STEP_START, against the one-host template (SQLite, local launcher) on
 videos. Everything started is stopped by pid.
 
     python benchmarks/multihost.py --nodes 1 2 3 --json benchmarks/results/multihost.json
+    python benchmarks/multihost.py --lost-node --json benchmarks/results/multihost_lost_node.json
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from results_io import add_json_args, context, write_result  # noqa: E402
 
 from wsovvis_ops.backfill import launch_backfill  # noqa: E402
 from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for  # noqa: E402
-from wsovvis_ops.ray_cluster import local_ray_deployment  # noqa: E402
+from wsovvis_ops.ray_cluster import local_ray_deployment, run_holding_a_gpu  # noqa: E402
 
 MASKS = AssetKey("mask_pngs")
 
@@ -74,6 +75,46 @@ def backfill(home: Path, env: dict, keys: list[str], log: Path) -> dict:
             "nodes_used": sorted(nodes)}
 
 
+def lost_node(work: Path, base_env: dict, keys: list[str], hold: float) -> dict:
+    """2 nodes x 1 GPU, 2 runs; the raylet of a run's node SIGKILLed inside its first video:
+    seconds until the run is FAILURE, its orphan gone, its pool slot free, its retry done."""
+    from wsovvis_dagster.gpu_slots import process_alive
+    from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG
+
+    root = work / "lost_node"
+    with local_ray_deployment(root, nodes=2, gpus_per_node=1) as site:
+        env = {**base_env, "DAGSTER_HOME": str(site.home), "WSOVVIS_OUTPUT_ROOT": str(root / "o")}
+        with DagsterInstance.from_config(str(site.home)) as instance:
+            instance.add_dynamic_partitions("videos", keys)
+            daemon = start_daemon(env, root / "daemon.log")
+            try:
+                launch_backfill(instance, keys, assets=["mask_pngs"])
+                node, holder = wait_for(lambda: run_holding_a_gpu(
+                    site.home / "gpu_slots", ["node1", "node2"], "0", min_age_s=0.25 * hold),
+                    timeout=300, poll=0.2, what="a run holding a GPU")
+                site.cluster.nodes[node].kill_raylet()
+                t0, run_id, marks = time.time(), holder["run_id"], {}
+                while len(marks) < 4 and time.time() - t0 < 600:
+                    run = instance.get_run_by_id(run_id)
+                    checks = {
+                        "run_failed_s": run.status.value == "FAILURE",
+                        "orphan_gone_s": not process_alive(holder["pid"]),
+                        "pool_slot_free_s": run.status.value == "FAILURE" and not any(
+                            s.run_id == run_id for s in instance.event_log_storage
+                            .get_concurrency_info("gpu").claimed_slots),
+                        "retry_done_s": any(r.tags.get(PARENT_RUN_ID_TAG) == run_id
+                                            and r.status.value == "SUCCESS"
+                                            for r in instance.get_runs()),
+                    }
+                    for k, ok in checks.items():
+                        if ok and k not in marks:
+                            marks[k] = round(time.time() - t0, 1)
+                    time.sleep(0.5)
+            finally:
+                stop_daemon(daemon)
+    return {"killed_node": node, **marks, "status": run.status.value}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos-per-run", type=int, default=4)
     p.add_argument("--hold", type=float, default=3.0)
     p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--lost-node", action="store_true",
+                   help="only: seconds from a node's raylet SIGKILL to its run failed, orphan "
+                   "gone, slot free, retry done")
     add_json_args(p)
     args = p.parse_args(argv)
     from wsovvis_dagster.synthetic import generate_dataset
@@ -95,6 +139,22 @@ def main(argv: list[str] | None = None) -> int:
                 "WSOVVIS_HOLD_SECONDS": str(args.hold),
                 "WSOVVIS_VIDEOS_PER_RUN": str(args.videos_per_run),
                 "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    measures = ("Dagster backfills through the daemon and the Ray run launcher (product path), "
+                "simulated nodes on one machine")
+
+    def save(benchmark: str, title: str, results: dict) -> None:
+        print(results, flush=True)
+        if args.json:
+            write_result(args.json, benchmark=benchmark, title=title, measures=measures,
+                         ctx=context(sys.argv[1:] if argv is None else argv,
+                                     vars(args) | {"json": str(args.json)}, args.note),
+                         results=results)
+
+    if args.lost_node:
+        save("multihost_lost_node", "A lost Ray node: its run failed, orphan gone, retry done",
+             lost_node(work, base_env, [f"train__train{i:04d}" for i in range(
+                 2 * args.videos_per_run)], args.hold))
+        return 0
     rows = []
     for n in args.nodes:
         keys = [f"train__train{i:04d}" for i in range(n * args.videos_per_node)]
@@ -129,14 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray_overhead_share": round(ray_cost / (ray_cost + hold_per_run), 2),
         "videos_per_run_for_10pct_overhead_at_0.11s_per_video": round(ray_cost * 9 / 0.11),
     }
-    print(results, flush=True)
-    if args.json:
-        write_result(args.json, benchmark="multihost",
-                     title="Scale-out on a local Ray cluster (fake GPUs, cpu-slow backend)",
-                     measures="Dagster backfills through the daemon and the Ray run launcher "
-                     "(product path), simulated nodes on one machine",
-                     ctx=context(sys.argv[1:] if argv is None else argv, vars(args) | {
-                         "json": str(args.json)}, args.note), results=results)
+    save("multihost", "Scale-out on a local Ray cluster (fake GPUs, cpu-slow backend)", results)
     return 0
 
 

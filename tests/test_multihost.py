@@ -17,11 +17,12 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from mask_maps import assert_identical_to_reference
-from wsovvis_dagster.gpu_slots import process_alive, slot_holders
+from wsovvis_dagster.gpu_slots import process_alive
 from wsovvis_dagster.paths import VideoRef, masks_dir
 from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG
 from wsovvis_ops.backfill import launch_backfill
 from wsovvis_ops.instance import start_daemon, stop_daemon, wait_for
+from wsovvis_ops.ray_cluster import run_holding_a_gpu
 
 pytestmark = pytest.mark.multihost
 
@@ -132,16 +133,10 @@ def test_killed_raylet_fails_the_run_and_its_retry_finishes_elsewhere(ray_site):
     instance, site = ray_site["instance"], ray_site["site"]
     keys = [f"train__train{i:04d}" for i in range(12, 16)]  # 2 runs of 2 videos
     backfill_id = launch_backfill(instance, keys, assets=["mask_pngs"])
-    slot_root = site.home / "gpu_slots"
-
-    def victim():  # a run inside its first video (most of its work still ahead), on some node
-        for node in NODES:
-            for holder in slot_holders("0,1", slot_root / node).values():
-                if holder and time.time() - holder["since"] > 0.25 * HOLD:
-                    return node, holder
-        return None
-
-    node, holder = wait_for(victim, timeout=180, poll=0.2, what="a run holding a Ray GPU")
+    # a run inside its first video (most of its work still ahead), on some node
+    node, holder = wait_for(
+        lambda: run_holding_a_gpu(site.home / "gpu_slots", NODES, "0,1", min_age_s=0.25 * HOLD),
+        timeout=180, poll=0.2, what="a run holding a Ray GPU")
     run_id = holder["run_id"]
     assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
     site.cluster.nodes[node].kill_raylet()

@@ -172,8 +172,7 @@ class LocalRayCluster:
 
     def gpu_slots(self, runs_per_gpu: int = 1) -> int:
         """GPUs the cluster offers runs (alive nodes), times the runs that share one."""
-        total = sum(n["resources_total"].get("GPU", 0) for n in self.alive_nodes())
-        return int(total * runs_per_gpu)
+        return cluster_gpu_slots(self.dashboard_url, runs_per_gpu)
 
     def stop(self) -> None:
         """Stop every node by pid, workers first, then the head; remove the temp folder."""
@@ -181,6 +180,15 @@ class LocalRayCluster:
             node.stop()
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def cluster_gpu_slots(dashboard_url: str, runs_per_gpu: int = 1) -> int:
+    """GPUs of the alive nodes of the Ray cluster at `dashboard_url`, times `runs_per_gpu`."""
+    from ray.util.state import list_nodes
+
+    nodes = list_nodes(address=dashboard_url, filters=[("state", "=", "ALIVE")],
+                       raise_on_missing_output=False)
+    return int(sum((n.resources_total or {}).get("GPU", 0) for n in nodes) * runs_per_gpu)
 
 
 def start_local_cluster(root: Path | None = None, *, nodes: int = 2, gpus_per_node: int = 2,
@@ -273,3 +281,15 @@ def local_ray_deployment(root: Path, *, nodes: int = 2, gpus_per_node: int = 2,
             yield RayDeployment(cluster, url, home, slots)
         finally:
             cluster.stop()
+
+
+def run_holding_a_gpu(slot_root: Path, nodes, gpus: str, *, min_age_s: float):
+    """(node, lease holder) of a run that has held a GPU lease for `min_age_s` on one of
+    `nodes` (leases under `<slot_root>/<node>/`, wsovvis_dagster.gpu_slots), else None."""
+    from wsovvis_dagster.gpu_slots import slot_holders
+
+    for node in nodes:
+        for holder in slot_holders(gpus, Path(slot_root) / node).values():
+            if holder and time.time() - holder["since"] > min_age_s:
+                return node, holder
+    return None

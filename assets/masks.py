@@ -143,6 +143,8 @@ def mask_pngs(
                                          kept=outcome.ref in kept)
         else:
             done[key] = _video_metadata(key, result, predictor)
+    if not importing:
+        predictor.check_fence()  # a run Dagster failed meanwhile (node lost) records nothing
     if failed:
         # record the good videos as materialised, then fail the run naming the bad ones
         for key, metadata in done.items():
@@ -207,6 +209,7 @@ def _video_metadata(key: str, result: VideoMasksResult, predictor: PredictorReso
         "predictor": name,
         "predictor_version": version,
         "device": predictor.device,
+        **predictor.placement,  # node (+ physical GPU id on a cluster)
         "predictor_settings": MetadataValue.json(predictor.effective_settings()),
         # which long-lived process ran it (pid, reused or started by this run), if any
         **({"predictor_worker": MetadataValue.json(worker)} if worker else {}),

@@ -20,7 +20,7 @@ from resources.settings import (
     launch_keys,
     setting_sources,
 )
-from wsovvis_dagster.gpu_slots import GpuLease, acquire_gpu_slot
+from wsovvis_dagster.gpu_slots import GpuLease, acquire_gpu_slot, cluster_node, node_name
 from wsovvis_dagster.paths import VideoRef
 from wsovvis_dagster.pipeline import VideoOutcome, segment_videos
 from wsovvis_dagster.predictors import VideoPredictor
@@ -37,6 +37,7 @@ from wsovvis_dagster.predictors.worker import (
     default_idle_seconds,
     worker_dir,
 )
+from wsovvis_instance.fencing import WATCH_ENV, RunFence
 
 _D = PredictorSettings()  # the built-in defaults of every library setting, defined once
 
@@ -135,6 +136,7 @@ class PredictorResource(ConfigurableResource):
     _predictor: VideoPredictor | None = PrivateAttr(default=None)
     _worker: WorkerClient | None = PrivateAttr(default=None)
     _lease: GpuLease | None = PrivateAttr(default=None)
+    _fence: RunFence | None = PrivateAttr(default=None)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def check_launch_settings(self, launched: set[str], env=os.environ) -> None:
@@ -188,9 +190,14 @@ class PredictorResource(ConfigurableResource):
         slot_dir = self.slot_dir or (
             str(Path(context.instance.root_directory) / "gpu_slots") if context.instance else None
         )
+        if context.instance is not None and context.run is not None:
+            # a run Dagster has failed publishes nothing more (wsovvis_instance.fencing)
+            self._fence = RunFence(context.instance, run_id)
+            if float(os.environ.get(WATCH_ENV) or 0) > 0:
+                self._fence.watch(float(os.environ[WATCH_ENV]))
         self._lease = acquire_gpu_slot(
             self.gpus, run_id=run_id, slot_dir=slot_dir, timeout_s=self.lease_timeout_s,
-            runs_per_gpu=self.runs_per_gpu,
+            runs_per_gpu=self.runs_per_gpu, node=cluster_node(),
         )
         device = self._lease.device if self._lease else "cpu"
         if context.log:
@@ -237,7 +244,21 @@ class PredictorResource(ConfigurableResource):
             return self._worker.segment_videos(data_root, output_root, refs,
                                                skip_bad_frames=skip_bad_frames)
         return segment_videos(data_root, output_root, refs, self.predictor,
-                              skip_bad_frames=skip_bad_frames)
+                              skip_bad_frames=skip_bad_frames, before_publish=self._fence)
+
+    def check_fence(self) -> None:
+        """Raise `RunFencedError` if Dagster has failed or cancelled this run meanwhile."""
+        if self._fence is not None:
+            self._fence()
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Where this run's videos ran: node (host, or the cluster node's name) and the
+        physical device id on it (metadata: `node`, `physical_gpu`)."""
+        out = {"node": node_name()}
+        if self._lease is not None and self._lease.physical:
+            out["physical_gpu"] = self._lease.physical
+        return out
 
     @property
     def model_identity(self) -> tuple[str, str]:
@@ -269,6 +290,9 @@ class PredictorResource(ConfigurableResource):
         return output_fingerprint(self.settings())
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._fence is not None:
+            self._fence.stop()
+            self._fence = None
         self._predictor = None
         self._worker = None  # the worker stays up for the next run (idle timeout)
         if self._lease is not None:

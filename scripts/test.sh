@@ -3,7 +3,8 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,train,deploy  # deploy: dagster-postgres, dagster-k8s (scale-out tests)
+# deploy: dagster-postgres, dagster-k8s; ray: dagster-ray + Ray (scale-out and multihost tests)
+bash scripts/setup.sh dev,train,deploy,ray
 bash scripts/install_browser.sh  # Debian chromium for the `browser` tests (skips when it can't)
 # PostgreSQL server binaries for the `postgres` tests (a throw-away cluster per test run)
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

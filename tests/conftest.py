@@ -22,6 +22,12 @@ def _postgres_bin_dir() -> Path | None:
     return bin_dir()
 
 
+def _ray() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("ray", "dagster_ray", "dagster_postgres"))
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -44,6 +50,11 @@ SKIP_REASONS = {
         lambda: _postgres_bin_dir() is None,
         "needs PostgreSQL's server binaries (initdb, pg_ctl): scripts/test.sh installs Debian's "
         "postgresql when it runs as root with apt",
+    ),
+    "multihost": (
+        lambda: not _ray() or _postgres_bin_dir() is None,
+        "needs the `ray` and `deploy` extras (bash scripts/setup.sh dev,train,deploy,ray) and "
+        "PostgreSQL's server binaries",
     ),
     "browser": (
         lambda: _chromium() is None, "needs Debian's chromium (scripts/install_browser.sh)"

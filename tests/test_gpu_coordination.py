@@ -5,7 +5,6 @@ hold per video, on fake GPU indices (it never touches CUDA), so runs occupy thei
 known time and their PNGs equal the plain cpu backend's byte for byte.
 """
 
-import filecmp
 import json
 import os
 import signal
@@ -16,10 +15,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
+from mask_maps import assert_identical_to_reference
 from wsovvis_dagster.gpu_slots import slot_holders
-from wsovvis_dagster.paths import VideoRef, masks_dir
-from wsovvis_dagster.pipeline import segment_video
-from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG, BulkActionStatus
 from wsovvis_ops.backfill import launch_backfill
 from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
@@ -224,15 +221,7 @@ def test_backfill_runs_four_gpu_runs_at_a_time_and_survives_a_killed_run(
         assert info.slot_count == 4 and not info.claimed_slots
 
         # identical output: the retried videos equal a direct, uninterrupted computation
-        ref_root = tmp_path / "reference"
-        for key in killed_keys:
-            ref = VideoRef.from_partition_key(key)
-            segment_video(data, ref_root, ref, CpuVideoPredictor(max_tracks=10))
-            cmp = filecmp.dircmp(masks_dir(out, ref), masks_dir(ref_root, ref))
-            assert not cmp.left_only and not cmp.right_only
-            _, mismatch, errors = filecmp.cmpfiles(
-                masks_dir(out, ref), masks_dir(ref_root, ref), cmp.common_files, shallow=False)
-            assert not mismatch and not errors, (key, mismatch)
+        assert_identical_to_reference(data, out, tmp_path / "reference", killed_keys)
 
         # tube_json ran after the last video, over all of them
         tubes = instance.get_latest_materialization_event(TUBES)
@@ -266,17 +255,6 @@ def _gpus_json(env: dict, *args: str) -> dict:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout)
-
-
-def _assert_identical_to_reference(data: Path, out: Path, ref_root: Path, keys) -> None:
-    for key in keys:
-        ref = VideoRef.from_partition_key(key)
-        segment_video(data, ref_root, ref, CpuVideoPredictor(max_tracks=10))
-        got, want = masks_dir(out, ref), masks_dir(ref_root, ref)
-        cmp = filecmp.dircmp(got, want)
-        assert cmp.common_files and not cmp.left_only and not cmp.right_only, key
-        _, mismatch, errors = filecmp.cmpfiles(got, want, cmp.common_files, shallow=False)
-        assert not mismatch and not errors, (key, mismatch)
 
 
 @pytest.mark.slow
@@ -347,7 +325,7 @@ def test_killed_cli_runs_fail_and_give_their_gpu_slot_back(dagster_home, subproc
         reruns = [_cli_materialize(env, key) for key in keys]
         logs = [p.communicate(timeout=240)[0] for p in reruns]
         assert all(p.returncode == 0 for p in reruns), logs
-    _assert_identical_to_reference(data, out, tmp_path / "reference", keys)
+    assert_identical_to_reference(data, out, tmp_path / "reference", keys)
 
 
 # -- UI backfills carry no tag: the run coordinator adds it ------------------------------------
@@ -454,7 +432,7 @@ def _untagged_ui_backfill(home: Path, env: dict, tmp_path: Path, *, kill: bool,
         if not kill:
             assert len(runs) == 3 and all(r.status == DagsterRunStatus.SUCCESS for r in runs)
             assert instance.get_materialized_partitions(MASKS) >= set(keys)
-            _assert_identical_to_reference(data, out, tmp_path / "reference", keys)
+            assert_identical_to_reference(data, out, tmp_path / "reference", keys)
             return
         # the killed run failed, its lease came back, its retry redid its videos identically
         by_id = {r.run_id: r for r in runs}
@@ -465,7 +443,7 @@ def _untagged_ui_backfill(home: Path, env: dict, tmp_path: Path, *, kill: bool,
         first, last = (retry.tags["dagster/asset_partition_range_start"],
                        retry.tags["dagster/asset_partition_range_end"])
         redone = keys[keys.index(first):keys.index(last) + 1]
-    _assert_identical_to_reference(data, out, tmp_path / "reference", redone)
+    assert_identical_to_reference(data, out, tmp_path / "reference", redone)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -148,14 +148,16 @@ def _fsync_tree(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path, *, before_swap: Callable[[], None] | None = None
+               ) -> Iterator[Path]:
     """Yield an empty temp folder beside `target`; on success it replaces `target` whole.
 
     A crash inside the block leaves only a hidden `.tmp-*` folder (cleaned by
     `remove_stale_temp_dirs`), never a half-written `target`. The swap is one atomic
     `renameat2(RENAME_EXCHANGE)` on Linux, so readers never see `target` missing; elsewhere it
     is two renames. Two writers of the same target swap in turn under a lock, so the result is
-    one writer's complete folder.
+    one writer's complete folder. `before_swap` is called under that lock right before the
+    swap; if it raises, nothing is published (a fenced run, `wsovvis_instance.fencing`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         with _locked(target.parent / f".{name}.lock"):
+            if before_swap is not None:
+                before_swap()
             if target.exists() and _exchange(tmp, target):
                 old = tmp  # now holds the previous folder
             else:

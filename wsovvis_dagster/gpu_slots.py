@@ -9,6 +9,11 @@ rebooted) frees its device at once: no pid files to clean, no stale-lease heuris
 Lease files carry the holder (run id, pid, host, time) for humans; the lock, not the text, is
 the truth. `slot_dir` must be on a local filesystem of the machine that owns the GPUs (flock
 over NFS is unreliable); one machine = one slot folder.
+
+On a cluster (runs placed by Ray, which sets each run's `CUDA_VISIBLE_DEVICES`), a lease is
+keyed by node and *physical* device: `<slot_dir>/<node>/gpu<physical id>.lock`, so an orphaned
+run still holding a device blocks a retry that lands on that same device, and two nodes
+sharing one folder (simulated hosts) never collide.
 """
 
 from __future__ import annotations
@@ -79,6 +84,8 @@ class GpuLease:
     path: Path | None = None
     _fd: int | None = field(default=None, repr=False)
     slot: int = 0  # which of the device's `runs_per_gpu` slots this lease holds
+    node: str = ""  # cluster node holding it ("" on one host)
+    physical: str = ""  # the device's id on its node (CUDA_VISIBLE_DEVICES entry)
 
     @property
     def device(self) -> str:
@@ -121,9 +128,36 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def _write_holder(fd: int, run_id: str) -> None:
+CLUSTER_ENV = "WSOVVIS_CLUSTER"  # set by a cluster's run launcher (Ray) in each run
+NODE_ENV = "WSOVVIS_NODE_NAME"  # a node's name, if not its hostname (simulated hosts)
+
+
+def node_name(env=os.environ) -> str:
+    """This machine's name as a cluster node: WSOVVIS_NODE_NAME, else the hostname."""
+    return env.get(NODE_ENV) or socket.gethostname()
+
+
+def cluster_node(env=os.environ) -> str:
+    """The node to key GPU leases by: `node_name()` in a run placed on a cluster, else ""
+    (one host: leases stay `<slot_dir>/gpu<N>.lock`)."""
+    return node_name(env) if env.get(CLUSTER_ENV) else ""
+
+
+def physical_gpu_id(index: int, env=os.environ) -> str:
+    """The physical id of visible device `index`: its CUDA_VISIBLE_DEVICES entry (an index or
+    a GPU UUID), or `index` itself when the variable is unset."""
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not env.get("CUDA_VISIBLE_DEVICES"):
+        return str(index)
+    if index >= len(visible):
+        raise GpuSlotError(f"device cuda:{index} is not visible: CUDA_VISIBLE_DEVICES="
+                           f"{env.get('CUDA_VISIBLE_DEVICES')!r} (check WSOVVIS_GPUS)")
+    return visible[index]
+
+
+def _write_holder(fd: int, run_id: str, **extra: str) -> None:
     holder = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-              "since": round(time.time(), 3)}
+              "since": round(time.time(), 3), **{k: v for k, v in extra.items() if v}}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
 
@@ -136,6 +170,7 @@ def acquire_gpu_slot(
     timeout_s: float = 3600.0,
     poll_s: float = 0.5,
     runs_per_gpu: int = 1,
+    node: str = "",
 ) -> GpuLease | None:
     """Lease one free GPU among `gpus` ('0,1,2,3', 'auto', or '' for CPU -> None) for `run_id`.
 
@@ -145,7 +180,8 @@ def acquire_gpu_slot(
     (device, slot). If all are held it polls every `poll_s` for up to `timeout_s` (more runs than
     GPUs only happens when the Dagster `gpu` pool limit exceeds the device count), then raises
     `GpuSlotError` naming the holders. `slot_dir` defaults to `<tmp>/wsovvis_gpu_slots`; the
-    Dagster resource passes `<DAGSTER_HOME>/gpu_slots`.
+    Dagster resource passes `<DAGSTER_HOME>/gpu_slots`. With `node` (a cluster node's name),
+    leases are `<slot_dir>/<node>/gpu<physical id>.lock` (module docstring).
     """
     indices = parse_gpus(gpus)
     if not indices:
@@ -154,16 +190,22 @@ def acquire_gpu_slot(
         raise GpuSlotError(f"runs_per_gpu must be >= 1, got {runs_per_gpu} "
                            "(env WSOVVIS_RUNS_PER_GPU)")
     folder = Path(slot_dir) if slot_dir else Path(tempfile.gettempdir()) / "wsovvis_gpu_slots"
+    physical = {i: physical_gpu_id(i) if node else "" for i in indices}
+    if node:
+        folder = folder / node
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     while True:
         for slot in range(runs_per_gpu):
             for index in indices:
-                path = folder / lock_name(index, slot)
+                ident = physical[index]
+                path = folder / (lock_name(index, slot) if not ident else
+                                 lock_name(int(ident), slot) if ident.isdigit() else
+                                 f"gpu-{ident}.slot{slot}.lock")  # a GPU UUID
                 fd = _try_lock(path)
                 if fd is not None:
-                    _write_holder(fd, run_id)
-                    return GpuLease(index, path, fd, slot)
+                    _write_holder(fd, run_id, node=node, physical=physical[index])
+                    return GpuLease(index, path, fd, slot, node, physical[index])
         if time.monotonic() >= deadline:
             held = slot_holders(gpus, folder, runs_per_gpu=runs_per_gpu)
             busy = ", ".join(f"{i}: {h}" for i, h in held.items())

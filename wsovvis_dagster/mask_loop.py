@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,7 @@ def segment_videos(
     skip_bad_frames: bool = False,
     workers: int | None = None,
     max_pending_writes: int = 2,
+    before_publish: Callable[[], None] | None = None,
 ) -> Iterator[VideoOutcome]:
     """Segment `refs` in a pipeline; yield one `VideoOutcome` per video, in input order.
 
@@ -94,6 +95,9 @@ def segment_videos(
     `seconds` of each result is the loop's wall time spent on that video (waiting for its
     frames, predicting, and waiting for its writes when the loop has to), so the seconds of a
     run add up to the loop's wall time and `frames / seconds` is the loop's throughput.
+
+    `before_publish` is called before each video's folder is swapped into place; an exception
+    it raises that is not a `WsovvisError` (a fenced run) stops the loop with nothing published.
     """
     refs = list(refs)
     workers = workers or default_workers()
@@ -130,7 +134,8 @@ def segment_videos(
                     if video.dest.parent not in cleaned:  # leftovers of writers killed > 1 h ago
                         cleaned.add(video.dest.parent)
                         remove_stale_temp_dirs(video.dest.parent)
-                    video.writer = MaskFolderWriter(video.dest, pool=png_pool)
+                    video.writer = MaskFolderWriter(video.dest, pool=png_pool,
+                                                   before_publish=before_publish)
                 for stem, ids in zip(stems, maps, strict=True):
                     video.writer.add(stem, ids, sixteen_bit=video.stitcher.num_ids > 255)
                 if not last:

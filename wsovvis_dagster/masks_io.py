@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,7 @@ def write_mask_pngs(
     *,
     source: dict | None = None,
     pool: Executor | None = None,
+    before_publish: Callable[[], None] | None = None,
 ) -> MaskWriteSummary:
     """Write one PNG per frame into `dest`, atomically: `dest` appears complete or not at all.
 
@@ -94,7 +95,7 @@ def write_mask_pngs(
     from `scores` before the first frame, so an id above it raises `MaskFormatError` rather than
     being wrapped silently. A failed write (e.g. disk full) raises `OutputWriteError` and leaves
     the previous `dest` as it was. `source` (imported masks) is written as `source.json` in
-    the same atomic swap.
+    the same atomic swap. `before_publish` runs right before the swap (`atomic_dir`).
     """
     top = max(scores, default=0)
     if top > MAX_ID or min(scores, default=1) < 1:
@@ -103,7 +104,7 @@ def write_mask_pngs(
             f"{min(scores)}..{top} ({len(scores)} tracks)"
         )
     sixteen_bit = top > 255
-    writer = MaskFolderWriter(dest, pool=pool)
+    writer = MaskFolderWriter(dest, pool=pool, before_publish=before_publish)
     try:
         for stem, id_map in zip(stems, id_maps, strict=True):
             writer.add(stem, id_map, sixteen_bit=sixteen_bit)
@@ -127,14 +128,18 @@ class MaskFolderWriter:
     given); `finish` can relabel every written PNG through a look-up table (`lut[id]` = final
     id) and changes the bit depth where the final ids need another, then writes `tracks.json`.
     Write errors raise `OutputWriteError`, leaving the previous `dest` as it was.
+    `before_publish` runs right before the swap; if it raises, nothing is published (a fenced
+    run, `wsovvis_instance.fencing`).
     """
 
     def __init__(self, dest: Path, *, pool: Executor | None = None,
-                 max_queued: int = 32) -> None:
+                 max_queued: int = 32,
+                 before_publish: Callable[[], None] | None = None) -> None:
         self.dest, self.pool, self.max_queued = Path(dest), pool, max_queued
         self._stack = contextlib.ExitStack()
         try:
-            self.tmp = self._stack.enter_context(atomic_dir(self.dest))
+            self.tmp = self._stack.enter_context(
+                atomic_dir(self.dest, before_swap=before_publish))
         except OSError as exc:
             raise self._write_error(exc) from exc
         self._written: dict[str, bool] = {}  # PNG name -> written as 16-bit

@@ -14,5 +14,9 @@ never the reverse.
   their pool slots;
 - `liveness`: which processes a run has and whether any is alive; the `gpu` pool and lease
   report behind `wsovvis gpus`;
+- `ray_launcher.WsovvisRayRunLauncher` (`ray` extra): runs placed on a Ray cluster, each GPU
+  run asking for its GPU share;
+- `fencing` / `fenced_storage`: a run Dagster has failed publishes nothing more and never
+  becomes SUCCESS (multi-host runs);
 - `cli`: the `wsovvis` command, the library's subcommands plus `gpus`.
 """

@@ -14,14 +14,16 @@ from dagster._config.pythonic_config.resource import PartialResource
 from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag observations use
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.instance.ref import InstanceRef
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+from dagster._core.storage.runs.schema import RunsTable  # fenced run storage's guarded UPDATE
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     GRPC_INFO_TAG,
     PARENT_RUN_ID_TAG,
 )
+from dagster._grpc.types import ExecuteRunArgs  # what a run launcher's job executes
 from dagster._serdes import ConfigurableClassData
 
 __all__ = [
@@ -29,13 +31,16 @@ __all__ = [
     "ASSET_PARTITION_RANGE_START_TAG",
     "DATA_VERSION_TAG",
     "AssetPartitionStatus",
+    "ExecuteRunArgs",
     "GRPC_INFO_TAG",
     "PARENT_RUN_ID_TAG",
     "BulkActionStatus",
     "CheckRunHealthResult",
     "ConfigurableClassData",
     "InstanceRef",
+    "LaunchRunContext",
     "PartialResource",
     "PartitionBackfill",
+    "RunsTable",
     "WorkerStatus",
 ]

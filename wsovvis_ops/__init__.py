@@ -8,4 +8,6 @@ It builds on the library and the code location (definitions.py) and sits below `
 - `wsovvis_ops.backfill`: queue a GPU-tagged asset backfill (what `scripts/backfill.py` runs).
 - `wsovvis_ops.runs`: run and GPU-lease spans read back from an instance.
 - `wsovvis_ops.pg_cluster`: a throw-away PostgreSQL cluster.
+- `wsovvis_ops.ray_cluster`: a local Ray cluster with fake-GPU nodes (stopped by pid), the
+  instance config of a Ray deployment, and both with PostgreSQL as one rehearsal deployment.
 """

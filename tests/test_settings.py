@@ -90,15 +90,28 @@ def test_bad_env_value_fails_at_load_naming_the_variable():
 
 
 def test_predictor_settings_are_the_resource_fields_by_name():
-    """One schema: every library setting is a resource field with the library's default."""
+    """One schema: every library setting is a resource field with the library's default
+    (the memory cap's is derived from runs_per_gpu: the library default for one run a GPU)."""
     for f in fields(PredictorSettings):
         if f.name == "device":
             continue
-        assert PredictorResource.model_fields[f.name].default == f.default, f.name
+        assert PredictorResource().settings().__getattribute__(f.name) == f.default, f.name
     changed = PredictorResource(confidence=0.3, chunk_size=5, precision="fp16", max_tracks=2)
     settings = changed.settings("cuda:1")
     assert (settings.confidence, settings.chunk_size, settings.precision, settings.max_tracks,
             settings.device) == (0.3, 5, "fp16", 2, "cuda:1")
+
+
+def test_gpu_memory_cap_shares_one_budget_among_a_gpus_runs():
+    """Unset, each run's allocator cap is the GPU budget divided by the runs sharing the GPU,
+    so cuDNN's autotuning never takes the whole card; a set value (0 = none) wins."""
+    budget = PredictorResource().settings("cuda:0").gpu_memory_gib
+    assert 0 < budget <= 20
+    assert PredictorResource(runs_per_gpu=2).settings("cuda:0").gpu_memory_gib == budget / 2
+    assert PredictorResource(runs_per_gpu=2, gpu_memory_gib=0).settings().gpu_memory_gib == 0
+    from definitions import loaded_predictor
+
+    assert loaded_predictor({"WSOVVIS_RUNS_PER_GPU": "3"}).settings().gpu_memory_gib == budget / 3
 
 
 def _masks_once(instance, env, monkeypatch, *, run_config=None, raise_on_error=True):

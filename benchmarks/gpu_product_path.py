@@ -1,0 +1,109 @@
+"""Issue 24: the GPU path as a new user runs it, on DEFAULTS, into gpu_product_path.json.
+
+    # on the GPU machine, after benchmarks/gpu_device_setup.sh
+    python3 benchmarks/gpu_product_path.py --frames .gpu/frames --out $OUT \
+        --model-only $OUT/model_only_v2.json --agreement $OUT/agreement.json
+    # dry run anywhere: the embedded CPU predictor, tiny videos
+    python benchmarks/gpu_product_path.py --backend cpu --scenarios long:3x8:first --out /tmp/pp
+
+Each scenario `name:VIDEOSxFRAMES:first|warm` is a real `dagster-daemon` on a fresh instance,
+`mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
+(`gpu_dagster.run_backfill`), with no `WSOVVIS_*` setting but the GPU list (`WSOVVIS_GPUS=0`),
+random weights, and the data/output roots. `first`: no predictor worker runs before the
+backfill (its start is in the wall); `warm`: the workers of every slot were started before the
+clock, as an earlier backfill leaves them. nvidia-smi is sampled every 200 ms over the whole
+scenario (worker start included). The model-only and agreement sections are copied in from
+`benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames  # noqa: E402
+
+DEFAULT_SCENARIOS = "long:16x200:first,long:16x200:warm,lvvis:96x32:first,lvvis:96x32:warm"
+FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_asset_fps",
+          "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib")
+
+
+def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None) -> dict:
+    """The issue's schema from `run_backfill`'s summary (its details kept under `detail`)."""
+    return {
+        "name": name, "settings": "defaults", "videos": res["videos"], "frames": res["frames"],
+        "warm": warm, "mask_wall_fps": res["mask_wall_fps"], "in_asset_fps": res["in_asset_fps"],
+        "submit_to_tube_json_fps": res.get("submit_to_tubes_fps"),
+        "queue_to_first_run_s": res["queue_to_first_run_s"],
+        "tube_json_gap_s": res.get("tube_run_queued_after_masks_s"),
+        "smi_peak_gib": smi_peak,
+        "detail": {k: v for k, v in res.items() if k not in ("peak_per_video",)},
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="videocutler", choices=["videocutler", "cpu"])
+    ap.add_argument("--frames", type=Path, help="folder of JPEGs (default: synthetic frames)")
+    ap.add_argument("--size", default="360x640", help="HxW of synthetic frames")
+    ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
+    ap.add_argument("--model-only", type=Path, help="gpu_model_only.py's JSON (new model)")
+    ap.add_argument("--baseline", type=Path, help="gpu_model_only.py's JSON (before)")
+    ap.add_argument("--agreement", type=Path, help="JSON of the mask comparisons")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--workdir", type=Path, help="default: a temp folder")
+    args = ap.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsovvis-product-path-"))
+    height, width = (int(x) for x in args.size.split("x"))
+    files = source_frames(args.frames, workdir, height, width)
+    base_env = {**os.environ, "WSOVVIS_PREDICTOR": args.backend,
+                "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "PYTHONUNBUFFERED": "1"}
+    if args.backend == "videocutler":
+        base_env.update(WSOVVIS_GPUS="0", WSOVVIS_ALLOW_RANDOM_WEIGHTS="1")
+    import definitions
+
+    runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
+    results: dict = {"backend": args.backend, "command": " ".join(sys.argv),
+                     "runs_per_gpu": runs_per_gpu, "scenarios": []}
+    for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
+                        ("agreement", args.agreement)):
+        if path and path.is_file():
+            results[extra] = json.loads(path.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    with GpuSampler() as sampler:
+        for spec in args.scenarios.split(","):
+            name, shape, mode = spec.split(":")
+            videos, length = (int(x) for x in shape.split("x"))
+            data = workdir / f"data-{videos}x{length}"
+            keys = [r.partition_key for r in make_videos(data, files, videos, length,
+                                                         f"v{length}_")]
+            env = {**base_env, "WSOVVIS_DATA_ROOT": str(data),
+                   "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{name}-{mode}")}
+            started = time.time()
+            res = run_backfill(f"{name}-{mode}", env, keys, workdir, sampler, runs_per_gpu,
+                               warm=mode == "warm")
+            row = scenario_row(name, mode == "warm", res, sampler.peak_gib(started, time.time()))
+            results["scenarios"].append(row)
+            print(json.dumps({k: row[k] for k in FIELDS}), flush=True)
+            (args.out / "gpu_product_path.json").write_text(json.dumps(results, indent=1))
+    print(" | ".join(FIELDS[2:]))
+    for r in results["scenarios"]:
+        print(f"{r['name']} {'warm' if r['warm'] else 'first'}: "
+              + " | ".join(str(r[k]) for k in FIELDS[2:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,12 @@
-"""Queue a GPU-tagged backfill of mask_pngs (then tube_json) for the daemon to run.
+"""Queue GPU-tagged mask_pngs runs (then tube_json) for the daemon to run.
 
-The same as the UI's "Materialize all partitions" (whose runs the instance's run coordinator
-tags `gpu=true`, wsovvis_instance.coordinator), from a shell: every run is tagged here already,
-so surplus runs stay QUEUED under the tag limit, and `--missing` / `--split` pick the videos.
-Needs the daemon (`dagster dev` or `dagster-daemon run -w workspace.yaml`) on the same
-DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (model loaded
-once per run; 48 with videocutler, else 4).
+The runs go straight on the run queue (`wsovvis_ops.backfill.queue_mask_runs`): the first starts
+within seconds, and the `tube_json_after_masks` sensor queues tube_json as soon as every mask run
+has finished (failed ones too), instead of the backfill daemon's 30 s loop that a UI backfill
+waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED under the tag limit;
+`--missing` / `--split` pick the videos. Needs the daemon (`dagster dev` or `dagster-daemon run
+-w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN
+neighbouring videos each (48 with videocutler, else 4), fewer when that leaves a GPU slot idle.
 
     python scripts/backfill.py                 # every registered video
     python scripts/backfill.py --missing       # videos without materialised masks
@@ -24,7 +25,7 @@ if str(REPO) not in sys.path:
 
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
-from wsovvis_ops.backfill import launch_backfill  # noqa: E402
+from wsovvis_ops.backfill import queue_mask_runs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if not keys:
             print("nothing to backfill (materialise video_partitions to register videos)")
             return 0
-        assets = ("mask_pngs",) if args.no_tubes else ("mask_pngs", "tube_json")
-        backfill_id = launch_backfill(instance, keys, assets=assets)
-    print(f"queued backfill {backfill_id}: {len(keys)} videos, assets {', '.join(assets)}; "
-          f"follow it at http://127.0.0.1:3000/runs/b/{backfill_id}")
+        batch = queue_mask_runs(instance, keys, tubes=not args.no_tubes)
+    print(f"queued {len(batch.run_ids)} mask_pngs runs for {len(keys)} videos (batch "
+          f"{batch.batch_id}{', then tube_json' if batch.tubes else ''}); follow them at "
+          f"http://127.0.0.1:3000/runs?q%5B0%5D=tag%3Awsovvis%2Fbatch%3D{batch.batch_id}")
     return 0
 
 

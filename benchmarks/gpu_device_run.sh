@@ -36,11 +36,14 @@ fi
 if [[ " $* " == *" product "* ]]; then
   LEFT=$((570 - (SECONDS - T0)))
   echo "product path with $LEFT s left"
-  SC=${3:-${2:-}}
-  [[ "$SC" == *:* ]] || SC=""
+  SC=""
+  for a in "$@"; do [[ "$a" == *:* ]] && SC=$a; done
+  R=benchmarks/results  # model-only figures of this call, else the committed ones
+  MO=$OUT/model_only_v2.json; [ -f "$MO" ] || MO=$R/gpu_model_only_v2.json
+  BL=$OUT/model_only_v1.json; [ -f "$BL" ] || BL=$R/gpu_model_only_v1.json
+  AG=$OUT/agreement.json; [ -f "$AG" ] || AG=$R/gpu_agreement.json
   timeout $LEFT python3 benchmarks/gpu_product_path.py --frames .gpu/frames --out "$OUT" \
-    ${SC:+--scenarios $SC} --model-only "$OUT/model_only_v2.json" \
-    --baseline "$OUT/model_only_v1.json" --agreement "$OUT/agreement.json" 2>&1 \
+    ${SC:+--scenarios "$SC"} --model-only "$MO" --baseline "$BL" --agreement "$AG" 2>&1 \
     | grep -v "Warning\|warn(" | tail -25
 fi
 echo "total $((SECONDS - T0)) s"

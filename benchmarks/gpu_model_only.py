@@ -24,6 +24,7 @@ sync removal, for the baseline. Writes `model_only_<label>.json` to --out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -137,10 +138,11 @@ def model_section(pred, frames_dir: Path, precisions: list[str], chunk: int,
         row: dict = {}
         with torch.inference_mode():
             x, _ = pred._preprocess_fast(clip)
-            seconds = cuda_median(lambda: pred.forward(x))
+            forward = functools.partial(pred.forward, x)
+            seconds = cuda_median(forward)
             row["forward_fps"] = round(chunk / seconds, 1)
-            row["forward_syncs"] = count_syncs(lambda: pred.forward(x))
-            eager = pred.forward(x)
+            row["forward_syncs"] = count_syncs(forward)
+            eager = forward()
         torch.cuda.reset_peak_memory_stats()
         seconds = wall_median(lambda: pred.predict_clip(clip))
         row["predict_clip_fps"] = round(chunk / seconds, 1)

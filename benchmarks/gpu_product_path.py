@@ -6,7 +6,8 @@
     # dry run anywhere: the embedded CPU predictor, tiny videos
     python benchmarks/gpu_product_path.py --backend cpu --scenarios long:3x8:first --out /tmp/pp
 
-Each scenario `name:VIDEOSxFRAMES:first|warm` is a real `dagster-daemon` on a fresh instance,
+Each scenario `name:VIDEOSxFRAMES:first|warm[:VAR=VALUE;...]` (the suffix: settings other than
+the defaults, recorded under `settings`) is a real `dagster-daemon` on a fresh instance,
 `mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
 (`gpu_dagster.run_backfill`), with no `WSOVVIS_*` setting but the GPU list (`WSOVVIS_GPUS=0`),
 random weights, and the data/output roots. `first`: no predictor worker runs before the
@@ -38,10 +39,12 @@ FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_a
           "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib")
 
 
-def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None) -> dict:
+def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
+                 settings: dict | None = None) -> dict:
     """The issue's schema from `run_backfill`'s summary (its details kept under `detail`)."""
     return {
-        "name": name, "settings": "defaults", "videos": res["videos"], "frames": res["frames"],
+        "name": name, "settings": settings or "defaults", "videos": res["videos"],
+        "frames": res["frames"],
         "warm": warm, "mask_wall_fps": res["mask_wall_fps"], "in_asset_fps": res["in_asset_fps"],
         "submit_to_tube_json_fps": res.get("submit_to_tubes_fps"),
         "queue_to_first_run_s": res["queue_to_first_run_s"],
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
         base_env.update(WSOVVIS_GPUS="0", WSOVVIS_ALLOW_RANDOM_WEIGHTS="1")
     import definitions
 
-    runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
+    runs_per_gpu = definitions.loaded_predictor(base_env).gpu_runs()
     results: dict = {"backend": args.backend, "command": " ".join(sys.argv),
                      "runs_per_gpu": runs_per_gpu, "scenarios": []}
     for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
@@ -84,24 +87,34 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with GpuSampler() as sampler:
         for spec in args.scenarios.split(","):
-            name, shape, mode = spec.split(":")
+            name, shape, mode, *extra = spec.split(":")
+            overrides = dict(kv.split("=", 1) for kv in extra[0].split(";")) if extra else {}
             videos, length = (int(x) for x in shape.split("x"))
             data = workdir / f"data-{videos}x{length}"
             keys = [r.partition_key for r in make_videos(data, files, videos, length,
                                                          f"v{length}_")]
-            env = {**base_env, "WSOVVIS_DATA_ROOT": str(data),
-                   "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{name}-{mode}")}
+            label = f"{name}-{mode}" + "".join(f"-{v}" for v in overrides.values())
+            env = {**base_env, **overrides, "WSOVVIS_DATA_ROOT": str(data),
+                   "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{label}")}
+            slots = definitions.loaded_predictor(env).gpu_runs()
             started = time.time()
-            res = run_backfill(f"{name}-{mode}", env, keys, workdir, sampler, runs_per_gpu,
-                               warm=mode == "warm")
-            row = scenario_row(name, mode == "warm", res, sampler.peak_gib(started, time.time()))
+            try:
+                res = run_backfill(label, env, keys, workdir, sampler, slots,
+                                   warm=mode == "warm")
+            except Exception as exc:  # noqa: BLE001 - recorded; the next scenario still runs
+                results["scenarios"].append({"name": name, "settings": overrides or "defaults",
+                                             "warm": mode == "warm",
+                                             "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                print(f"scenario {label} failed: {exc}", flush=True)
+                continue
+            row = scenario_row(name, mode == "warm", res, sampler.peak_gib(started, time.time()),
+                               overrides)
             results["scenarios"].append(row)
             print(json.dumps({k: row[k] for k in FIELDS}), flush=True)
             (args.out / "gpu_product_path.json").write_text(json.dumps(results, indent=1))
     print(" | ".join(FIELDS[2:]))
     for r in results["scenarios"]:
-        print(f"{r['name']} {'warm' if r['warm'] else 'first'}: "
-              + " | ".join(str(r[k]) for k in FIELDS[2:]))
+        print(f"{r['name']} {r['settings']}: " + " | ".join(str(r.get(k)) for k in FIELDS[2:]))
     return 0
 
 

@@ -91,11 +91,11 @@ def test_bad_env_value_fails_at_load_naming_the_variable():
 
 def test_predictor_settings_are_the_resource_fields_by_name():
     """One schema: every library setting is a resource field with the library's default
-    (the memory cap's is derived from runs_per_gpu: the library default for one run a GPU)."""
+    (the memory cap's is derived from the runs per GPU: the library's is for one run)."""
     for f in fields(PredictorSettings):
         if f.name == "device":
             continue
-        assert PredictorResource().settings().__getattribute__(f.name) == f.default, f.name
+        assert getattr(PredictorResource(runs_per_gpu=1).settings(), f.name) == f.default, f.name
     changed = PredictorResource(confidence=0.3, chunk_size=5, precision="fp16", max_tracks=2)
     settings = changed.settings("cuda:1")
     assert (settings.confidence, settings.chunk_size, settings.precision, settings.max_tracks,
@@ -105,9 +105,13 @@ def test_predictor_settings_are_the_resource_fields_by_name():
 def test_gpu_memory_cap_shares_one_budget_among_a_gpus_runs():
     """Unset, each run's allocator cap is the GPU budget divided by the runs sharing the GPU,
     so cuDNN's autotuning never takes the whole card; a set value (0 = none) wins."""
-    budget = PredictorResource().settings("cuda:0").gpu_memory_gib
+    budget = PredictorResource(runs_per_gpu=1).settings("cuda:0").gpu_memory_gib
     assert 0 < budget <= 20
     assert PredictorResource(runs_per_gpu=2).settings("cuda:0").gpu_memory_gib == budget / 2
+    # videocutler shares each GPU between two runs by default, the CPU backends do not
+    gpu = PredictorResource(backend="videocutler")
+    assert gpu.gpu_runs() == 2 and gpu.settings().gpu_memory_gib == budget / 2
+    assert PredictorResource().gpu_runs() == 1
     assert PredictorResource(runs_per_gpu=2, gpu_memory_gib=0).settings().gpu_memory_gib == 0
     from definitions import loaded_predictor
 

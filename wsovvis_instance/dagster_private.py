@@ -3,29 +3,29 @@
 Dagster 1.13 exports no public equivalent for these; each is a stable value or class we need:
 tags Dagster itself writes on runs and observations (so we read/write the same strings),
 backfill records (no public way to queue an asset backfill from a script), an in-process
-workspace and job selector (to queue runs from a script as `dagster job launch` does), the run-launcher
-health types a `RunLauncher` subclass must return, and the partial-resource type that
+workspace and job selector (to queue runs from a script as `dagster job launch` does), the
+run-launcher health types a `RunLauncher` subclass must return, and the partial-resource type that
 `configure_at_launch()` returns. Anything with a public name (`DagsterRunStatus`, `RunsFilter`,
 `QueuedRunCoordinator`, `Field`, ...) is imported from `dagster` directly instead. A Dagster
 upgrade that moves one of these breaks this module alone.
 """
 
 from dagster._config.pythonic_config.resource import PartialResource
-from dagster._core.definitions.selector import JobSubsetSelector
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag observations use
+from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     GRPC_INFO_TAG,
     PARENT_RUN_ID_TAG,
 )
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._serdes import ConfigurableClassData
 
 __all__ = [

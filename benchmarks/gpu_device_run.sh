@@ -34,7 +34,7 @@ out.write_text(json.dumps(res, indent=1)); print(json.dumps(res))
 PY
 fi
 if [[ " $* " == *" product "* ]]; then
-  LEFT=$((570 - (SECONDS - T0)))
+  LEFT=$((${CALL_LIMIT_S:-570} - (SECONDS - T0)))
   echo "product path with $LEFT s left"
   SC=""
   for a in "$@"; do [[ "$a" == *:* ]] && SC=$a; done

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         base_env.update(WSOVVIS_GPUS="0", WSOVVIS_ALLOW_RANDOM_WEIGHTS="1")
     import definitions
 
-    runs_per_gpu = definitions.loaded_predictor(base_env).gpu_runs()
+    runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
     results: dict = {"backend": args.backend, "command": " ".join(sys.argv),
                      "runs_per_gpu": runs_per_gpu, "scenarios": []}
     for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with GpuSampler() as sampler:
         for spec in args.scenarios.split(","):
-            name, shape, mode, *extra = spec.split(":")
+            name, shape, mode, *extra = spec.split(":", 3)
             overrides = dict(kv.split("=", 1) for kv in extra[0].split(";")) if extra else {}
             videos, length = (int(x) for x in shape.split("x"))
             data = workdir / f"data-{videos}x{length}"
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             label = f"{name}-{mode}" + "".join(f"-{v}" for v in overrides.values())
             env = {**base_env, **overrides, "WSOVVIS_DATA_ROOT": str(data),
                    "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{label}")}
-            slots = definitions.loaded_predictor(env).gpu_runs()
+            slots = definitions.loaded_predictor(env).runs_per_gpu
             started = time.time()
             try:
                 res = run_backfill(label, env, keys, workdir, sampler, slots,

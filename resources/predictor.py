@@ -34,7 +34,6 @@ from wsovvis_dagster.predictors.settings import (
     SETTINGS_FIELDS,
     PredictorSettings,
     default_gpu_memory_gib,
-    default_runs_per_gpu,
 )
 from wsovvis_dagster.predictors.worker import (
     WorkerClient,
@@ -75,12 +74,11 @@ class PredictorResource(ConfigurableResource):
     slot_dir: str = Field(
         default="", description="Lease files folder, local disk (default: <DAGSTER_HOME>/gpu_slots)"
     )
-    runs_per_gpu: int | None = Field(
-        default=None, ge=1,
+    runs_per_gpu: int = Field(
+        default=1, ge=1,
         description="Runs that may share one GPU at once (env WSOVVIS_RUNS_PER_GPU); each holds "
-        "its own lease slot and predictor worker. Default: 2 for videocutler (two models fill "
-        "the gaps one loop leaves on the GPU; docs/gpu.md), else 1. The `gpu` pool limit "
-        "(WSOVVIS_GPU_LIMIT, default 4) must be >= GPUs x this",
+        "its own lease slot and predictor worker, and an equal share of the GPU memory budget. "
+        "Set the `gpu` pool limit (WSOVVIS_GPU_LIMIT, default 4) >= GPUs x this",
     )
     cudnn_benchmark: bool = Field(
         default=_D.cudnn_benchmark, description="VideoCutLER on CUDA: cuDNN autotuning (env "
@@ -198,7 +196,7 @@ class PredictorResource(ConfigurableResource):
         )
         self._lease = acquire_gpu_slot(
             self.gpus, run_id=run_id, slot_dir=slot_dir, timeout_s=self.lease_timeout_s,
-            runs_per_gpu=self.gpu_runs(),
+            runs_per_gpu=self.runs_per_gpu,
         )
         device = self._lease.device if self._lease else "cpu"
         if context.log:
@@ -231,12 +229,6 @@ class PredictorResource(ConfigurableResource):
         started if none runs (what a run does at setup; benchmarks pre-start workers so)."""
         return connect_worker(self.settings(device), worker_dir(slot_dir, device, slot),
                               idle_seconds=self.worker_idle(), env=env)
-
-    def gpu_runs(self) -> int:
-        """Runs sharing one GPU (`runs_per_gpu`, or the backend's default)."""
-        if self.runs_per_gpu is not None:
-            return self.runs_per_gpu
-        return default_runs_per_gpu(self.backend)
 
     def worker_idle(self) -> float:
         """Seconds a predictor worker outlives its last run; 0 = no worker."""
@@ -273,7 +265,7 @@ class PredictorResource(ConfigurableResource):
         """The library settings this resource stands for, on `device` (copied by name)."""
         values = {k: getattr(self, k) for k in SETTINGS_FIELDS if k != "device"}
         if values["gpu_memory_gib"] is None:
-            values["gpu_memory_gib"] = default_gpu_memory_gib(self.gpu_runs())
+            values["gpu_memory_gib"] = default_gpu_memory_gib(self.runs_per_gpu)
         return PredictorSettings(device=device, **values)
 
     def output_fingerprint(self) -> str:

@@ -196,7 +196,7 @@ def test_settings_from_env(monkeypatch):
     monkeypatch.setenv("WSOVVIS_ALLOW_RANDOM_WEIGHTS", "1")
     monkeypatch.setenv("WSOVVIS_PRECISION", "bf16")
     res = definitions.loaded_predictor()  # what build_resources' per-key defaults hold
-    assert res.gpu_runs() == 3 and res.allow_random_weights and res.precision == "bf16"
+    assert res.runs_per_gpu == 3 and res.allow_random_weights and res.precision == "bf16"
     assert res.backend == "cpu"  # the testing flag never switches the backend
     monkeypatch.delenv("WSOVVIS_ALLOW_RANDOM_WEIGHTS")
     assert not definitions.loaded_predictor().allow_random_weights

@@ -95,7 +95,7 @@ def test_predictor_settings_are_the_resource_fields_by_name():
     for f in fields(PredictorSettings):
         if f.name == "device":
             continue
-        assert getattr(PredictorResource(runs_per_gpu=1).settings(), f.name) == f.default, f.name
+        assert getattr(PredictorResource().settings(), f.name) == f.default, f.name
     changed = PredictorResource(confidence=0.3, chunk_size=5, precision="fp16", max_tracks=2)
     settings = changed.settings("cuda:1")
     assert (settings.confidence, settings.chunk_size, settings.precision, settings.max_tracks,
@@ -108,10 +108,7 @@ def test_gpu_memory_cap_shares_one_budget_among_a_gpus_runs():
     budget = PredictorResource(runs_per_gpu=1).settings("cuda:0").gpu_memory_gib
     assert 0 < budget <= 20
     assert PredictorResource(runs_per_gpu=2).settings("cuda:0").gpu_memory_gib == budget / 2
-    # videocutler shares each GPU between two runs by default, the CPU backends do not
-    gpu = PredictorResource(backend="videocutler")
-    assert gpu.gpu_runs() == 2 and gpu.settings().gpu_memory_gib == budget / 2
-    assert PredictorResource().gpu_runs() == 1
+    assert PredictorResource().settings("cuda:0").gpu_memory_gib == budget  # 1 run a GPU
     assert PredictorResource(runs_per_gpu=2, gpu_memory_gib=0).settings().gpu_memory_gib == 0
     from definitions import loaded_predictor
 

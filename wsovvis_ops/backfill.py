@@ -83,7 +83,7 @@ def queue_mask_runs(
         raise ValueError(f"{len(unknown)} keys are not registered videos partitions (e.g. "
                          f"{unknown[0]!r}): materialise video_partitions first")
     ranges = plan_runs(order, list(keys), videos_per_run(),
-                       gpu_slots(predictor.gpus, predictor.gpu_runs()))
+                       gpu_slots(predictor.gpus, predictor.runs_per_gpu))
     batch_id = uuid.uuid4().hex[:12]
     batch_tags = {BATCH_TAG: batch_id, BATCH_RUNS_TAG: str(len(ranges)),
                   TUBES_AFTER_TAG: "1" if tubes else "0"}

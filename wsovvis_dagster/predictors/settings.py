@@ -14,12 +14,6 @@ from dataclasses import dataclass, fields
 GPU_MEMORY_BUDGET_GIB = 18.0
 
 
-def default_runs_per_gpu(backend: str) -> int:
-    """Runs sharing one GPU by default: two VideoCutLER models fill the gaps that one loop's
-    host work leaves on an H200 (docs/gpu.md); the CPU backends hold no GPU."""
-    return 2 if backend == "videocutler" else 1
-
-
 def default_gpu_memory_gib(runs_per_gpu: int = 1) -> float:
     """Each run's allocator cap when none is set: the GPU's budget shared by its runs."""
     return GPU_MEMORY_BUDGET_GIB / max(1, runs_per_gpu)

@@ -15,6 +15,9 @@ backfill (its start is in the wall); `warm`: the workers of every slot were star
 clock, as an earlier backfill leaves them. nvidia-smi is sampled every 200 ms over the whole
 scenario (worker start included). The model-only and agreement sections are copied in from
 `benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to --out.
+
+    # several device calls into one result (later files win per scenario)
+    python benchmarks/gpu_product_path.py --combine OUT.json CALL1.json CALL2.json ...
 """
 
 from __future__ import annotations
@@ -54,7 +57,54 @@ def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
     }
 
 
+def is_default(overrides: dict) -> bool:
+    """Settings that equal today's defaults (an override of a default that changed since)."""
+    import definitions
+
+    return definitions.loaded_predictor(overrides).settings("cuda:0") == \
+        definitions.loaded_predictor({}).settings("cuda:0") and not (
+            set(overrides) - {"WSOVVIS_RUNS_PER_GPU", "WSOVVIS_PRECISION",
+                              "WSOVVIS_GPU_MEMORY_GIB"}) and \
+        definitions.loaded_predictor(overrides).runs_per_gpu == \
+        definitions.loaded_predictor({}).runs_per_gpu
+
+
+def combine(out: Path, inputs: list[Path]) -> dict:
+    """One result from several calls of this benchmark (a device call is 10 minutes): later
+    files win per (scenario, worker, settings); rows whose settings equal today's defaults are
+    labelled defaults; failed rows are kept apart; each row names the file it came from."""
+    import definitions
+
+    default_rpg = definitions.loaded_predictor({}).runs_per_gpu
+    merged: dict = {"command": "", "sources": [], "scenarios": [], "failed": []}
+    rows: dict = {}
+    for path in inputs:
+        data = json.loads(path.read_text())
+        merged["sources"].append({"file": path.name, "command": data.get("command")})
+        merged["command"] = data.get("command", merged["command"])
+        for key in ("model_only", "baseline", "agreement", "backend"):
+            if key in data:
+                merged[key] = data[key]
+        for row in data["scenarios"]:
+            row = {**row, "source": path.name}
+            if row["settings"] == "defaults" and data.get("runs_per_gpu") not in (None, default_rpg):
+                # the defaults of that call differed from today's in the runs per GPU
+                row["settings"] = {"WSOVVIS_RUNS_PER_GPU": str(data["runs_per_gpu"])}
+            if isinstance(row["settings"], dict) and is_default(row["settings"]):
+                row["settings"] = "defaults"
+            if "error" in row or not row.get("frames"):
+                merged["failed"].append(row)
+                continue
+            rows[(row["name"], row["warm"], json.dumps(row["settings"]))] = row
+    merged["scenarios"] = list(rows.values())
+    out.write_text(json.dumps(merged, indent=1))
+    return merged
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--combine":
+        combine(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="videocutler", choices=["videocutler", "cpu"])

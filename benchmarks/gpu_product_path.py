@@ -86,8 +86,11 @@ def combine(out: Path, inputs: list[Path]) -> dict:
             if key in data:
                 merged[key] = data[key]
         for row in data["scenarios"]:
-            row = {**row, "source": path.name}
-            if row["settings"] == "defaults" and data.get("runs_per_gpu") not in (None, default_rpg):
+            # files before the run-queue path were queued as Dagster asset backfills
+            row = {**row, "source": path.name,
+                   "queued_by": data.get("queued_by", "asset backfill (30 s daemon loop)")}
+            then = data.get("runs_per_gpu")
+            if row["settings"] == "defaults" and then not in (None, default_rpg):
                 # the defaults of that call differed from today's in the runs per GPU
                 row["settings"] = {"WSOVVIS_RUNS_PER_GPU": str(data["runs_per_gpu"])}
             if isinstance(row["settings"], dict) and is_default(row["settings"]):
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
 
     runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
     results: dict = {"backend": args.backend, "command": " ".join(sys.argv),
-                     "runs_per_gpu": runs_per_gpu, "scenarios": []}
+                     "runs_per_gpu": runs_per_gpu, "queued_by": "run queue", "scenarios": []}
     for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
                         ("agreement", args.agreement)):
         if path and path.is_file():

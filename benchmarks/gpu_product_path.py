@@ -71,8 +71,8 @@ def is_default(overrides: dict) -> bool:
 
 def combine(out: Path, inputs: list[Path]) -> dict:
     """One result from several calls of this benchmark (a device call is 10 minutes): later
-    files win per (scenario, worker, settings); rows whose settings equal today's defaults are
-    labelled defaults; failed rows are kept apart; each row names the file it came from."""
+    files win per (scenario, worker, settings, queue path); rows whose settings equal today's
+    defaults are labelled defaults; failed rows are kept apart; each row names its file."""
     import definitions
 
     default_rpg = definitions.loaded_predictor({}).runs_per_gpu
@@ -98,7 +98,7 @@ def combine(out: Path, inputs: list[Path]) -> dict:
             if "error" in row or not row.get("frames"):
                 merged["failed"].append(row)
                 continue
-            rows[(row["name"], row["warm"], json.dumps(row["settings"]))] = row
+            rows[(row["name"], row["warm"], json.dumps(row["settings"]), row["queued_by"])] = row
     merged["scenarios"] = list(rows.values())
     out.write_text(json.dumps(merged, indent=1))
     return merged

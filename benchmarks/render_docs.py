@@ -562,8 +562,10 @@ def render_gpu_product_path(data: dict) -> list[str]:
 
 
 def _defaults(data: dict, name: str, warm: bool) -> dict | None:
-    return next((s for s in data["scenarios"] if s["name"] == name and s["warm"] == warm
-                 and s["settings"] == "defaults" and s.get("frames")), None)
+    """The defaults' row of a scenario, queued as scripts/backfill.py queues (else any)."""
+    rows = [s for s in data["scenarios"] if s["name"] == name and s["warm"] == warm
+            and s["settings"] == "defaults" and s.get("frames")]
+    return next((s for s in rows if s.get("queued_by") == "run queue"), rows[0] if rows else None)
 
 
 def readme_row(data: dict) -> str:
@@ -592,10 +594,52 @@ def readme_row(data: dict) -> str:
             "`benchmarks/gpu_model_only.py`; [docs/gpu.md](docs/gpu.md) |")
 
 
+def targets_table(data: dict) -> list[str]:
+    """Issue 24's targets against the defaults' rows (queued as scripts/backfill.py does)."""
+    rows = []
+    for (name, warm), goal in TARGETS.items():
+        s = _defaults(data, name, warm)
+        got = s["mask_wall_fps"] if s else None
+        rows.append([f"{name} {'warm' if warm else 'first'}: mask wall >= {goal} fps", got,
+                     "yes" if got and got >= goal else "no"])
+    queued = [s for s in data["scenarios"] if s["settings"] == "defaults"
+              and s.get("queued_by") == "run queue" and s.get("frames")]
+    long = [s for s in queued if s["name"] == "long"]
+    checks = [
+        ("submit -> tube_json >= 120 fps (16 x 200; best row)",
+         max((s["submit_to_tube_json_fps"] or 0) for s in long) if long else None, 120, max),
+        ("first mask run <= 5 s after the script",
+         max((s["queue_to_first_run_s"] or 0) for s in queued) if queued else None, 5, min),
+        ("tube_json starts <= 5 s after the last mask run",
+         max((s["tube_json_gap_s"] or 0) for s in queued) if queued else None, 5, min),
+        ("nvidia-smi peak <= 20 GiB (defaults)",
+         max((s["smi_peak_gib"] or 0) for s in data["scenarios"]
+             if s["settings"] == "defaults" and s.get("frames")), 20, min),
+    ]
+    for label, got, goal, better in checks:
+        ok = got is not None and (got >= goal if better is max else got <= goal)
+        rows.append([label, got, "yes" if ok else "no"])
+    model = (data.get("model_only") or {}).get("model", {}).get("tf32", {})
+    ok = model.get("forward_fps", 0) >= 300 and model.get("predict_clip_syncs", 99) <= 4
+    rows.append(["model alone >= 300 fps, <= 4 host syncs per chunk",
+                 f"{model.get('forward_fps')} fps, {model.get('predict_clip_syncs')} syncs",
+                 "yes" if ok else "no"])
+    agree = (data.get("agreement") or {}).get("defaults_vs_today_fp32", {})
+    ok = agree.get("same_id_pixels", 0) >= 0.995 and agree.get("foreground_iou", 0) >= 0.999
+    rows.append(["agreement with today's fp32 >= 0.995 same id / >= 0.999 IoU",
+                 f"{agree.get('same_id_pixels')} / {agree.get('foreground_iou')}",
+                 "yes" if ok else "no"])
+    return table(["target (issue 24, defaults)", "measured (worst row unless said)", "met"],
+                 rows)
+
+
 def gpu_doc_block(data: dict) -> str:
-    lines = [GPU_DOC_BEGIN, "", f"Command: `{data.get('command', '?')}` (JSON: "
-             "[`benchmarks/results/gpu_product_path.json`](../benchmarks/results/"
-             "gpu_product_path.json)).", ""]
+    lines = [GPU_DOC_BEGIN, "", "JSON: [`benchmarks/results/gpu_product_path.json`]"
+             "(../benchmarks/results/gpu_product_path.json), combined from these device calls "
+             "(`python benchmarks/gpu_product_path.py --combine ...`):", ""]
+    lines += [f"- `{src['file']}`: `{src['command']}`" for src in data.get("sources", [])]
+    lines.append("")
+    lines += targets_table(data)
     lines += product_path_table(data)
     lines += model_only_table(data)
     lines += agreement_table(data)
@@ -639,6 +683,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "gpu_product_path": render_gpu_product_path,
     "gpu_product_path_call1": render_gpu_product_path,
     "gpu_product_path_call2": render_gpu_product_path,
+    "gpu_product_path_call3": render_gpu_product_path,
 }
 
 

@@ -22,6 +22,7 @@ higher score), as `compose_id_maps` defines.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import zipfile
@@ -33,7 +34,7 @@ import numpy as np
 from wsovvis_dagster.errors import ThirdPartyError, WeightsError
 from wsovvis_dagster.predictors import PredictorOutput, compose_id_maps
 from wsovvis_dagster.predictors.chunking import predict_chunked
-from wsovvis_dagster.predictors.settings import PredictorSettings
+from wsovvis_dagster.predictors.settings import GPU_MEMORY_BUDGET_GIB, PredictorSettings
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +343,11 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
     if not settings.weights and not settings.allow_random_weights:
         raise WeightsError(f"no VideoCutLER weights given. {WEIGHTS_HELP}")
     cutler_root = Path(settings.cutler_root)
+    if settings.device.startswith("cuda") and 0 < settings.gpu_memory_gib < GPU_MEMORY_BUDGET_GIB:
+        # runs sharing a GPU get part of the budget; at 9 GiB the default allocator ran out
+        # with 2.2 GiB reserved but fragmented, expandable segments fit (docs/gpu.md). Read when
+        # this process first touches CUDA, so set before the model is built.
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     t0 = time.monotonic()
     mods = _import_videocutler(cutler_root)
     deform_attn = _choose_deform_attn(settings.deform_attn, settings.device)

@@ -218,3 +218,20 @@ def test_docs_table_lists_every_setting():
             assert f"| `{env_var_name(cls, name)}` | `resources.{key}.config.{name}` |" in doc
     for name in TrainingConfig.model_fields:
         assert f"`{name}`" in doc, name
+
+
+def test_mask_changing_defaults_move_the_code_version_and_speed_settings_do_not():
+    """mask_pngs' code version is fenced by the settings that change masks: the tf32 default
+    gives other masks than fp32 (so another version), while the memory cap, runs per GPU and
+    autotuning only change speed and memory (same version)."""
+    from definitions import loaded_predictor
+
+    gpu = {"WSOVVIS_PREDICTOR": "videocutler", "WSOVVIS_GPUS": "0"}
+    default = loaded_predictor(gpu)
+    assert default.precision == "tf32"
+    assert loaded_predictor({**gpu, "WSOVVIS_PRECISION": "fp32"}).output_fingerprint() \
+        != default.output_fingerprint()
+    for speed_only in ({"WSOVVIS_GPU_MEMORY_GIB": "0"}, {"WSOVVIS_RUNS_PER_GPU": "2"},
+                       {"WSOVVIS_CUDNN_BENCHMARK": "0"}):
+        assert loaded_predictor({**gpu, **speed_only}).output_fingerprint() \
+            == default.output_fingerprint(), speed_only

@@ -9,8 +9,10 @@ length. Per chunk, two interchangeable paths compute the same masks:
   top-10, bilinear to the frame size, `> 0`), minus detectron2's retry-on-CPU after a CUDA OOM;
 - fast (`fast_path=True`): frames go to the device as uint8 once; resize, normalise and
   padding happen there; only the top-10 query masks are upsampled (upsampling is per mask, so
-  they are the same numbers); tracks are composed into the id map on the device and only the
-  `(T, H, W)` id map comes back. `precision` "bf16"/"fp16" runs the network under autocast;
+  they are the same numbers); tracks are composed into the id map on the device, without a
+  data-dependent shape, and the `(T, H, W)` id map comes back with one host sync per chunk
+  (the forward has none: patch version 2). `precision` "bf16"/"fp16" runs the network under
+  autocast;
   "tf32" keeps fp32 tensors but lets matmuls use TF32 tensor cores (cuDNN's convolutions
   already do by PyTorch's default; fp32 matmuls were 1.4 of 2.2 kernel-seconds per 400
   frames in the H200 profile, docs/gpu.md).

@@ -86,7 +86,8 @@ defs = Definitions(
     sensors=[
         sensors.build_new_video_folders_sensor(
             request_runs=_env("WSOVVIS_SENSOR_REQUEST_RUNS", "0") == "1", run_tags=GPU_RUN_TAGS
-        )
+        ),
+        sensors.build_tube_json_after_masks_sensor(),
     ],
     resources=_resources,
 )

@@ -12,11 +12,14 @@ videos and their frame versions, so a video is re-requested only after its frame
 """
 
 import hashlib
+import json
 
 from dagster import (
     AssetKey,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -28,33 +31,22 @@ from assets.partitions import videos_partitions
 from assets.videos import changed_frame_versions, frame_observations
 from resources import DatasetPaths
 from wsovvis_dagster.frames import MISSING_FRAMES, scan_videos
-from wsovvis_dagster.run_tags import GPU_RUN_TAGS, load_gpu_run_tags  # noqa: F401 (re-export)
+from wsovvis_dagster.run_plan import contiguous_chunks
+from wsovvis_dagster.run_tags import (  # noqa: F401 (GPU_RUN_TAGS, load_gpu_run_tags: re-export)
+    BATCH_RUNS_TAG,
+    BATCH_TAG,
+    GPU_RUN_TAGS,
+    TUBES_AFTER_TAG,
+    load_gpu_run_tags,
+)
 from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
 MASK_PNGS = AssetKey("mask_pngs")
-
-
-def contiguous_chunks(order: list[str], wanted: set[str], size: int) -> list[list[str]]:
-    """`wanted` keys as runs of consecutive keys in `order`, each at most `size` long.
-
-    A multi-partition run covers a key *range*, so only neighbours in the instance's key order
-    can share a run.
-    """
-    chunks: list[list[str]] = []
-    current: list[str] = []
-    for key in order:
-        if key in wanted and len(current) < size:
-            current.append(key)
-            continue
-        if current:
-            chunks.append(current)
-        current = [key] if key in wanted else []
-    if current:
-        chunks.append(current)
-    return chunks
+TUBE_JSON = AssetKey("tube_json")
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
 def mask_run_requests(
@@ -123,3 +115,54 @@ def build_new_video_folders_sensor(
         )
 
     return new_video_folders
+
+
+def tube_json_request(instance, batch: str) -> tuple[bool, RunRequest | None]:
+    """(settled, request) for one batch: settled once every mask run of the batch has finished
+    (failed ones count: tube_json is made from the videos that have masks); the request is the
+    batch's `tube_json` run, None when the batch asked for none."""
+    runs = [r for r in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch}))
+            if MASK_PNGS in (r.asset_selection or ())]
+    if not runs or runs[0].tags.get(TUBES_AFTER_TAG) != "1":
+        return bool(runs), None
+    if len(runs) < int(runs[0].tags.get(BATCH_RUNS_TAG, "1")):
+        return False, None  # the batch is still being queued
+    if any(r.status not in FINISHED for r in runs):
+        return False, None
+    return True, RunRequest(run_key=f"tube_json-{batch}", asset_selection=[TUBE_JSON],
+                            tags={BATCH_TAG: batch})
+
+
+def build_tube_json_after_masks_sensor(*, minimum_interval_seconds: int = 1) -> SensorDefinition:
+    """`tube_json_after_masks`: requests `tube_json` once every mask run of a batch queued by
+    `scripts/backfill.py` has finished. Running by default; the sensor daemon evaluates it on
+    its 5 s loop, so tube_json is queued within seconds of the last mask run, not on the
+    backfill daemon's 30 s loop. The cursor keeps the batches already served."""
+
+    @sensor(
+        name="tube_json_after_masks",
+        description="Requests tube_json when every mask_pngs run of a scripts/backfill.py batch "
+        "has finished (failed runs included)",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        target=[TUBE_JSON],
+    )
+    def tube_json_after_masks(context: SensorEvaluationContext):
+        served = set(json.loads(context.cursor or "[]"))
+        tags = context.instance.get_run_tags(tag_keys=[BATCH_TAG])
+        batches = sorted({v for _, values in tags for v in values} - served)
+        requests = []
+        settled = set()
+        for batch in batches:
+            done, request = tube_json_request(context.instance, batch)
+            if done:
+                settled.add(batch)
+            if request is not None:
+                requests.append(request)
+        cursor = json.dumps(sorted(served | settled))
+        if not requests:
+            context.update_cursor(cursor)
+            return SkipReason(f"{len(batches) - len(settled)} batches with mask runs to finish")
+        return SensorResult(run_requests=requests, cursor=cursor)
+
+    return tube_json_after_masks

@@ -10,9 +10,9 @@ For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN[:WO
 workers of every slot were started before the clock, as an earlier backfill leaves them; `off`
 = the model is built inside each run) it builds a data
 root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
-`dagster-daemon`, registers the partitions, queues the tagged backfill of `mask_pngs` +
-`tube_json` (`wsovvis_ops.backfill.launch_backfill`) and waits for it, sampling nvidia-smi in
-a thread. It prints, side by side:
+`dagster-daemon`, registers the partitions, queues the `mask_pngs` runs as `scripts/backfill.py`
+does (`wsovvis_ops.backfill.queue_mask_runs`; the `tube_json_after_masks` sensor then queues
+`tube_json`) and waits for tube_json, sampling nvidia-smi in a thread. It prints, side by side:
 
 - library loop fps: `pipeline.segment_videos` (the asset's own loop) called directly in one
   fresh process on the same videos, model built once: the ceiling for the asset;
@@ -240,15 +240,11 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     from wsovvis_dagster.predictors.worker import stop_workers
-    from wsovvis_instance.dagster_private import BulkActionStatus
-    from wsovvis_ops.backfill import launch_backfill
     from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
 
     home = workdir / f"home-{name}"
     render_instance(home, gpu_limit=runs_per_gpu)
     env = {**env, "DAGSTER_HOME": str(home)}
-    finished = (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
-                BulkActionStatus.FAILED, BulkActionStatus.CANCELED)
     with DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("videos", keys)
         daemon = start_daemon(env, workdir / f"daemon-{name}.log")
@@ -259,14 +255,11 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                     print(f"worker pid {info['pid']} ready (built in {info['built_s']} s)",
                           flush=True)
             submitted = time.time()
-            backfill_id = launch_backfill(instance, keys, assets=["mask_pngs", "tube_json"])
-            wait_for(lambda: instance.get_backfill(backfill_id).status in finished,
-                     timeout=3600, poll=0.5, what="the backfill")
-            status = instance.get_backfill(backfill_id).status.value
+            status = queue_and_wait(instance, env, keys, wait_for)
         finally:
             stop_daemon(daemon)
             stop_workers(home / "gpu_slots")  # the next scenario starts from a free GPU
-        if status != "COMPLETED_SUCCESS":  # say why, here: the instance is a temp folder
+        if status != "SUCCESS":  # say why, here: the instance is a temp folder
             for record in instance.get_run_records():
                 for e in instance.all_logs(record.dagster_run.run_id):
                     if e.dagster_event and e.dagster_event.is_failure:
@@ -305,6 +298,37 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
         tube = instance.fetch_materializations(AssetKey("tube_json"), limit=1).records
         tube_at = tube[0].timestamp if tube else None
     return summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
+
+
+def queue_and_wait(instance, env: dict, keys: list[str], wait_for) -> str:
+    """Queue the batch as `scripts/backfill.py` does (`queue_mask_runs`, in this process with
+    the scenario's env) and wait for its tube_json run; "SUCCESS" when every run succeeded."""
+    from wsovvis_dagster.run_tags import BATCH_TAG
+    from wsovvis_ops.backfill import queue_mask_runs
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the code location reads its settings from env
+    try:
+        batch = queue_mask_runs(instance, keys)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def batch_runs():
+        from dagster import RunsFilter
+
+        return instance.get_runs(RunsFilter(tags={BATCH_TAG: batch.batch_id}))
+
+    def tubes_done():
+        return any(r.asset_selection and "tube_json" in {k.to_user_string()
+                                                         for k in r.asset_selection}
+                   and r.is_finished for r in batch_runs())
+
+    wait_for(tubes_done, timeout=3600, poll=0.5, what="the tube_json run")
+    return "SUCCESS" if all(r.status.value == "SUCCESS" for r in batch_runs()) else "FAILURE"
 
 
 def _mask_filter(key: str):

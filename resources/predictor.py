@@ -30,7 +30,12 @@ from wsovvis_dagster.predictors.factory import (
     build_predictor,
     output_fingerprint,
 )
-from wsovvis_dagster.predictors.settings import SETTINGS_FIELDS, PredictorSettings
+from wsovvis_dagster.predictors.settings import (
+    GPU_MEMORY_BUDGET_GIB,
+    SETTINGS_FIELDS,
+    PredictorSettings,
+    default_gpu_memory_gib,
+)
 from wsovvis_dagster.predictors.worker import (
     WorkerClient,
     connect_worker,
@@ -75,17 +80,20 @@ class PredictorResource(ConfigurableResource):
     runs_per_gpu: int = Field(
         default=1, ge=1,
         description="Runs that may share one GPU at once (env WSOVVIS_RUNS_PER_GPU); each holds "
-        "its own lease slot. Set the `gpu` pool limit (WSOVVIS_GPU_LIMIT) to GPUs x this",
+        "its own lease slot and predictor worker, and an equal share of the GPU memory budget. "
+        "Set the `gpu` pool limit (WSOVVIS_GPU_LIMIT, default 4) >= GPUs x this",
     )
     cudnn_benchmark: bool = Field(
         default=_D.cudnn_benchmark, description="VideoCutLER on CUDA: cuDNN autotuning (env "
         "WSOVVIS_CUDNN_BENCHMARK=0 turns it off)",
     )
-    gpu_memory_gib: float = Field(
-        default=_D.gpu_memory_gib, ge=0,
+    gpu_memory_gib: float | None = Field(
+        default=None, ge=0,
         description="VideoCutLER on CUDA: cap on this run's PyTorch allocator in GiB (env "
-        "WSOVVIS_GPU_MEMORY_GIB; 0 = none). Bounds cuDNN's autotuning (47 GiB uncapped on an "
-        "H200, 17 GiB with 18) and keeps runs sharing a GPU (runs_per_gpu) in their share",
+        "WSOVVIS_GPU_MEMORY_GIB; 0 = none). Default: "
+        f"{GPU_MEMORY_BUDGET_GIB:g} / runs_per_gpu, so the runs of one GPU stay within "
+        f"{GPU_MEMORY_BUDGET_GIB:g} GiB together. Bounds cuDNN's autotuning (44-55 GiB uncapped "
+        "on an H200)",
     )
     warmup: bool = Field(
         default=_D.warmup, description="VideoCutLER on CUDA: run one chunk when the model is "
@@ -121,8 +129,8 @@ class PredictorResource(ConfigurableResource):
     )
     precision: str = Field(
         default=_D.precision, pattern="^(fp32|tf32|bf16|fp16)$",
-        description="VideoCutLER fast path: fp32, tf32 (fp32 with TF32 matmuls), or bf16/fp16 "
-        "autocast (faster; agreement with fp32 in docs/gpu.md)",
+        description="VideoCutLER fast path: tf32 (fp32 tensors, TF32 matmuls; the default), "
+        "fp32, or bf16/fp16 autocast (agreement with fp32 in docs/gpu.md)",
     )
     deform_attn: str = Field(
         default=_D.deform_attn, pattern="^(auto|cuda|pytorch)$",
@@ -278,8 +286,10 @@ class PredictorResource(ConfigurableResource):
 
     def settings(self, device: str = "cpu") -> PredictorSettings:
         """The library settings this resource stands for, on `device` (copied by name)."""
-        return PredictorSettings(
-            device=device, **{k: getattr(self, k) for k in SETTINGS_FIELDS if k != "device"})
+        values = {k: getattr(self, k) for k in SETTINGS_FIELDS if k != "device"}
+        if values["gpu_memory_gib"] is None:
+            values["gpu_memory_gib"] = default_gpu_memory_gib(self.runs_per_gpu)
+        return PredictorSettings(device=device, **values)
 
     def output_fingerprint(self) -> str:
         """Short hash of the settings that change the masks (`factory.output_fingerprint`).

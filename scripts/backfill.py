@@ -1,11 +1,12 @@
-"""Queue a GPU-tagged backfill of mask_pngs (then tube_json) for the daemon to run.
+"""Queue GPU-tagged mask_pngs runs (then tube_json) for the daemon to run.
 
-The same as the UI's "Materialize all partitions" (whose runs the instance's run coordinator
-tags `gpu=true`, wsovvis_instance.coordinator), from a shell: every run is tagged here already,
-so surplus runs stay QUEUED under the tag limit, and `--missing` / `--split` pick the videos.
-Needs the daemon (`dagster dev` or `dagster-daemon run -w workspace.yaml`) on the same
-DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (model loaded
-once per run; 48 with videocutler, else 4).
+The runs go straight on the run queue (`wsovvis_ops.backfill.queue_mask_runs`): the first starts
+within seconds, and the `tube_json_after_masks` sensor queues tube_json as soon as every mask run
+has finished (failed ones too), instead of the backfill daemon's 30 s loop that a UI backfill
+waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED under the tag limit;
+`--missing` / `--split` pick the videos. Needs the daemon (`dagster dev` or `dagster-daemon run
+-w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN
+neighbouring videos each (48 with videocutler, else 4), fewer when that leaves a GPU slot idle.
 
     python scripts/backfill.py                 # every registered video
     python scripts/backfill.py --missing       # videos without masks (imported ones have some)
@@ -29,7 +30,7 @@ from dagster import AssetKey, DagsterInstance  # noqa: E402
 from wsovvis_dagster.errors import UnsafeNameError  # noqa: E402
 from wsovvis_dagster.paths import VideoRef  # noqa: E402
 from wsovvis_dagster.pipeline import find_imported_masks  # noqa: E402
-from wsovvis_ops.backfill import configured_paths, launch_backfill  # noqa: E402
+from wsovvis_ops.backfill import configured_paths, queue_mask_runs  # noqa: E402
 
 
 def _imported_keys(keys: list[str]) -> set[str]:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(wsovvis import-masks)")
     parser.add_argument("--overwrite-imported", action="store_true",
                         help="replace imported masks with predictor output (without it every "
-                        "run keeps them); queues mask_pngs only, materialise tube_json after")
+                        "run keeps them)")
     parser.add_argument("--split", choices=["train", "val", "test"], help="only this split")
     parser.add_argument("--no-tubes", action="store_true", help="do not rebuild tube_json after")
     args = parser.parse_args(argv)
@@ -68,15 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         if not keys:
             print("nothing to backfill (materialise video_partitions to register videos)")
             return 0
-        # a backfill's run config goes to all its runs: tube_json's would refuse mask_pngs' key
-        assets = (("mask_pngs",) if args.no_tubes or args.overwrite_imported
-                  else ("mask_pngs", "tube_json"))
+        # the run config reaches the mask runs only (tube_json's run is the sensor's)
         run_config = ({"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
                       if args.overwrite_imported else None)
-        backfill_id = launch_backfill(instance, keys, assets=assets, run_config=run_config)
-    print(f"queued backfill {backfill_id}: {len(keys)} videos, assets {', '.join(assets)}; "
-          f"follow it at http://127.0.0.1:{os.environ.get('WSOVVIS_UI_PORT') or 3000}/runs/b/"
-          f"{backfill_id}")
+        batch = queue_mask_runs(instance, keys, tubes=not args.no_tubes, run_config=run_config)
+    print(f"queued {len(batch.run_ids)} mask_pngs runs for {len(keys)} videos (batch "
+          f"{batch.batch_id}{', then tube_json' if batch.tubes else ''}); follow them at "
+          f"http://127.0.0.1:{os.environ.get('WSOVVIS_UI_PORT') or 3000}/runs?q%5B0%5D="
+          f"tag%3Awsovvis%2Fbatch%3D{batch.batch_id}")
     return 0
 
 

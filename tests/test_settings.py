@@ -97,15 +97,29 @@ def test_bad_env_value_fails_at_load_naming_the_variable():
 
 
 def test_predictor_settings_are_the_resource_fields_by_name():
-    """One schema: every library setting is a resource field with the library's default."""
+    """One schema: every library setting is a resource field with the library's default
+    (the memory cap's is derived from the runs per GPU: the library's is for one run)."""
     for f in fields(PredictorSettings):
         if f.name == "device":
             continue
-        assert PredictorResource.model_fields[f.name].default == f.default, f.name
+        assert getattr(PredictorResource().settings(), f.name) == f.default, f.name
     changed = PredictorResource(confidence=0.3, chunk_size=5, precision="fp16", max_tracks=2)
     settings = changed.settings("cuda:1")
     assert (settings.confidence, settings.chunk_size, settings.precision, settings.max_tracks,
             settings.device) == (0.3, 5, "fp16", 2, "cuda:1")
+
+
+def test_gpu_memory_cap_shares_one_budget_among_a_gpus_runs():
+    """Unset, each run's allocator cap is the GPU budget divided by the runs sharing the GPU,
+    so cuDNN's autotuning never takes the whole card; a set value (0 = none) wins."""
+    budget = PredictorResource(runs_per_gpu=1).settings("cuda:0").gpu_memory_gib
+    assert 0 < budget <= 20
+    assert PredictorResource(runs_per_gpu=2).settings("cuda:0").gpu_memory_gib == budget / 2
+    assert PredictorResource().settings("cuda:0").gpu_memory_gib == budget  # 1 run a GPU
+    assert PredictorResource(runs_per_gpu=2, gpu_memory_gib=0).settings().gpu_memory_gib == 0
+    from definitions import loaded_predictor
+
+    assert loaded_predictor({"WSOVVIS_RUNS_PER_GPU": "3"}).settings().gpu_memory_gib == budget / 3
 
 
 def _masks_once(instance, env, monkeypatch, *, run_config=None, raise_on_error=True):
@@ -211,3 +225,20 @@ def test_docs_table_lists_every_setting():
             assert f"| `{env_var_name(cls, name)}` | `resources.{key}.config.{name}` |" in doc
     for name in TrainingConfig.model_fields:
         assert f"`{name}`" in doc, name
+
+
+def test_mask_changing_defaults_move_the_code_version_and_speed_settings_do_not():
+    """mask_pngs' code version is fenced by the settings that change masks: the tf32 default
+    gives other masks than fp32 (so another version), while the memory cap, runs per GPU and
+    autotuning only change speed and memory (same version)."""
+    from definitions import loaded_predictor
+
+    gpu = {"WSOVVIS_PREDICTOR": "videocutler", "WSOVVIS_GPUS": "0"}
+    default = loaded_predictor(gpu)
+    assert default.precision == "tf32"
+    assert loaded_predictor({**gpu, "WSOVVIS_PRECISION": "fp32"}).output_fingerprint() \
+        != default.output_fingerprint()
+    for speed_only in ({"WSOVVIS_GPU_MEMORY_GIB": "0"}, {"WSOVVIS_RUNS_PER_GPU": "2"},
+                       {"WSOVVIS_CUDNN_BENCHMARK": "0"}):
+        assert loaded_predictor({**gpu, **speed_only}).output_fingerprint() \
+            == default.output_fingerprint(), speed_only

@@ -13,7 +13,12 @@ from wsovvis_dagster.errors import PatchError, SourceCheckoutError
 from wsovvis_dagster.vnext import d2_projects
 from wsovvis_dagster.vnext.patch import apply_patch, patched_files
 from wsovvis_dagster.vnext.sources import VNEXT, checkout_pinned
-from wsovvis_dagster.vnext.testing import OPS, make_fake_checkouts
+from wsovvis_dagster.vnext.testing import (
+    OPS,
+    PIXEL_DECODER,
+    VIDEO_DECODER,
+    make_fake_checkouts,
+)
 
 
 def _snapshot(*roots: Path) -> dict[str, bytes | str]:
@@ -64,6 +69,58 @@ def test_patch_edits_every_known_breakage(fake):
     assert link.is_symlink() and link.resolve() == (vnext / "configs").resolve()
     assert "VNext/detectron2/model_zoo/configs" in changed
     assert f"CutLER/{OPS}/modules/ms_deform_attn.py" in changed
+
+
+def test_patch_removes_the_forwards_host_syncs(fake):
+    """Patch version 2: shapes as host-side ints, no shape assert, no nonzero in the decoder,
+    one layer's mask logits kept in inference; the edited modules run the same numbers."""
+    torch = pytest.importorskip("torch")
+    vnext, cutler = fake
+    apply_patch(vnext, cutler)
+    decoder = (cutler / PIXEL_DECODER).read_text()
+    assert "torch.as_tensor(spatial_shapes" not in decoder
+    assert "level_start_index[i + 1] - level_start_index[i]" not in decoder
+    assert "[h * w for h, w in spatial_shapes]" in decoder
+    assert "return memory, spatial_shapes_list, level_start_index" in decoder
+    assert "spatial_shapes if spatial_shapes_list is None else spatial_shapes_list" in decoder
+    msda = (cutler / OPS / "modules/ms_deform_attn.py").read_text()
+    assert "assert (input_spatial_shapes" not in msda
+    video = (cutler / VIDEO_DECODER).read_text()
+    assert "torch.where" not in video and "masked_fill_(attn_mask.all(-1" in video
+    assert "predictions_mask[-1] = None" in video
+
+    # the level tensors: made once per shape list, equal to upstream's, usable with autograd
+    ns: dict = {}
+    start = decoder.index("_LEVEL_TENSORS = {}")
+    exec("import torch\n" + decoder[start:decoder.index("class ", start)], ns)
+    shapes = [(48, 80), (24, 40), (12, 20)]
+    with torch.inference_mode():
+        t, start_index = ns["_level_tensors"](shapes, "cpu")
+    assert ns["_level_tensors"](list(shapes), torch.device("cpu"))[0] is t
+    ref = torch.as_tensor(shapes)
+    assert t.tolist() == ref.tolist() and not t.is_inference()
+    assert start_index.tolist() == [0, 48 * 80, 48 * 80 + 24 * 40]
+    # fully masked rows cleared as upstream's torch.where did
+    mask = torch.rand(4, 3, 5) > 0.5
+    mask[1, 2] = True
+    mask[3, 0] = True
+    upstream = mask.clone()
+    upstream[torch.where(upstream.sum(-1) == upstream.shape[-1])] = False
+    mask.masked_fill_(mask.all(-1, keepdim=True), False)
+    assert torch.equal(mask, upstream)
+
+
+def test_older_patch_version_is_a_subset(fake):
+    """Benchmarks compare with the patch as it was: `edits` applies only those given."""
+    from wsovvis_dagster.vnext.patch import EDITS
+
+    vnext, cutler = fake
+    apply_patch(vnext, cutler, edits=[e for e in EDITS if e.since == "1"])
+    assert "torch.where" in (cutler / VIDEO_DECODER).read_text()
+    assert "def set_backend(" in (cutler / OPS / "functions/ms_deform_attn_func.py").read_text()
+    assert {c.path for c in apply_patch(vnext, cutler).changes} == {
+        f"CutLER/{PIXEL_DECODER}", f"CutLER/{OPS}/modules/ms_deform_attn.py",
+        f"CutLER/{VIDEO_DECODER}"}
 
 
 def test_second_run_changes_nothing(fake):

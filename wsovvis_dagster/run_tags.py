@@ -16,6 +16,11 @@ from wsovvis_dagster.errors import WsovvisError
 
 GPU_RUN_TAGS = {"gpu": "true"}  # counted by the run queue's tag limit (dagster.yaml)
 GPU_TAGS_FILE_ENV = "WSOVVIS_GPU_RUN_TAGS_FILE"
+# a batch of mask_pngs runs queued together (wsovvis_ops.backfill.queue_mask_runs): its id, how
+# many runs it has, and whether tube_json follows once they have all finished
+BATCH_TAG = "wsovvis/batch"
+BATCH_RUNS_TAG = "wsovvis/batch_runs"
+TUBES_AFTER_TAG = "wsovvis/tubes_after"
 
 
 def load_gpu_run_tags(path: str = "") -> dict[str, str]:

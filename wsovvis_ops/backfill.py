@@ -1,14 +1,121 @@
-"""Queue an asset backfill from Python, tagged like every GPU run the code location creates."""
+"""Queue mask_pngs (then tube_json) runs from Python, tagged like every GPU run the code
+location creates.
+
+`queue_mask_runs` (what `scripts/backfill.py` runs) puts the runs straight on the run queue, so
+the first starts as soon as the queue daemon sees it (polled every second), and the
+`tube_json_after_masks` sensor asks for `tube_json` once every run of the batch has finished,
+failed ones included (the sensor daemon's 5 s loop). `launch_backfill` queues an asset backfill
+instead, as the UI's "Materialize all partitions" does: the backfill daemon then submits its
+runs on its fixed 30 s loop, before the first mask run and again before `tube_json`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from wsovvis_instance.dagster_private import PartitionBackfill
+from wsovvis_dagster.run_plan import gpu_slots, plan_runs
+from wsovvis_dagster.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_TAG
+from wsovvis_instance.dagster_private import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    InProcessCodeLocationOrigin,
+    InProcessWorkspaceLoadTarget,
+    JobSubsetSelector,
+    LoadableTargetOrigin,
+    PartitionBackfill,
+    WorkspaceProcessContext,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+LOCATION = "definitions"  # the code location's name in workspace.yaml (its module's name)
+MASK_JOB = "mask_pngs_job"
+
+
+@dataclass(frozen=True)
+class QueuedBatch:
+    """The runs one `queue_mask_runs` call put on the queue."""
+
+    batch_id: str
+    run_ids: tuple[str, ...]
+    ranges: tuple[tuple[str, str], ...]  # (first, last) video key of each run
+    tubes: bool  # tube_json follows the batch (tube_json_after_masks sensor)
+
+
+@contextlib.contextmanager
+def _workspace(instance: DagsterInstance) -> Iterator:
+    """The code location loaded in this process under workspace.yaml's name, so the queued runs
+    carry the origin the daemon knows (no code server process to start)."""
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="definitions", working_directory=str(REPO)),
+        location_name=LOCATION,
+    )
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as context:
+        yield context.create_request_context()
+
+
+def queue_mask_runs(
+    instance: DagsterInstance,
+    keys: Sequence[str],
+    *,
+    tubes: bool = True,
+    tags: dict | None = None,
+    run_config: dict | None = None,
+) -> QueuedBatch:
+    """Put one `mask_pngs_job` run per key range of `keys` on the run queue.
+
+    Ranges follow the instance's key order; each holds at most WSOVVIS_VIDEOS_PER_RUN videos
+    and fewer when the batch is small, so every GPU slot (GPUs x runs per GPU) gets a run
+    (`run_plan.plan_runs`). Runs carry definitions.GPU_RUN_TAGS (the queue's `gpu` limit) and
+    the batch's tags, which the `tube_json_after_masks` sensor reads when `tubes`. `run_config`
+    goes to every mask run (e.g. `overwrite_imported`).
+    """
+    from definitions import GPU_RUN_TAGS, loaded_predictor, videos_per_run
+
+    predictor = loaded_predictor()
+    order = instance.get_dynamic_partitions("videos")
+    unknown = sorted(set(keys) - set(order))
+    if unknown:
+        raise ValueError(f"{len(unknown)} keys are not registered videos partitions (e.g. "
+                         f"{unknown[0]!r}): materialise video_partitions first")
+    ranges = plan_runs(order, list(keys), videos_per_run(),
+                       gpu_slots(predictor.gpus, predictor.runs_per_gpu))
+    batch_id = uuid.uuid4().hex[:12]
+    batch_tags = {BATCH_TAG: batch_id, BATCH_RUNS_TAG: str(len(ranges)),
+                  TUBES_AFTER_TAG: "1" if tubes else "0"}
+    run_ids = []
+    with _workspace(instance) as workspace:
+        location = workspace.get_code_location(LOCATION)
+        (repo,) = location.get_repositories().values()
+        job = location.get_job(JobSubsetSelector(location_name=LOCATION,
+                                                 repository_name=repo.name, job_name=MASK_JOB,
+                                                 op_selection=None))
+        plan = location.get_execution_plan(job, run_config or {}, step_keys_to_execute=None,
+                                           known_state=None,
+                                           instance=instance).execution_plan_snapshot
+        for chunk in ranges:
+            run = instance.create_run(
+                job_name=MASK_JOB, run_id=None, run_config=run_config or {}, status=None,
+                tags={**GPU_RUN_TAGS, **(tags or {}), **batch_tags,
+                      ASSET_PARTITION_RANGE_START_TAG: chunk[0],
+                      ASSET_PARTITION_RANGE_END_TAG: chunk[-1]},
+                root_run_id=None, parent_run_id=None,
+                step_keys_to_execute=plan.step_keys_to_execute, execution_plan_snapshot=plan,
+                job_snapshot=job.job_snapshot, parent_job_snapshot=job.parent_job_snapshot,
+                asset_selection=frozenset({AssetKey("mask_pngs")}), asset_check_selection=None,
+                resolved_op_selection=job.resolved_op_selection, op_selection=None,
+                remote_job_origin=job.get_remote_origin(),
+                job_code_origin=job.get_python_origin(), asset_graph=repo.asset_graph,
+            )
+            instance.submit_run(run.run_id, workspace)
+            run_ids.append(run.run_id)
+    return QueuedBatch(batch_id, tuple(run_ids), tuple((c[0], c[-1]) for c in ranges), tubes)
 
 
 def launch_backfill(

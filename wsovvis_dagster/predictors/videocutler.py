@@ -9,8 +9,10 @@ length. Per chunk, two interchangeable paths compute the same masks:
   top-10, bilinear to the frame size, `> 0`), minus detectron2's retry-on-CPU after a CUDA OOM;
 - fast (`fast_path=True`): frames go to the device as uint8 once; resize, normalise and
   padding happen there; only the top-10 query masks are upsampled (upsampling is per mask, so
-  they are the same numbers); tracks are composed into the id map on the device and only the
-  `(T, H, W)` id map comes back. `precision` "bf16"/"fp16" runs the network under autocast;
+  they are the same numbers); tracks are composed into the id map on the device, without a
+  data-dependent shape, and the `(T, H, W)` id map comes back with one host sync per chunk
+  (the forward has none: patch version 2). `precision` "bf16"/"fp16" runs the network under
+  autocast;
   "tf32" keeps fp32 tensors but lets matmuls use TF32 tensor cores (cuDNN's convolutions
   already do by PyTorch's default; fp32 matmuls were 1.4 of 2.2 kernel-seconds per 400
   frames in the H200 profile, docs/gpu.md).
@@ -22,6 +24,7 @@ higher score), as `compose_id_maps` defines.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import zipfile
@@ -33,7 +36,7 @@ import numpy as np
 from wsovvis_dagster.errors import ThirdPartyError, WeightsError
 from wsovvis_dagster.predictors import PredictorOutput, compose_id_maps
 from wsovvis_dagster.predictors.chunking import predict_chunked
-from wsovvis_dagster.predictors.settings import PredictorSettings
+from wsovvis_dagster.predictors.settings import GPU_MEMORY_BUDGET_GIB, PredictorSettings
 
 log = logging.getLogger(__name__)
 
@@ -251,53 +254,75 @@ class VideoCutLERPredictor:
         t, height, width = frames.shape[:3]
         with torch.inference_mode():
             x, (img_h, img_w) = self._preprocess_fast(frames)
-            with self._autocast():
-                outputs = self.model.sem_seg_head(self.model.backbone(x))
+            outputs = self.forward(x)
             scores, idx = self._top_k(outputs["pred_logits"][0])
             masks = outputs["pred_masks"][0][idx].float()  # (k, T, h/4, w/4)
             del outputs
-            keep = scores >= self.settings.confidence
-            scores, masks = scores[keep], masks[keep]
-            if len(scores) == 0:
-                return PredictorOutput(np.zeros((t, height, width), np.uint16), {})
+            # every top-k track goes through; those under the confidence own no pixel (no
+            # boolean indexing here: its data-dependent shape would wait for the GPU)
             masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
             masks = masks[:, :, :img_h, :img_w]
             if (img_h, img_w) != (height, width):  # same size: bilinear is the identity
                 masks = F.interpolate(masks, size=(height, width), mode="bilinear",
                                       align_corners=False)
             masks = masks > 0.0
-            id_map, ordered = compose_on_device(masks, scores)
-            id_map = _to_host_uint16(id_map)
-        return PredictorOutput(id_map, {i + 1: float(s) for i, s in enumerate(ordered)})
+            id_map, ordered, present = compose_on_device(
+                masks, scores, keep=scores >= self.settings.confidence)
+            return fetch_composed(id_map, ordered, present)
+
+    def forward(self, x):
+        """The network on a normalised, padded `(T, 3, Hp, Wp)` chunk: pred_logits/masks."""
+        with self._autocast():
+            return self.model.sem_seg_head(self.model.backbone(x))
 
 
-def compose_on_device(masks, scores):
-    """`compose_id_maps` on the device: `(N, T, H, W)` bool + `(N,)` scores -> id map.
+def compose_on_device(masks, scores, keep=None):
+    """`compose_id_maps` on the device, without a host sync: `(N, T, H, W)` bool masks,
+    `(N,)` scores and optionally `(N,)` bool `keep` (tracks left out own no pixel).
 
-    Returns the `(T, H, W)` id map on the device (uint8 when every id fits, else int32; ids
-    1..M by descending score, tracks that own no pixel dropped) and the M scores in id order.
-    Ties keep the input order, like the stable sort of `compose_id_maps`.
+    Returns, all on the device: the `(T, H, W)` id map (uint8 when N < 256, else int32; ids
+    1..M by descending score, tracks that own no pixel dropped), the N scores sorted
+    descending and an `(N,)` bool telling which of them got an id (`fetch_composed` reads the
+    three back in one sync). Ties keep the input order, like the stable sort of
+    `compose_id_maps`.
     """
     import torch
 
+    n = len(scores)
     order = torch.sort(scores.float(), descending=True, stable=True).indices
     masks, scores = masks[order], scores[order]
+    if keep is not None:
+        masks = masks & keep[order].view(-1, *([1] * (masks.dim() - 1)))
     covered = masks.any(0)
     first = masks.to(torch.uint8).argmax(0)  # first (best-scoring) track covering each pixel
     ids = torch.where(covered, first + 1, torch.zeros_like(first))
-    present = torch.zeros(len(scores) + 1, dtype=torch.bool, device=ids.device)
-    present[ids.flatten()] = True
-    present[0] = False
-    count = int(present.sum())
-    lut = torch.zeros(len(scores) + 1, dtype=torch.int32, device=ids.device)
-    lut[present] = torch.arange(1, count + 1, dtype=torch.int32, device=ids.device)
-    id_map = lut[ids].to(torch.uint8 if count <= 255 else torch.int32)
-    return id_map, scores[present[1:]].tolist()
+    present = torch.zeros(n + 1, dtype=torch.int32, device=ids.device)
+    present.index_fill_(0, ids.flatten(), 1)  # no data-dependent shape, so no sync
+    present[0] = 0
+    lut = torch.cumsum(present, 0, dtype=torch.int32) * present  # rank among present tracks
+    id_map = lut[ids].to(torch.uint8 if n < 256 else torch.int32)
+    return id_map, scores, present[1:].bool()
 
 
-def _to_host_uint16(id_map) -> np.ndarray:
-    """Device id map -> host `(T, H, W)` uint16 (moved as uint8 when it is: half the bytes)."""
-    return id_map.cpu().numpy().astype(np.uint16)
+def fetch_composed(id_map, scores, present) -> PredictorOutput:
+    """`compose_on_device`'s results -> host `PredictorOutput`, with one wait for the device
+    (both copies are queued into pinned memory, then the stream is synchronised once)."""
+    import torch
+
+    small = torch.cat([scores.float(), present.float()])
+    if id_map.is_cuda:
+        host = torch.empty(id_map.shape, dtype=id_map.dtype, pin_memory=True)
+        host.copy_(id_map, non_blocking=True)
+        small_host = torch.empty(small.shape, dtype=small.dtype, pin_memory=True)
+        small_host.copy_(small, non_blocking=True)
+        torch.cuda.current_stream(id_map.device).synchronize()
+    else:
+        host, small_host = id_map, small
+    values = small_host.numpy()
+    n = len(values) // 2
+    kept = values[:n][values[n:] > 0.5]
+    ids = host.numpy().astype(np.uint16)
+    return PredictorOutput(ids, {i + 1: float(s) for i, s in enumerate(kept)})
 
 
 def check_checkpoint_format(path: Path) -> None:
@@ -326,6 +351,11 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
     if not settings.weights and not settings.allow_random_weights:
         raise WeightsError(f"no VideoCutLER weights given. {WEIGHTS_HELP}")
     cutler_root = Path(settings.cutler_root)
+    if settings.device.startswith("cuda") and 0 < settings.gpu_memory_gib < GPU_MEMORY_BUDGET_GIB:
+        # runs sharing a GPU get part of the budget; at 9 GiB the default allocator ran out
+        # with 2.2 GiB reserved but fragmented, expandable segments fit (docs/gpu.md). Read when
+        # this process first touches CUDA, so set before the model is built.
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     t0 = time.monotonic()
     mods = _import_videocutler(cutler_root)
     deform_attn = _choose_deform_attn(settings.deform_attn, settings.device)

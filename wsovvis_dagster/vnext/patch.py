@@ -12,7 +12,14 @@ What it changes (see `EDITS`):
 - C++/CUDA sources: THC headers and APIs removed from current torch;
 - MultiScaleDeformableAttention: importable without the compiled op, explicit backend
   (`set_backend`), no bare `except` around the op, batch-size-safe `im2col_step`;
-- VNext's dangling `detectron2/model_zoo/configs` symlink -> relative link to `configs/`.
+- VNext's dangling `detectron2/model_zoo/configs` symlink -> relative link to `configs/`;
+- no host syncs in the forward (patch version 2; the masks are bit-identical): the pixel
+  decoder keeps the feature levels' shapes as host-side ints (as Hugging Face's Deformable DETR
+  does with `spatial_shapes_list`) and caches their device copies, so the forward neither reads
+  a shape back from the GPU nor copies one to it; MSDeformAttn's shape assert (a read-back per
+  layer) is gone; the video decoder clears fully masked attention rows with `masked_fill`
+  instead of `attn_mask[torch.where(...)]` (a `nonzero` per layer) and, in inference, keeps
+  only the current layer's mask logits (the earlier ones only feed the training loss).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from wsovvis_dagster.errors import PatchError
 from wsovvis_dagster.vnext import d2_projects
 
 MARK = "wsovvis patch"
-PATCH_VERSION = "1"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
+PATCH_VERSION = "2"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Edit:
     transform: Transform
     reason: str
     required: bool = True  # every pattern must match at least one file
+    since: str = "1"  # the PATCH_VERSION that added it (benchmarks compare with older patches)
 
 
 # ---------------------------------------------------------------- transforms
@@ -217,6 +225,117 @@ def _msda_call(text: str, where: str) -> str:
     return new.replace(_MSDA_HELPER_ANCHOR, _MSDA_HELPER_ANCHOR + _MSDA_HELPER, 1)
 
 
+# ---- no host syncs in the forward (PATCH_VERSION 2) ----------------------------------------
+
+_LEVELS_OLD = (
+    "        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, "
+    "device=src_flatten.device)\n"
+    "        level_start_index = torch.cat((spatial_shapes.new_zeros((1, )), "
+    "spatial_shapes.prod(1).cumsum(0)[:-1]))\n"
+)
+_LEVELS_NEW = (
+    f"        # {MARK}: the shapes stay host-side ints (no read-back from the device); their\n"
+    "        # device copies are made once per shape (no host->device copy in the forward)\n"
+    "        spatial_shapes_list = [tuple(s) for s in spatial_shapes]\n"
+    "        spatial_shapes, level_start_index = _level_tensors(spatial_shapes_list, "
+    "src_flatten.device)\n"
+)
+_LEVEL_TENSORS = f'''
+
+_LEVEL_TENSORS = {{}}  # {MARK}: (shapes, device) -> (spatial_shapes, level_start_index)
+
+
+def _level_tensors(shapes, device):
+    """Device tensors of the levels' (H, W) and start offsets, made once per shape list."""
+    key = (tuple(shapes), str(device))
+    if key not in _LEVEL_TENSORS:
+        with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference
+            t = torch.as_tensor(shapes, dtype=torch.long, device=device)
+            _LEVEL_TENSORS[key] = (t, torch.cat((t.new_zeros((1, )), t.prod(1).cumsum(0)[:-1])))
+    return _LEVEL_TENSORS[key]
+'''
+_ENCODER_CALL_OLD = (
+    "        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, "
+    "lvl_pos_embed_flatten, mask_flatten)\n\n"
+    "        return memory, spatial_shapes, level_start_index\n"
+)
+_ENCODER_CALL_NEW = (
+    "        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, "
+    "lvl_pos_embed_flatten, mask_flatten,\n"
+    f"                              spatial_shapes_list=spatial_shapes_list)  # {MARK}\n\n"
+    f"        return memory, spatial_shapes_list, level_start_index  # {MARK}: host-side\n"
+)
+_ENCODER_FWD_OLD = (
+    "    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, "
+    "padding_mask=None):\n"
+    "        output = src\n"
+    "        reference_points = self.get_reference_points(spatial_shapes, valid_ratios, "
+    "device=src.device)\n"
+)
+_ENCODER_FWD_NEW = (
+    "    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, "
+    "padding_mask=None,\n"
+    f"                spatial_shapes_list=None):  # {MARK}: host-side (H, W) per level\n"
+    "        output = src\n"
+    "        reference_points = self.get_reference_points(\n"
+    "            spatial_shapes if spatial_shapes_list is None else spatial_shapes_list,\n"
+    "            valid_ratios, device=src.device)\n"
+)
+_SPLIT_OLD = (
+    "        split_size_or_sections = [None] * self.transformer_num_feature_levels\n"
+    "        for i in range(self.transformer_num_feature_levels):\n"
+    "            if i < self.transformer_num_feature_levels - 1:\n"
+    "                split_size_or_sections[i] = level_start_index[i + 1] - level_start_index[i]\n"
+    "            else:\n"
+    "                split_size_or_sections[i] = y.shape[1] - level_start_index[i]\n"
+    "        y = torch.split(y, split_size_or_sections, dim=1)\n"
+)
+_SPLIT_NEW = (
+    f"        # {MARK}: split sizes from the host-side shapes (no read-back)\n"
+    "        y = torch.split(y, [h * w for h, w in spatial_shapes], dim=1)\n"
+)
+
+
+def _add_level_tensors(text: str, where: str) -> str:
+    if "def _level_tensors(" in text:
+        return text
+    anchor = "from .ops.modules import MSDeformAttn\n"
+    if anchor not in text:
+        raise PatchError(f"{where}: `{anchor.strip()}` not found; is the checkout at the pinned "
+                         "CutLER commit?")
+    return text.replace(anchor, anchor + _LEVEL_TENSORS, 1)
+
+
+_PIXEL_DECODER = _chain(
+    _ensure_replaced(_LEVELS_OLD, _LEVELS_NEW),
+    _ensure_replaced(_ENCODER_CALL_OLD, _ENCODER_CALL_NEW),
+    _ensure_replaced(_ENCODER_FWD_OLD, _ENCODER_FWD_NEW),
+    _ensure_replaced(_SPLIT_OLD, _SPLIT_NEW),
+    _add_level_tensors,
+)
+_SHAPE_ASSERT = _ensure_replaced(
+    "        assert (input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum() == Len_in\n",
+    f"        # {MARK}: no shape assert: it read the shapes back from the device every layer\n",
+)
+_DECODER = _chain(
+    _ensure_replaced(
+        "            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False\n",
+        f"            # {MARK}: fully masked rows attend everywhere, without a nonzero (sync)\n"
+        "            attn_mask.masked_fill_(attn_mask.all(-1, keepdim=True), False)\n",
+    ),
+    _ensure_replaced(
+        "            predictions_class.append(outputs_class)\n"
+        "            predictions_mask.append(outputs_mask)\n",
+        "            predictions_class.append(outputs_class)\n"
+        f"            if not self.training:  # {MARK}: inference reads the last layer's masks\n"
+        "                predictions_mask[-1] = None  # only; free the earlier ones (memory)\n"
+        "            predictions_mask.append(outputs_mask)\n",
+    ),
+)
+_PIXEL_DECODER_FILE = "videocutler/mask2former/modeling/pixel_decoder/msdeformattn.py"
+_VIDEO_DECODER_FILE = ("videocutler/mask2former_video/modeling/transformer_decoder/"
+                       "video_mask2former_transformer_decoder.py")
+
 _OPS = "videocutler/mask2former/modeling/pixel_decoder/ops"
 
 EDITS: tuple[Edit, ...] = (
@@ -238,6 +357,13 @@ EDITS: tuple[Edit, ...] = (
          "importable without the compiled op; explicit backend"),
     Edit("CutLER", (f"{_OPS}/modules/ms_deform_attn.py",), _msda_call,
          "no bare except around the op; im2col_step divides the batch"),
+    Edit("CutLER", (_PIXEL_DECODER_FILE,), _PIXEL_DECODER,
+         "host-side level shapes: no read-back or copy of shapes in the forward", since="2"),
+    Edit("CutLER", (f"{_OPS}/modules/ms_deform_attn.py",), _SHAPE_ASSERT,
+         "no shape assert that reads the shapes back every layer", since="2"),
+    Edit("CutLER", (_VIDEO_DECODER_FILE,), _DECODER,
+         "masked_fill instead of a nonzero per layer; inference keeps one layer's masks",
+         since="2"),
 )
 
 
@@ -282,15 +408,19 @@ def _fix_model_zoo_link(vnext: Path) -> FileChange | None:
                       "dangling absolute symlink -> ../../configs")
 
 
-def apply_patch(vnext_root: Path, cutler_root: Path) -> PatchReport:
-    """Apply every edit to the two checkouts; return what this run changed (empty if none)."""
+def apply_patch(vnext_root: Path, cutler_root: Path, *,
+                edits: Iterable[Edit] = EDITS) -> PatchReport:
+    """Apply every edit to the two checkouts; return what this run changed (empty if none).
+
+    `edits`: a subset (e.g. those of an older patch version) for benchmarks comparing patches.
+    """
     roots = {"VNext": Path(vnext_root), "CutLER": Path(cutler_root)}
     for name, root in roots.items():
         if not root.is_dir():
             raise PatchError(f"{root} does not exist: materialise patched_vnext to check out "
                              f"{name}")
     changes: list[FileChange] = []
-    for edit in EDITS:
+    for edit in edits:
         root = roots[edit.repo]
         files = _files(root, edit.patterns)
         if edit.required and not files:

@@ -10,6 +10,9 @@ import subprocess
 from pathlib import Path
 
 OPS = "videocutler/mask2former/modeling/pixel_decoder/ops"
+PIXEL_DECODER = "videocutler/mask2former/modeling/pixel_decoder/msdeformattn.py"
+VIDEO_DECODER = ("videocutler/mask2former_video/modeling/transformer_decoder/"
+                 "video_mask2former_transformer_decoder.py")
 
 VNEXT_FILES = {
     "setup.py": "# fake VNext setup.py\n",
@@ -72,6 +75,7 @@ CUTLER_FILES = {
         "    def forward(self, value, input_spatial_shapes=None, input_level_start_index=None,\n"
         "                sampling_locations=None, attention_weights=None):\n"
         "        N = len(value)\n"
+        "        assert (input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum() == Len_in\n"
         "        try:\n"
         "            output = MSDeformAttnFunction.apply(\n"
         "                value, input_spatial_shapes, input_level_start_index, sampling_locations,"
@@ -81,6 +85,51 @@ CUTLER_FILES = {
         "            output = ms_deform_attn_core_pytorch(value, input_spatial_shapes,"
         " sampling_locations, attention_weights)\n"
         "        return output\n"
+    ),
+    PIXEL_DECODER: (
+        "import torch\n"
+        "from .ops.modules import MSDeformAttn\n\n\n"
+        "class MSDeformAttnTransformerEncoderOnly:\n"
+        "    def forward(self, spatial_shapes, src_flatten, valid_ratios, lvl_pos_embed_flatten,\n"
+        "                mask_flatten):\n"
+        "        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, "
+        "device=src_flatten.device)\n"
+        "        level_start_index = torch.cat((spatial_shapes.new_zeros((1, )), "
+        "spatial_shapes.prod(1).cumsum(0)[:-1]))\n"
+        "        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, "
+        "valid_ratios, lvl_pos_embed_flatten, mask_flatten)\n\n"
+        "        return memory, spatial_shapes, level_start_index\n\n\n"
+        "class MSDeformAttnTransformerEncoder:\n"
+        "    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, "
+        "padding_mask=None):\n"
+        "        output = src\n"
+        "        reference_points = self.get_reference_points(spatial_shapes, valid_ratios, "
+        "device=src.device)\n"
+        "        return output, reference_points\n\n\n"
+        "class MSDeformAttnPixelDecoder:\n"
+        "    def forward_features(self, srcs, pos):\n"
+        "        y, spatial_shapes, level_start_index = self.transformer(srcs, pos)\n"
+        "        split_size_or_sections = [None] * self.transformer_num_feature_levels\n"
+        "        for i in range(self.transformer_num_feature_levels):\n"
+        "            if i < self.transformer_num_feature_levels - 1:\n"
+        "                split_size_or_sections[i] = level_start_index[i + 1] - "
+        "level_start_index[i]\n"
+        "            else:\n"
+        "                split_size_or_sections[i] = y.shape[1] - level_start_index[i]\n"
+        "        y = torch.split(y, split_size_or_sections, dim=1)\n"
+        "        return y\n"
+    ),
+    VIDEO_DECODER: (
+        "import torch\n\n\n"
+        "class VideoMultiScaleMaskedTransformerDecoder:\n"
+        "    def forward(self, attn_mask, outputs_class, outputs_mask):\n"
+        "        predictions_class, predictions_mask = [outputs_class], [outputs_mask]\n"
+        "        for i in range(self.num_layers):\n"
+        "            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False\n"
+        "            outputs_class, outputs_mask, attn_mask = self.heads(attn_mask)\n"
+        "            predictions_class.append(outputs_class)\n"
+        "            predictions_mask.append(outputs_mask)\n"
+        "        return predictions_class, predictions_mask, attn_mask\n"
     ),
     f"{OPS}/src/ms_deform_attn.h": (
         "at::Tensor ms_deform_attn_forward(const at::Tensor &value) {\n"

@@ -1,0 +1,175 @@
+"""Issue 24: the GPU path as a new user runs it, on DEFAULTS, into gpu_product_path.json.
+
+    # on the GPU machine, after benchmarks/gpu_device_setup.sh
+    python3 benchmarks/gpu_product_path.py --frames .gpu/frames --out $OUT \
+        --model-only $OUT/model_only_v2.json --agreement $OUT/agreement.json
+    # dry run anywhere: the embedded CPU predictor, tiny videos
+    python benchmarks/gpu_product_path.py --backend cpu --scenarios long:3x8:first --out /tmp/pp
+
+Each scenario `name:VIDEOSxFRAMES:first|warm[:VAR=VALUE;...]` (the suffix: settings other than
+the defaults, recorded under `settings`) is a real `dagster-daemon` on a fresh instance,
+`mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
+(`gpu_dagster.run_backfill`), with no `WSOVVIS_*` setting but the GPU list (`WSOVVIS_GPUS=0`),
+random weights, and the data/output roots. `first`: no predictor worker runs before the
+backfill (its start is in the wall); `warm`: the workers of every slot were started before the
+clock, as an earlier backfill leaves them. nvidia-smi is sampled every 200 ms over the whole
+scenario (worker start included). The model-only and agreement sections are copied in from
+`benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to --out.
+
+    # several device calls into one result (later files win per scenario)
+    python benchmarks/gpu_product_path.py --combine OUT.json CALL1.json CALL2.json ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames  # noqa: E402
+
+DEFAULT_SCENARIOS = "long:16x200:first,long:16x200:warm,lvvis:96x32:first,lvvis:96x32:warm"
+FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_asset_fps",
+          "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib")
+
+
+def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
+                 settings: dict | None = None) -> dict:
+    """The issue's schema from `run_backfill`'s summary (its details kept under `detail`)."""
+    return {
+        "name": name, "settings": settings or "defaults", "videos": res["videos"],
+        "frames": res["frames"],
+        "warm": warm, "mask_wall_fps": res["mask_wall_fps"], "in_asset_fps": res["in_asset_fps"],
+        "submit_to_tube_json_fps": res.get("submit_to_tubes_fps"),
+        "queue_to_first_run_s": res["queue_to_first_run_s"],
+        "tube_json_gap_s": res.get("tube_run_queued_after_masks_s"),
+        "smi_peak_gib": smi_peak,
+        "detail": {k: v for k, v in res.items() if k not in ("peak_per_video",)},
+    }
+
+
+def is_default(overrides: dict) -> bool:
+    """Settings that equal today's defaults (an override of a default that changed since)."""
+    import definitions
+
+    return definitions.loaded_predictor(overrides).settings("cuda:0") == \
+        definitions.loaded_predictor({}).settings("cuda:0") and not (
+            set(overrides) - {"WSOVVIS_RUNS_PER_GPU", "WSOVVIS_PRECISION",
+                              "WSOVVIS_GPU_MEMORY_GIB"}) and \
+        definitions.loaded_predictor(overrides).runs_per_gpu == \
+        definitions.loaded_predictor({}).runs_per_gpu
+
+
+def combine(out: Path, inputs: list[Path]) -> dict:
+    """One result from several calls of this benchmark (a device call is 10 minutes): later
+    files win per (scenario, worker, settings, queue path); rows whose settings equal today's
+    defaults are labelled defaults; failed rows are kept apart; each row names its file."""
+    import definitions
+
+    default_rpg = definitions.loaded_predictor({}).runs_per_gpu
+    merged: dict = {"command": "", "sources": [], "scenarios": [], "failed": []}
+    rows: dict = {}
+    for path in inputs:
+        data = json.loads(path.read_text())
+        merged["sources"].append({"file": path.name, "command": data.get("command")})
+        merged["command"] = data.get("command", merged["command"])
+        for key in ("model_only", "baseline", "agreement", "backend"):
+            if key in data:
+                merged[key] = data[key]
+        for row in data["scenarios"]:
+            # files before the run-queue path were queued as Dagster asset backfills
+            row = {**row, "source": path.name,
+                   "queued_by": data.get("queued_by", "asset backfill (30 s daemon loop)")}
+            then = data.get("runs_per_gpu")
+            if row["settings"] == "defaults" and then not in (None, default_rpg):
+                # the defaults of that call differed from today's in the runs per GPU
+                row["settings"] = {"WSOVVIS_RUNS_PER_GPU": str(data["runs_per_gpu"])}
+            if isinstance(row["settings"], dict) and is_default(row["settings"]):
+                row["settings"] = "defaults"
+            if "error" in row or not row.get("frames"):
+                merged["failed"].append(row)
+                continue
+            rows[(row["name"], row["warm"], json.dumps(row["settings"]), row["queued_by"])] = row
+    merged["scenarios"] = list(rows.values())
+    out.write_text(json.dumps(merged, indent=1))
+    return merged
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--combine":
+        combine(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="videocutler", choices=["videocutler", "cpu"])
+    ap.add_argument("--frames", type=Path, help="folder of JPEGs (default: synthetic frames)")
+    ap.add_argument("--size", default="360x640", help="HxW of synthetic frames")
+    ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
+    ap.add_argument("--model-only", type=Path, help="gpu_model_only.py's JSON (new model)")
+    ap.add_argument("--baseline", type=Path, help="gpu_model_only.py's JSON (before)")
+    ap.add_argument("--agreement", type=Path, help="JSON of the mask comparisons")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--workdir", type=Path, help="default: a temp folder")
+    args = ap.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsovvis-product-path-"))
+    height, width = (int(x) for x in args.size.split("x"))
+    files = source_frames(args.frames, workdir, height, width)
+    base_env = {**os.environ, "WSOVVIS_PREDICTOR": args.backend,
+                "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "PYTHONUNBUFFERED": "1"}
+    if args.backend == "videocutler":
+        base_env.update(WSOVVIS_GPUS="0", WSOVVIS_ALLOW_RANDOM_WEIGHTS="1")
+    import definitions
+
+    runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
+    results: dict = {"backend": args.backend, "command": " ".join(sys.argv),
+                     "runs_per_gpu": runs_per_gpu, "queued_by": "run queue", "scenarios": []}
+    for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
+                        ("agreement", args.agreement)):
+        if path and path.is_file():
+            results[extra] = json.loads(path.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    with GpuSampler() as sampler:
+        for spec in args.scenarios.split(","):
+            name, shape, mode, *extra = spec.split(":", 3)
+            overrides = dict(kv.split("=", 1) for kv in extra[0].split(";")) if extra else {}
+            videos, length = (int(x) for x in shape.split("x"))
+            data = workdir / f"data-{videos}x{length}"
+            keys = [r.partition_key for r in make_videos(data, files, videos, length,
+                                                         f"v{length}_")]
+            label = f"{name}-{mode}" + "".join(f"-{v}" for v in overrides.values())
+            env = {**base_env, **overrides, "WSOVVIS_DATA_ROOT": str(data),
+                   "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{label}")}
+            slots = definitions.loaded_predictor(env).runs_per_gpu
+            started = time.time()
+            try:
+                res = run_backfill(label, env, keys, workdir, sampler, slots,
+                                   warm=mode == "warm")
+            except Exception as exc:  # noqa: BLE001 - recorded; the next scenario still runs
+                results["scenarios"].append({"name": name, "settings": overrides or "defaults",
+                                             "warm": mode == "warm",
+                                             "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                print(f"scenario {label} failed: {exc}", flush=True)
+                continue
+            row = scenario_row(name, mode == "warm", res, sampler.peak_gib(started, time.time()),
+                               overrides)
+            results["scenarios"].append(row)
+            print(json.dumps({k: row[k] for k in FIELDS}), flush=True)
+            (args.out / "gpu_product_path.json").write_text(json.dumps(results, indent=1))
+    print(" | ".join(FIELDS[2:]))
+    for r in results["scenarios"]:
+        print(f"{r['name']} {r['settings']}: " + " | ".join(str(r.get(k)) for k in FIELDS[2:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

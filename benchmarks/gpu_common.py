@@ -65,6 +65,23 @@ def cuda_sync() -> None:
         torch.cuda.synchronize()
 
 
+def cuda_median(fn: Callable[[], object], warm: int = 2, reps: int = 5) -> float:
+    """Median GPU seconds of `fn()` between two CUDA events (work already queued excluded)."""
+    import torch
+
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
 def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> dict:
     """Median wall seconds of `fn()` (device synchronised) and peak allocated GiB."""
     import torch

@@ -40,28 +40,12 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from gpu_common import frame_files, read_rgb, settings  # noqa: E402
+from gpu_common import cuda_median, frame_files, read_rgb, settings  # noqa: E402
 
 
 def video(frames_dir: Path, length: int, offset: int) -> np.ndarray:
     files = frame_files(frames_dir, length + offset)[offset:]
     return np.stack([read_rgb(f) for f in files])
-
-
-def cuda_median(fn, warm: int = 2, reps: int = 5) -> float:
-    import torch
-
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    return statistics.median(times)
 
 
 def wall_median(fn, warm: int = 1, reps: int = 3) -> float:

@@ -54,7 +54,7 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from gpu_common import build_from_env, loop_videos  # noqa: E402
+from gpu_common import build_from_env, cuda_median, loop_videos  # noqa: E402
 from gpu_dagster import GpuSampler, make_videos, source_frames  # noqa: E402
 
 SECTIONS = ("profiler", "pyspy", "model")
@@ -334,20 +334,8 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-def cuda_median(fn, frames: int, warm: int = 2, reps: int = 5) -> dict:
-    import torch
-
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1000)
-    sec = sorted(times)[len(times) // 2]
+def cuda_fps(fn, frames: int, warm: int = 2, reps: int = 5) -> dict:
+    sec = cuda_median(fn, warm, reps)
     return {"s_per_chunk": _r(sec, 4), "fps": _r(frames / sec, 1)}
 
 
@@ -399,7 +387,7 @@ def model_section(pred, chunk, video, budget_s: float) -> dict:
                     torch.cuda.synchronize()
                     row["setup_s"] = _r(time.monotonic() - t0, 1)
                     row.update(_feature_diff(feats, ref))
-                    row.update(cuda_median(lambda: head(fwd_backbone(x)), len(chunk)))
+                    row.update(cuda_fps(lambda: head(fwd_backbone(x)), len(chunk)))
         except Exception as exc:  # noqa: BLE001 - record and go on
             row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             row["after_s"] = _r(time.monotonic() - t0, 1)
@@ -513,7 +501,7 @@ def full_graphs(out: dict, backbone, head, x, left: float) -> None:
                 torch.cuda.synchronize()
                 row = {"setup_s": _r(time.monotonic() - t0, 1),
                        "agreement_on": "head outputs", **_feature_diff(static_out, ref),
-                       **cuda_median(g.replay, len(x))}
+                       **cuda_fps(g.replay, len(x))}
             del g, static_out
         except Exception as exc:  # noqa: BLE001 - record and go on
             row = {"error": f"{type(exc).__name__}: {str(exc)[:300]}",

@@ -125,7 +125,6 @@ def launch_backfill(
     assets: Sequence[str] = ("mask_pngs", "tube_json"),
     tags: dict | None = None,
     title: str | None = None,
-    run_config: dict | None = None,
 ) -> str:
     """Queue an asset backfill of `keys` (mask_pngs partitions, plus what descends from them).
 
@@ -142,7 +141,7 @@ def launch_backfill(
             partition_names=list(keys), asset_selection=[AssetKey(a) for a in assets],
             backfill_timestamp=time.time(), tags={**GPU_RUN_TAGS, **(tags or {})},
             dynamic_partitions_store=instance, all_partitions=False, title=title,
-            description=None, run_config=run_config,
+            description=None, run_config=None,
         )
     )
     return backfill_id

@@ -28,7 +28,7 @@ def bin_dir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -53,7 +53,7 @@ def postgres_cluster(bin_dir: Path, db: str = "dagster"):
     root = Path(tempfile.mkdtemp(prefix="wsovvis-pg-"))
     if user:
         shutil.chown(root, user=user)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def run(*args: str) -> None:
         subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=root)

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,35 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsovvis_dagster.gpu_slots import NODE_ENV
+from wsovvis_dagster.training.launch import process_tree
+from wsovvis_ops.pg_cluster import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(stat.parent.name))
-    return kids
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every live descendant (Linux /proc)."""
-    kids, tree, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(kids.get(p, []))
-    return tree
 
 
 def _name(pid: int) -> str:

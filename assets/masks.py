@@ -25,16 +25,16 @@ from pydantic import Field
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths, PredictorResource
-from wsovvis_dagster.mask_import import IMPORT_VERSION, ImportedVideo
-from wsovvis_dagster.masks_io import read_mask_source
-from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import (
-    VideoMasksResult,
+from wsovvis_dagster.masks.import_loop import (
     find_imported_masks,
     import_videos,
     kept_imported_videos,
 )
-from wsovvis_dagster.preview import PREVIEW_MIME
+from wsovvis_dagster.masks.import_masks import IMPORT_VERSION, ImportedVideo
+from wsovvis_dagster.masks.png_io import read_mask_source
+from wsovvis_dagster.masks.preview import PREVIEW_MIME
+from wsovvis_dagster.masks.segment import VideoMasksResult
+from wsovvis_dagster.paths import VideoRef
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
 MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"

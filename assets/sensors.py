@@ -30,15 +30,15 @@ from dagster import (
 from assets.partitions import videos_partitions
 from assets.videos import changed_frame_versions, frame_observations
 from resources import DatasetPaths
-from wsovvis_dagster.frames import MISSING_FRAMES, scan_videos
-from wsovvis_dagster.run_plan import contiguous_chunks
-from wsovvis_dagster.run_tags import (  # noqa: F401 (GPU_RUN_TAGS, load_gpu_run_tags: re-export)
+from wsovvis_dagster.gpu.run_plan import contiguous_chunks
+from wsovvis_dagster.gpu.run_tags import (  # noqa: F401 (GPU_RUN_TAGS, load_gpu_run_tags: re-export)
     BATCH_RUNS_TAG,
     BATCH_TAG,
     GPU_RUN_TAGS,
     TUBES_AFTER_TAG,
     load_gpu_run_tags,
 )
+from wsovvis_dagster.video.frames import MISSING_FRAMES, scan_videos
 from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,

@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from resources import DatasetPaths, SacredObserverResource
-from wsovvis_dagster.gpu_slots import parse_gpus
+from wsovvis_dagster.gpu.leases import parse_gpus
 from wsovvis_dagster.paths import tube_json_path
 from wsovvis_dagster.training.launch import (
     REFERENCE_ENTRYPOINT,

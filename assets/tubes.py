@@ -23,15 +23,15 @@ from pydantic import Field
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
 from wsovvis_dagster.errors import MissingMasksError, UnsafeNameError
-from wsovvis_dagster.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
 from wsovvis_dagster.paths import VideoRef, gt_json_path, tube_json_path
-from wsovvis_dagster.pipeline import build_split_tubes
+from wsovvis_dagster.ytvis.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
 from wsovvis_dagster.ytvis.reports import (
     check_split_format,
     evaluate_split_tubes,
     splits_with_tubes,
     write_split_outputs,
 )
+from wsovvis_dagster.ytvis.split import build_split_tubes
 from wsovvis_instance.dagster_private import AssetPartitionStatus
 
 
@@ -49,7 +49,7 @@ class TubeConfig(Config):
     )
     link_iou_threshold: float = Field(
         default=DEFAULT_IOU_THRESHOLD, gt=0, le=1,
-        description="Minimum mask IoU to continue a track (see wsovvis_dagster.linking)",
+        description="Minimum mask IoU to continue a track (see wsovvis_dagster.ytvis.linking)",
     )
     link_max_gap: int = Field(
         default=DEFAULT_MAX_GAP, ge=0, description="Frames a track may be missing and go on"

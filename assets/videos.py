@@ -26,7 +26,7 @@ from dagster import (
 
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
-from wsovvis_dagster.frames import current_frame_versions, scan_videos
+from wsovvis_dagster.video.frames import current_frame_versions, scan_videos
 from wsovvis_instance.dagster_private import DATA_VERSION_TAG  # the tag observations use
 
 VIDEO_FRAMES = AssetKey("video_frames")

@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.evaluation import evaluate_results, spatiotemporal_iou  # noqa: E402
+from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results, spatiotemporal_iou  # noqa: E402
 from wsovvis_dagster.ytvis.format import normalise_gt, normalise_results  # noqa: E402
 from wsovvis_dagster.ytvis.tubes import encode_id_map  # noqa: E402
 

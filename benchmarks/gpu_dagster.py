@@ -128,7 +128,7 @@ def source_frames(frames: Path | None, workdir: Path, height: int, width: int) -
         if not files:
             raise SystemExit(f"no JPEGs in {frames}")
         return files
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     root = workdir / "synthetic"
     generate_dataset(root, seed=0, num_frames=16, videos_per_split={"train": 1},
@@ -239,7 +239,7 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
     first (not timed), as any earlier backfill of the day would have left them."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-    from wsovvis_dagster.predictors.worker import stop_workers
+    from wsovvis_dagster.gpu.worker import stop_workers
     from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
 
     home = workdir / f"home-{name}"
@@ -303,7 +303,7 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
 def queue_and_wait(instance, env: dict, keys: list[str], wait_for) -> str:
     """Queue the batch as `scripts/backfill.py` does (`queue_mask_runs`, in this process with
     the scenario's env) and wait for its tube_json run; "SUCCESS" when every run succeeded."""
-    from wsovvis_dagster.run_tags import BATCH_TAG
+    from wsovvis_dagster.gpu.run_tags import BATCH_TAG
     from wsovvis_ops.backfill import queue_mask_runs
 
     saved = {k: os.environ.get(k) for k in env}
@@ -528,7 +528,7 @@ def main(argv=None) -> int:
 def precision_agreement(library: list[dict], videos: int = 2) -> list[dict]:
     """Masks of each non-fp32 library loop against the fp32 loop on the same videos (first
     `videos` of them): foreground IoU and the share of pixels with the same track id."""
-    from wsovvis_dagster.masks_io import list_mask_files, load_id_map
+    from wsovvis_dagster.masks.png_io import list_mask_files, load_id_map
 
     rows = []
     for row in library:

@@ -639,8 +639,8 @@ def main(argv=None) -> int:
             result["model"] = {"skipped": "CUDA-only: the cpu backend has no torch model on a "
                                "GPU (CUDA events, graphs, compile for CUDA)"}
         else:
-            from wsovvis_dagster.frames import read_video
             from wsovvis_dagster.predictors.chunking import chunk_spans
+            from wsovvis_dagster.video.frames import read_video
 
             video = read_video(data, refs[-1]).images
             chunk = video[:pred.settings.chunk_size]

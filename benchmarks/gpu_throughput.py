@@ -38,7 +38,7 @@ from gpu_common import (
     write_json,
 )
 
-from wsovvis_dagster.masks_io import mask_png_name, save_id_map
+from wsovvis_dagster.masks.png_io import mask_png_name, save_id_map
 from wsovvis_dagster.predictors import compose_id_maps
 
 
@@ -89,8 +89,8 @@ def run_ours(pred, videos, out: Path, workers: int) -> float:
     """The `mask_pngs` asset's own loop (`pipeline.segment_videos`: decode of video i+1 and PNG
     writing of video i-1 overlap the predictor on video i) over folders of hard-linked frames.
     Folder set-up is not timed."""
+    from wsovvis_dagster.masks.segment import segment_videos
     from wsovvis_dagster.paths import VideoRef
-    from wsovvis_dagster.pipeline import segment_videos
 
     data = out / "data"
     refs = []

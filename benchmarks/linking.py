@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.linking import (  # noqa: E402
+from wsovvis_dagster.ytvis.linking import (  # noqa: E402
     DEFAULT_IOU_THRESHOLD,
     DEFAULT_MAX_GAP,
     frame_consistency,

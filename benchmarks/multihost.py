@@ -78,7 +78,7 @@ def backfill(home: Path, env: dict, keys: list[str], log: Path) -> dict:
 def lost_node(work: Path, base_env: dict, keys: list[str], hold: float) -> dict:
     """2 nodes x 1 GPU, 2 runs; the raylet of a run's node SIGKILLed inside its first video:
     seconds until the run is FAILURE, its orphan gone, its pool slot free, its retry done."""
-    from wsovvis_dagster.gpu_slots import process_alive
+    from wsovvis_dagster.gpu.leases import process_alive
     from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG
 
     root = work / "lost_node"
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                    "gone, slot free, retry done")
     add_json_args(p)
     args = p.parse_args(argv)
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     work = Path(tempfile.mkdtemp(prefix="wsovvis-bench-multihost-"))
     most = max(args.nodes) * args.videos_per_node

@@ -42,7 +42,7 @@ from wsovvis_ops.runs import max_overlap, run_spans  # noqa: E402
 
 # -- benchmark ---------------------------------------------------------------------------------
 def bench_backfill(videos: int, hold: float, frames: int, gpu_limit: int, workdir: Path) -> dict:
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     home, data, out = workdir / "home", workdir / "data", workdir / "outputs"
     render_instance(home, gpu_limit=gpu_limit)
@@ -98,8 +98,8 @@ def bench_dead_runs(count: int, hold: float, workdir: Path) -> dict:
     """Kill `count` CLI runs (the CLI process only) mid-video; time to failed + slot freed."""
     from dagster import DagsterRunStatus
 
-    from wsovvis_dagster.gpu_slots import slot_holders
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.gpu.leases import slot_holders
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     home, data, out = workdir / "home", workdir / "data", workdir / "outputs"
     render_instance(home, extra_yaml="run_retries: {enabled: false}")

@@ -26,8 +26,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
+from wsovvis_dagster.masks.segment import segment_video  # noqa: E402
 from wsovvis_dagster.paths import VideoRef  # noqa: E402
-from wsovvis_dagster.pipeline import segment_video  # noqa: E402
 from wsovvis_dagster.predictors.cpu import CpuVideoPredictor  # noqa: E402
 
 DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis"

@@ -74,7 +74,7 @@ def _peak_rss_mb(cmd: list[str], env: dict) -> tuple[float, float]:
 WHOLE = """
 import resource, sys
 from pathlib import Path
-from wsovvis_dagster.frames import read_video
+from wsovvis_dagster.video.frames import read_video
 from wsovvis_dagster.paths import VideoRef
 from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 frames = read_video(Path(sys.argv[1]), VideoRef("val", "long"))

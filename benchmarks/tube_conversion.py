@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.masks_io import (  # noqa: E402
+from wsovvis_dagster.masks.png_io import (  # noqa: E402
     list_mask_files,
     read_track_scores,
     write_mask_pngs,

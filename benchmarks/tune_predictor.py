@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
+from wsovvis_dagster.evaluation.quality import davis_quality, read_sequence_list, synthetic_quality
 from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
-from wsovvis_dagster.quality import davis_quality, read_sequence_list, synthetic_quality
 
 
 def main() -> None:

@@ -20,9 +20,15 @@ from resources.settings import (
     launch_keys,
     setting_sources,
 )
-from wsovvis_dagster.gpu_slots import GpuLease, acquire_gpu_slot, cluster_node, node_name
+from wsovvis_dagster.gpu.leases import GpuLease, acquire_gpu_slot, cluster_node, node_name
+from wsovvis_dagster.gpu.worker import (
+    WorkerClient,
+    connect_worker,
+    default_idle_seconds,
+    worker_dir,
+)
+from wsovvis_dagster.masks.segment import VideoOutcome, segment_videos
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import VideoOutcome, segment_videos
 from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.predictors.factory import (
     BACKENDS,
@@ -36,12 +42,6 @@ from wsovvis_dagster.predictors.settings import (
     PredictorSettings,
     default_gpu_memory_gib,
 )
-from wsovvis_dagster.predictors.worker import (
-    WorkerClient,
-    connect_worker,
-    default_idle_seconds,
-    worker_dir,
-)
 from wsovvis_instance.fencing import WATCH_ENV, RunFence
 
 _D = PredictorSettings()  # the built-in defaults of every library setting, defined once
@@ -51,10 +51,10 @@ class PredictorResource(ConfigurableResource):
     """Builds the configured backend once per run (`setup_for_execution`), not per video, or,
     with a predictor worker (`worker_idle_seconds` > 0, the default for VideoCutLER), connects
     to the long-lived process that holds the model for this run's GPU slot and starts it if
-    none runs (`wsovvis_dagster.predictors.worker`): the model is then built once per slot,
+    none runs (`wsovvis_dagster.gpu.worker`): the model is then built once per slot,
     not once per run.
 
-    With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu_slots`: an
+    With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu.leases`: an
     exclusive flock under `<DAGSTER_HOME>/gpu_slots`) and builds the model there; the lease is
     released at teardown, or by the kernel if the process dies.
 
@@ -209,7 +209,7 @@ class PredictorResource(ConfigurableResource):
         )
         device = self._lease.device if self._lease else "cpu"
         if context.log:
-            if self._lease:  # parsed by tests/test_gpu_coordination.py: keep the wording
+            if self._lease:  # parsed by tests/gpu/test_coordination.py: keep the wording
                 context.log.info(f"gpu lease acquired: {device} ({self._lease.path})")
             context.log.info(f"building predictor backend={self.backend} on {device} "
                              f"(backend from {self._sources.get('backend', '?')})")

@@ -4,7 +4,7 @@ Each layer overrides only the keys it sets. Env vars follow one rule, `WSOVVIS_<
 (a resource may keep older names in `ENV_ALIASES`), so a new field gets its env var with no
 extra code. The env layer is applied with `configure_at_launch`: Dagster 1.13.28 *replaces* a
 constructed resource's whole config when run config names any of its keys (verified in
-tests/test_settings.py), while a partial resource keeps its values as per-key defaults.
+tests/resources/test_settings.py), while a partial resource keeps its values as per-key defaults.
 """
 
 from __future__ import annotations

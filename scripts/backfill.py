@@ -28,8 +28,8 @@ if str(REPO) not in sys.path:
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
 from wsovvis_dagster.errors import UnsafeNameError  # noqa: E402
+from wsovvis_dagster.masks.import_loop import find_imported_masks  # noqa: E402
 from wsovvis_dagster.paths import VideoRef  # noqa: E402
-from wsovvis_dagster.pipeline import find_imported_masks  # noqa: E402
 from wsovvis_ops.backfill import configured_paths, queue_mask_runs  # noqa: E402
 
 

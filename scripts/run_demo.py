@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from dagster import AssetKey, DagsterInstance
 
     from definitions import defs
-    from wsovvis_dagster.frames import scan_videos
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.frames import scan_videos
+    from wsovvis_dagster.video.synthetic import generate_dataset
     from wsovvis_instance.dagster_private import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,

@@ -255,13 +255,13 @@ def real_masks_step(args: argparse.Namespace) -> Path:
     import numpy as np
 
     from wsovvis_dagster.atomic import atomic_file
-    from wsovvis_dagster.frames import list_frame_files, read_video
-    from wsovvis_dagster.masks_io import list_mask_files, load_id_map
+    from wsovvis_dagster.masks.png_io import list_mask_files, load_id_map
+    from wsovvis_dagster.masks.preview import overlay_montage
+    from wsovvis_dagster.masks.segment import segment_video
     from wsovvis_dagster.paths import VideoRef
-    from wsovvis_dagster.pipeline import segment_video
     from wsovvis_dagster.predictors.factory import build_predictor
     from wsovvis_dagster.predictors.settings import PredictorSettings
-    from wsovvis_dagster.preview import overlay_montage
+    from wsovvis_dagster.video.frames import list_frame_files, read_video
 
     source = args.davis / "JPEGImages" / args.sequence
     if not source.is_dir():

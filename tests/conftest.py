@@ -85,7 +85,7 @@ def real_jpegs(tmp_path_factory) -> list[bytes]:
     davis = SHARED_DATA / "davis" / "JPEGImages" / "horsejump-high"
     if davis.is_dir():
         return [(davis / f"{i:05d}.jpg").read_bytes() for i in range(8)]
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("frames")
     generate_dataset(root, seed=3, num_frames=8, videos_per_split={"val": 1})
@@ -95,7 +95,7 @@ def real_jpegs(tmp_path_factory) -> list[bytes]:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic dataset (2 videos per split, 8 frames), generated once per session."""
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_dataset(root, seed=1, num_frames=8, videos_per_split={"train": 2, "val": 2})

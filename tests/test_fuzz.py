@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from wsovvis_dagster.errors import MaskFormatError, UnsafeNameError, WsovvisError
-from wsovvis_dagster.frames import FrameError, list_frame_files, load_frame, natural_key
-from wsovvis_dagster.masks_io import MAX_ID, list_mask_files, load_id_map, write_mask_pngs
+from wsovvis_dagster.masks.png_io import MAX_ID, list_mask_files, load_id_map, write_mask_pngs
 from wsovvis_dagster.paths import VideoRef, check_video_id, resolve_inside
+from wsovvis_dagster.video.frames import FrameError, list_frame_files, load_frame, natural_key
 from wsovvis_dagster.ytvis.tubes import (
     decode_video_id_maps,
     read_mask_folder,

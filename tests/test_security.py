@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from wsovvis_dagster.errors import UnsafeNameError
-from wsovvis_dagster.frames import read_video, scan_videos
+from wsovvis_dagster.masks.segment import segment_video
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import segment_video
+from wsovvis_dagster.video.frames import read_video, scan_videos
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = REPO / "wsovvis_dagster"
@@ -173,8 +173,8 @@ def _png_header_only(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("side", [10_000, 100_000])  # 1.1x and 112x PIL's pixel limit
 def test_decompression_bombs_are_refused_before_decoding(side, tmp_path):
     from wsovvis_dagster.errors import FrameError, MaskFormatError
-    from wsovvis_dagster.frames import load_frame
-    from wsovvis_dagster.masks_io import load_id_map
+    from wsovvis_dagster.masks.png_io import load_id_map
+    from wsovvis_dagster.video.frames import load_frame
 
     path = tmp_path / "00000.png"
     path.write_bytes(_png_header_only(side, side))

@@ -28,7 +28,7 @@ def _bar(**kwargs) -> tqdm:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.synthetic import generate_dataset
+    from wsovvis_dagster.video.synthetic import generate_dataset
 
     with _bar(total=args.train + args.val, desc="generate", unit="video") as bar:
         paths = generate_dataset(
@@ -43,8 +43,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.ingest import count_frames, ingest_video
     from wsovvis_dagster.paths import VideoRef, frames_dir
+    from wsovvis_dagster.video.ingest import count_frames, ingest_video
 
     ref = VideoRef(args.split, args.video_id or Path(args.video).stem)
     existed = frames_dir(Path(args.data_root), ref).exists()
@@ -66,7 +66,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _import_masks(args: argparse.Namespace) -> int:
-    from wsovvis_dagster.mask_import import import_masks
+    from wsovvis_dagster.masks.import_masks import import_masks
 
     with _bar(desc="import", unit="video") as bar:
         report = import_masks(
@@ -112,9 +112,9 @@ materialise mask_pngs with config import_root: SRC instead. More: docs/tubes.md
 
 
 def _quality(args: argparse.Namespace) -> int:
+    from wsovvis_dagster.evaluation.quality import davis_quality, quality_summary, synthetic_report
     from wsovvis_dagster.predictors.factory import build_predictor
     from wsovvis_dagster.predictors.settings import PredictorSettings
-    from wsovvis_dagster.quality import davis_quality, quality_summary, synthetic_report
 
     predictor = build_predictor(PredictorSettings(backend="cpu"))  # what mask_pngs runs
     print(f"predictor: {predictor.name} {predictor.version}")
@@ -128,7 +128,7 @@ def _quality(args: argparse.Namespace) -> int:
                   f"tracks per GT object {r['tracks_per_object']:.2f}, class-agnostic AP "
                   f"{r['AP']:.3f} (AP50 {r['AP50']:.3f}); {r['videos']} videos")
     if args.davis:
-        from wsovvis_dagster.quality import read_sequence_list
+        from wsovvis_dagster.evaluation.quality import read_sequence_list
 
         names = read_sequence_list(args.split_file) if args.split_file else None
         with _bar(desc="DAVIS", unit="sequence", total=len(names) if names else None) as bar:
@@ -151,7 +151,7 @@ def _quality(args: argparse.Namespace) -> int:
                   "unsupervised), J_best = the best single track, tracks = ids the GT "
                   f"foreground was split into; predict() ran at {fps:.1f} frames/s")
     if args.json:
-        from wsovvis_dagster.quality import write_quality_json
+        from wsovvis_dagster.evaluation.quality import write_quality_json
 
         command = ["wsovvis", "quality"] + [
             f"--{key.replace('_', '-')}={value}" for key in
@@ -245,7 +245,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
                       help="also write every figure, the command and its conditions to PATH")
     qual.set_defaults(func=_quality)
 
-    from wsovvis_dagster.evaluation import add_eval_arguments, run_eval
+    from wsovvis_dagster.evaluation.ytvis_ap import add_eval_arguments, run_eval
 
     ev = sub.add_parser("eval", help="video AP/AR of results vs ground truth (YouTube-VIS)")
     add_eval_arguments(ev).set_defaults(func=run_eval)

@@ -20,7 +20,7 @@ from wsovvis_dagster.cli import main as library_main
 def _gpus(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from wsovvis_dagster.predictors.worker import list_workers, stop_workers
+    from wsovvis_dagster.gpu.worker import list_workers, stop_workers
     from wsovvis_instance.liveness import free_stale, gpu_report
 
     if not os.environ.get("DAGSTER_HOME"):

@@ -2,7 +2,7 @@
 
 Asset tags never become run tags in Dagster, so a backfill launched from the asset graph (the
 implicit asset job) carries no `gpu` tag and the queue's tag limit cannot see it. This
-coordinator adds the GPU run tags (`wsovvis_dagster.run_tags`: gpu=true, plus the deployment's
+coordinator adds the GPU run tags (`wsovvis_dagster.gpu.run_tags`: gpu=true, plus the deployment's
 tags file, e.g. the `dagster-k8s/config` GPU request) to each run whose asset selection holds an
 asset tagged `gpu: "true"`, before queueing it. Tags the run already has are kept.
 """
@@ -23,7 +23,7 @@ from dagster import (
     SubmitRunContext,
 )
 
-from wsovvis_dagster.run_tags import GPU_RUN_TAGS, GPU_TAGS_FILE_ENV, load_gpu_run_tags
+from wsovvis_dagster.gpu.run_tags import GPU_RUN_TAGS, GPU_TAGS_FILE_ENV, load_gpu_run_tags
 from wsovvis_instance.dagster_private import ConfigurableClassData
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus
 
-from wsovvis_dagster.gpu_slots import process_alive
+from wsovvis_dagster.gpu.leases import process_alive
 
 # seconds between the background checks of a run's status (0/unset: none); the Ray launcher
 # sets it in every run's environment

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from wsovvis_dagster.gpu_slots import process_alive, slot_holders
+from wsovvis_dagster.gpu.leases import process_alive, slot_holders
 from wsovvis_instance.dagster_private import GRPC_INFO_TAG
 
 PID_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_WORKER_STARTED}

@@ -35,8 +35,8 @@ from dagster import DagsterRun, Field, IntSource
 from dagster_ray import RayRunLauncher
 from dagster_ray.configs import USER_DEFINED_RAY_KEY
 
-from wsovvis_dagster.gpu_slots import CLUSTER_ENV, NODE_ENV
-from wsovvis_dagster.run_tags import GPU_RUN_TAGS
+from wsovvis_dagster.gpu.leases import CLUSTER_ENV, NODE_ENV
+from wsovvis_dagster.gpu.run_tags import GPU_RUN_TAGS
 from wsovvis_instance.dagster_private import (
     CheckRunHealthResult,
     ExecuteRunArgs,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from wsovvis_dagster.run_plan import gpu_slots, plan_runs
-from wsovvis_dagster.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_TAG
+from wsovvis_dagster.gpu.run_plan import gpu_slots, plan_runs
+from wsovvis_dagster.gpu.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_TAG
 from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,

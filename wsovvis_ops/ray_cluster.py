@@ -8,7 +8,8 @@ under which runs lease their GPU and record where each video ran (on real hosts:
 
 Stopping never uses `ray stop` (it kills every Ray process of the machine by name, other
 people's clusters included): the node's process tree is read from /proc and signalled by pid.
-Shared by tests/test_multihost.py, scripts/ray_cluster.py and benchmarks/multihost.py.
+Shared by tests/wsovvis_instance/test_multihost.py, scripts/ray_cluster.py and
+benchmarks/multihost.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsovvis_dagster.gpu_slots import NODE_ENV
+from wsovvis_dagster.gpu.leases import NODE_ENV
 from wsovvis_dagster.training.launch import process_tree
 from wsovvis_ops.pg_cluster import free_port
 
@@ -259,8 +260,8 @@ def local_ray_deployment(root: Path, *, nodes: int = 2, gpus_per_node: int = 2,
 
 def run_holding_a_gpu(slot_root: Path, nodes, gpus: str, *, min_age_s: float):
     """(node, lease holder) of a run that has held a GPU lease for `min_age_s` on one of
-    `nodes` (leases under `<slot_root>/<node>/`, wsovvis_dagster.gpu_slots), else None."""
-    from wsovvis_dagster.gpu_slots import slot_holders
+    `nodes` (leases under `<slot_root>/<node>/`, wsovvis_dagster.gpu.leases), else None."""
+    from wsovvis_dagster.gpu.leases import slot_holders
 
     for node in nodes:
         for holder in slot_holders(gpus, Path(slot_root) / node).values():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from wsovvis_dagster.masks_io import list_mask_files, load_id_map
+from wsovvis_dagster.masks.png_io import list_mask_files, load_id_map
 from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -111,8 +111,8 @@ def test_cli_materialize_tube_json_with_no_other_flags(synthetic_root, subproces
 
 def test_predictor_quality_floor(synthetic_root):
     """Regression guard, not a benchmark: measured 0.91 (train) / 0.73 (val) (cpu-3)."""
+    from wsovvis_dagster.evaluation.quality import synthetic_quality
     from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
-    from wsovvis_dagster.quality import synthetic_quality
 
     quality = synthetic_quality(CpuVideoPredictor(), synthetic_root)
     assert quality["train"] > 0.6 and quality["val"] > 0.6, quality

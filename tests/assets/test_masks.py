@@ -25,10 +25,11 @@ from PIL import Image
 from dagster_runs import failure_text, materialized, metadata, run
 from video_files import FRAMES_PER_VIDEO, corruptions, make_video, resized, tree_bytes
 from wsovvis_dagster import atomic
-from wsovvis_dagster.masks_io import list_mask_files, load_id_map
+from wsovvis_dagster.masks.png_io import list_mask_files, load_id_map
+from wsovvis_dagster.masks.segment import segment_video
 from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.pipeline import build_split_tubes, segment_video
 from wsovvis_dagster.predictors import PredictorOutput
+from wsovvis_dagster.ytvis.split import build_split_tubes
 from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,7 +163,7 @@ import os
 import time
 from pathlib import Path
 
-import wsovvis_dagster.masks_io as masks_io
+import wsovvis_dagster.masks.png_io as masks_io
 
 _save = masks_io.save_id_map
 _signals = Path(os.environ["WSOVVIS_TEST_SIGNALS"])
@@ -365,7 +366,7 @@ class _FullDiskFile:
 
 def _fake_full_disk(monkeypatch) -> None:
 
-    import wsovvis_dagster.masks_io as masks_io
+    import wsovvis_dagster.masks.png_io as masks_io
     import wsovvis_dagster.ytvis.tubes as tubes
 
     def save_id_map(path, id_map, *, sixteen_bit):

@@ -14,8 +14,8 @@ from dagster._core.storage.tags import (
 
 from dagster_runs import failure_text, metadata, run
 from video_files import FRAMES_PER_VIDEO, make_video
-from wsovvis_dagster.evaluation import load_results
-from wsovvis_dagster.masks_io import list_mask_files
+from wsovvis_dagster.evaluation.ytvis_ap import load_results
+from wsovvis_dagster.masks.png_io import list_mask_files
 from wsovvis_dagster.paths import gt_json_path
 from wsovvis_dagster.ytvis.format import validate_tube_json
 from wsovvis_dagster.ytvis.tubes import decode_video_id_maps, load_tube_json
@@ -236,7 +236,7 @@ def test_one_broken_video_costs_itself_not_the_split(real_jpegs, tmp_path, insta
     mask_pngs run and a bad registered key each leave out one video, named; the rest of every
     split is written."""
     from wsovvis_dagster.paths import VideoRef
-    from wsovvis_dagster.pipeline import build_split_tubes
+    from wsovvis_dagster.ytvis.split import build_split_tubes
 
     data = tmp_path / "data"
     names = ["good", "emptied", "shorter", "bad_mask"]

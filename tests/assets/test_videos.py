@@ -8,7 +8,7 @@ import json
 
 from dagster_runs import failure_text, metadata, run
 from video_files import make_video
-from wsovvis_dagster.masks_io import list_mask_files
+from wsovvis_dagster.masks.png_io import list_mask_files
 
 
 def test_empty_and_non_image_folders_are_reported_not_registered(real_jpegs, tmp_path, instance,

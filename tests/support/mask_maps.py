@@ -4,7 +4,7 @@ import filecmp
 
 import numpy as np
 
-from wsovvis_dagster.masks_io import write_mask_pngs
+from wsovvis_dagster.masks.png_io import write_mask_pngs
 
 
 def blobs(rng, t, h, w, n_ids, dtype=np.uint8) -> np.ndarray:
@@ -28,8 +28,8 @@ def write_video(folder, id_maps, scores=None):
 def assert_identical_to_reference(data, out, ref_root, keys) -> None:
     """Each video's mask folder under `out` equals, file for file and byte for byte, the cpu
     predictor's uninterrupted one-host output (written under `ref_root`)."""
+    from wsovvis_dagster.masks.segment import segment_video
     from wsovvis_dagster.paths import VideoRef, masks_dir
-    from wsovvis_dagster.pipeline import segment_video
     from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 
     for key in keys:

@@ -7,7 +7,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.errors import TubeFormatError
-from wsovvis_dagster.evaluation import evaluate_results, load_gt
+from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results, load_gt
 from wsovvis_dagster.ytvis.cocovid import cocovid_to_ytvis, load_cocovid
 
 

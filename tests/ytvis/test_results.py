@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from wsovvis_dagster.evaluation import evaluate_results, load_results
+from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results, load_results
 from wsovvis_dagster.ytvis.results import (
     export_results,
     results_json_path,

@@ -8,8 +8,8 @@ from pycocotools import mask as mask_utils
 
 from mask_maps import blobs, write_video
 from wsovvis_dagster.errors import MaskFormatError, TubeFormatError
-from wsovvis_dagster.linking import LinkParams
-from wsovvis_dagster.masks_io import write_mask_pngs
+from wsovvis_dagster.masks.png_io import write_mask_pngs
+from wsovvis_dagster.ytvis.linking import LinkParams
 from wsovvis_dagster.ytvis.tubes import (
     convert_mask_folders,
     decode_video_id_maps,

@@ -28,9 +28,9 @@ from skimage.feature import corner_harris, corner_peaks, local_binary_pattern
 from skimage.measure import approximate_polygon, find_contours, regionprops
 
 from wsovvis_dagster.atomic import atomic_file
-from wsovvis_dagster.frames import load_frame
 from wsovvis_dagster.paths import resolve_inside
 from wsovvis_dagster.training.errors import MissingDependencyError, MissingWeightsError
+from wsovvis_dagster.video.frames import load_frame
 
 MIN_SHAPE_PIXELS = 12  # below this, shape descriptors are noise: left at zero
 

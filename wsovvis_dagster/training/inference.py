@@ -94,7 +94,7 @@ def random_results(tube_data: dict, gt_ids: dict[str, int], category_ids: tuple[
 
 def oracle_results(tube_data: dict, gt: dict, gt_ids: dict[str, int]) -> Results:
     """Ceiling: each tube labelled with its best-overlapping GT tube's category, score = IoU."""
-    from wsovvis_dagster.evaluation import spatiotemporal_iou
+    from wsovvis_dagster.evaluation.ytvis_ap import spatiotemporal_iou
 
     gt_by_video = annotations_by_video(gt)
     results = []
@@ -114,6 +114,6 @@ def oracle_results(tube_data: dict, gt: dict, gt_ids: dict[str, int]) -> Results
 
 def evaluate(gt: dict, results: Results) -> dict[str, float]:
     """YouTube-VIS AP / AR (+ APb / APn) of `results` against `gt`, via the project's evaluator."""
-    from wsovvis_dagster.evaluation import evaluate_results
+    from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results
 
     return {k: float(v) for k, v in evaluate_results(gt, results).items()}

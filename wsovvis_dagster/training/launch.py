@@ -299,7 +299,7 @@ def lease_gpus(devices: str, count: int, *, run_id: str, slot_dir: str | Path | 
                timeout_s: float) -> list:
     """`count` GPU leases among `devices` ('0,1' or 'auto'), from the same lock files as the
     mask predictor's, so a training job and mask runs never share a device."""
-    from wsovvis_dagster.gpu_slots import acquire_gpu_slot
+    from wsovvis_dagster.gpu.leases import acquire_gpu_slot
 
     leases = []
     try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsovvis_dagster.frames import scan_videos
-from wsovvis_dagster.pipeline import build_split_tubes, segment_video
+from wsovvis_dagster.masks.segment import segment_video
 from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
-from wsovvis_dagster.synthetic import generate_dataset
+from wsovvis_dagster.video.frames import scan_videos
+from wsovvis_dagster.video.synthetic import generate_dataset
+from wsovvis_dagster.ytvis.split import build_split_tubes
 
 
 def write_tubes(data_root: Path, output_root: Path) -> dict[str, Path]:

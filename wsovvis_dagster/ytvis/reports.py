@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsovvis_dagster.errors import TubeFormatError
-from wsovvis_dagster.evaluation import evaluate_results
+from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results
 from wsovvis_dagster.paths import SPLITS, tube_json_path
 from wsovvis_dagster.ytvis.format import load_gt, validate_tube_json
 from wsovvis_dagster.ytvis.index import index_counts, top_rows_markdown, write_tube_index

@@ -34,9 +34,9 @@ from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.atomic import atomic_file
 from wsovvis_dagster.errors import FrameError, MaskFormatError, TubeFormatError, WsovvisError
-from wsovvis_dagster.frames import image_size
-from wsovvis_dagster.linking import LinkParams, link_fragments
-from wsovvis_dagster.masks_io import frame_stem, list_mask_files, load_id_map, read_track_scores
+from wsovvis_dagster.masks.png_io import frame_stem, list_mask_files, load_id_map, read_track_scores
+from wsovvis_dagster.video.frames import image_size
+from wsovvis_dagster.ytvis.linking import LinkParams, link_fragments
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 

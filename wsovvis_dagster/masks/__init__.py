@@ -1,0 +1,1 @@
+"""Stage 3, mask PNGs: the predictor loop, imported masks, the PNG format, previews."""

@@ -1,0 +1,1 @@
+"""Stage 1, video in: frame folders (read, check), `wsovvis ingest`, the synthetic set."""

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from wsovvis_dagster.atomic import remove_stale_temp_dirs
 from wsovvis_dagster.errors import FrameError, MaskFormatError, UnsafeNameError
 from wsovvis_dagster.masks.png_io import (
@@ -37,10 +35,10 @@ from wsovvis_dagster.masks.png_io import (
 )
 from wsovvis_dagster.paths import VideoRef, check_split, frames_dir, masks_dir
 from wsovvis_dagster.video.frames import (
-    IMAGE_DECODE_ERRORS,
     image_size,
     list_frame_files,
     natural_key,
+    open_image,
 )
 
 IMPORT_VERSION = "1"  # bump when the import changes what it writes (part of the fingerprint)
@@ -119,12 +117,8 @@ SOURCE_FIX = ("the file is damaged or not a PNG: export it again from the tool t
 
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
     """Mode and `(width, height)` of a PNG from its header."""
-    try:
-        with Image.open(path) as img:
-            return img.mode, img.size
-    except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
-        raise MaskFormatError(
-            f"cannot read mask {path}: {type(exc).__name__}: {exc}; {SOURCE_FIX}") from exc
+    with open_image(path, MaskFormatError, "mask", f"; {SOURCE_FIX}") as img:
+        return img.mode, img.size
 
 
 def _plan_video(src: Path, data_root: Path, split: str) -> _Plan:

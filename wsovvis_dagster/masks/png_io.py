@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from wsovvis_dagster.atomic import atomic_dir
 from wsovvis_dagster.errors import MaskFormatError, OutputWriteError, WsovvisError
-from wsovvis_dagster.video.frames import IMAGE_DECODE_ERRORS, check_image_size, natural_key
+from wsovvis_dagster.video.frames import natural_key, open_image
 
 MASK_PREFIX = "mask_"
 TRACKS_FILE = "tracks.json"
@@ -47,19 +47,14 @@ RERUN_FIX = "delete the video's mask folder and re-run mask_pngs"
 def load_id_map(path: Path, *, fix: str = RERUN_FIX) -> np.ndarray:
     """Read one mask PNG as `(H, W)` integer ids (uint8 or uint16); errors name `path` and
     end with `fix` (what to do about a PNG of this kind: ours, or one being imported)."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I;16", "I"):
-                raise MaskFormatError(
-                    f"mask {path} has mode {img.mode}: expected a greyscale or palette id map "
-                    f"(8-bit L/P or 16-bit I;16); {fix}"
-                )
-            check_image_size(img)
-            img.load()
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise MaskFormatError(f"cannot read mask {path}: {reason}; {fix}") from exc
+    with open_image(path, MaskFormatError, "mask", f"; {fix}") as img:
+        if img.mode not in ("L", "P", "I;16", "I"):
+            raise MaskFormatError(
+                f"mask {path} has mode {img.mode}: expected a greyscale or palette id map "
+                f"(8-bit L/P or 16-bit I;16); {fix}"
+            )
+        img.load()
+        arr = np.asarray(img)
     if arr.ndim != 2:
         raise MaskFormatError(f"mask {path} is not a single-channel id map (shape {arr.shape})")
     if arr.dtype.kind not in "ui" or (arr.size and (arr.min() < 0 or arr.max() > MAX_ID)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -166,30 +167,33 @@ def check_image_size(img: Image.Image) -> None:
         )
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """`(width, height)` of an image from its header alone (PIL opens lazily: no decode)."""
+@contextlib.contextmanager
+def open_image(path: Path, error: type[WsovvisError], what: str,
+               fix: str = "") -> Iterator[Image.Image]:
+    """`Image.open(path)`, its declared size checked before any decode; a broken, truncated or
+    hostile file, opened or decoded inside the block, raises `error`
+    ("cannot read {what} {path}: {reason}{fix}") naming the file."""
     try:
         with Image.open(path) as img:
             check_image_size(img)
-            return img.size
+            yield img
     except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise FrameError(f"cannot read frame {path}: {reason}") from exc
+        raise error(f"cannot read {what} {path}: {reason}{fix}") from exc
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """`(width, height)` of an image from its header alone (PIL opens lazily: no decode)."""
+    with open_image(path, FrameError, "frame") as img:
+        return img.size
 
 
 def load_frame(path: Path) -> np.ndarray:
     """One frame as `(H, W, 3) uint8` RGB; a broken file raises `FrameError` naming it."""
-    try:
-        with Image.open(path) as img:
-            check_image_size(img)
-            img.load()  # force a full decode: truncated JPEGs fail here, not later
-            rgb = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, *IMAGE_DECODE_ERRORS) as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise FrameError(
-            f"cannot read frame {path}: {reason}. Replace or delete the file, or set "
-            "skip_bad_frames to process the video without it"
-        ) from exc
+    with open_image(path, FrameError, "frame", ". Replace or delete the file, or set "
+                    "skip_bad_frames to process the video without it") as img:
+        img.load()  # force a full decode: truncated JPEGs fail here, not later
+        rgb = np.asarray(img.convert("RGB"))
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise FrameError(f"frame {path} decodes to an empty image (shape {rgb.shape})")
     return rgb

@@ -86,11 +86,12 @@ class DeformAttnConfig(Config):
        owners=["team:wsovvis"], code_version=PATCH_VERSION)
 def deform_attn_ops(context: AssetExecutionContext, config: DeformAttnConfig) -> MaterializeResult:
     """The MultiScaleDeformableAttention op (CUDA build, or an explicit PyTorch path on CPU)."""
+    from wsovvis_dagster.vnext.deform_attn import OpBuildSettings
     from wsovvis_dagster.vnext.toolchain import prepare_deform_attn
 
-    result = prepare_deform_attn(_root(config.root), cuda_home=config.cuda_home or None,
-                                 arch_list=config.arch_list or None,
-                                 force_cuda=config.force_cuda, max_jobs=config.max_jobs or None)
+    build = OpBuildSettings(cuda_home=config.cuda_home or None, arch_list=config.arch_list or None,
+                            force_cuda=config.force_cuda, max_jobs=config.max_jobs or None)
+    result = prepare_deform_attn(_root(config.root), build)
     if result.build.slow_path:
         context.log.warning("deform_attn_ops: no CUDA build; VideoCutLER runs the PyTorch "
                             "implementation of deformable attention (slow path)")

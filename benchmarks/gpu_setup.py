@@ -17,7 +17,11 @@ from pathlib import Path
 
 from gpu_common import write_json
 
-from wsovvis_dagster.vnext.deform_attn import build_deform_attn_op, compare_with_pytorch
+from wsovvis_dagster.vnext.deform_attn import (
+    OpBuildSettings,
+    build_deform_attn_op,
+    compare_with_pytorch,
+)
 from wsovvis_dagster.vnext.install import install_vnext, torch_info, verify_imports
 from wsovvis_dagster.vnext.patch import apply_patch
 
@@ -39,7 +43,8 @@ def main() -> int:
     inst = install_vnext(vnext, max_jobs=args.jobs, log_path=args.out / "install_vnext.log")
     res["install_vnext"] = {"seconds": inst.seconds, "skipped": inst.skipped}
     print(f"VNext editable install: {inst.seconds:.0f}s", flush=True)
-    op = build_deform_attn_op(cutler, max_jobs=args.jobs, log_path=args.out / "build_op.log")
+    op = build_deform_attn_op(cutler, OpBuildSettings(max_jobs=args.jobs),
+                              log_path=args.out / "build_op.log")
     res["deform_attn_ops"] = op.__dict__
     print(f"op: {op.backend} {op.library} in {op.seconds:.0f}s", flush=True)
     rep = verify_imports(vnext, cutler)

@@ -102,7 +102,8 @@ def test_op_build_checks_before_compiling(tmp_path, monkeypatch):
     compiled = []
     monkeypatch.setattr(deform_attn, "run_logged", lambda *a, **k: compiled.append(a))
     with pytest.raises(CudaToolkitError, match="CUDA mismatch.*12.1.*13.0"):
-        deform_attn.build_deform_attn_op(tmp_path, cuda_home=str(home12))
+        deform_attn.build_deform_attn_op(
+            tmp_path, deform_attn.OpBuildSettings(cuda_home=str(home12)))
     assert compiled == []
 
 
@@ -120,4 +121,5 @@ def test_force_cuda_without_gpu_needs_an_arch_list(tmp_path, monkeypatch):
                         lambda python: TorchInfo("2.11.0+cu130", "13.0", False, ()))
     monkeypatch.setattr(deform_attn, "find_toolkits", lambda: [])
     with pytest.raises(CudaToolkitError, match="arch_list"):
-        deform_attn.build_deform_attn_op(tmp_path, cuda_home=str(home13), force_cuda=True)
+        deform_attn.build_deform_attn_op(
+            tmp_path, deform_attn.OpBuildSettings(cuda_home=str(home13), force_cuda=True))

@@ -58,18 +58,29 @@ def _pip_cuda_includes() -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class OpBuildSettings:
+    """How to build the op: `None`/`False` detect (toolkit: CUDA_HOME, then nvcc on PATH, then
+    /usr/local/cuda; architectures: the visible GPUs; jobs: all cores)."""
+
+    cuda_home: str | None = None
+    arch_list: str | None = None  # TORCH_CUDA_ARCH_LIST, e.g. "9.0" for H100/H200
+    force_cuda: bool = False  # build with no GPU visible (needs arch_list)
+    max_jobs: int | None = None
+    python: str = sys.executable  # the interpreter the op is built for and checked in
+
+
 def build_deform_attn_op(
     cutler_root: Path,
+    settings: OpBuildSettings | None = None,
     *,
-    python: str = sys.executable,
-    cuda_home: str | None = None,
-    arch_list: str | None = None,
-    force_cuda: bool = False,
-    max_jobs: int | None = None,
     env: Mapping[str, str] | None = None,
     log_path: Path | None = None,
 ) -> OpBuild:
     """Build and install MultiScaleDeformableAttention, or choose the PyTorch path on CPU."""
+    settings = settings or OpBuildSettings()
+    python, cuda_home, arch_list = settings.python, settings.cuda_home, settings.arch_list
+    force_cuda, max_jobs = settings.force_cuda, settings.max_jobs
     env = dict(os.environ if env is None else env)
     info = torch_info(python)
     if not (info.cuda_available or force_cuda):

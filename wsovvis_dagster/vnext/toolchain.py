@@ -11,7 +11,12 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from wsovvis_dagster.vnext.deform_attn import OpBuild, build_deform_attn_op, compare_with_pytorch
+from wsovvis_dagster.vnext.deform_attn import (
+    OpBuild,
+    OpBuildSettings,
+    build_deform_attn_op,
+    compare_with_pytorch,
+)
 from wsovvis_dagster.vnext.install import ImportReport, InstallResult, install_vnext, verify_imports
 from wsovvis_dagster.vnext.patch import PatchReport, apply_patch, patched_files
 from wsovvis_dagster.vnext.sources import (
@@ -93,19 +98,12 @@ class DeformAttn:
         }
 
 
-def prepare_deform_attn(
-    root: Path,
-    *,
-    python: str = sys.executable,
-    cuda_home: str | None = None,
-    arch_list: str | None = None,
-    force_cuda: bool = False,
-    max_jobs: int | None = None,
-) -> DeformAttn:
+def prepare_deform_attn(root: Path, settings: OpBuildSettings | None = None) -> DeformAttn:
     """Build the op (or choose the PyTorch path on CPU); check it in a fresh interpreter."""
     root = Path(root)
-    build = build_deform_attn_op(root / "CutLER", python=python, cuda_home=cuda_home,
-                                 arch_list=arch_list, force_cuda=force_cuda, max_jobs=max_jobs,
+    settings = settings or OpBuildSettings()
+    python = settings.python
+    build = build_deform_attn_op(root / "CutLER", settings,
                                  log_path=root / "logs" / "build_deform_attn.log")
     imports = verify_imports(root / "VNext", root / "CutLER", python=python)
     err = None

@@ -114,6 +114,39 @@ def test_library_has_no_import_cycle():
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
 
 
+# The library's folders in pipeline order (README "Layout"): a module imports its own folder,
+# earlier folders and the base modules (`paths`, `atomic`, `errors`), never a later folder.
+# `gpu` is the runtime of the mask and training runs (it starts `masks` loops in the predictor
+# worker; `training` leases through it); `cli` and `doctor` are entry points over everything.
+BASE_MODULES = ("paths", "atomic", "errors")
+STAGE_ORDER = ("vnext", "video", "predictors", "masks", "gpu", "ytvis", "evaluation", "training")
+ENTRY_MODULES = ("cli", "doctor")
+
+
+def _stage_rank(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    if part in BASE_MODULES or not part:
+        return -1
+    if part in ENTRY_MODULES:
+        return len(STAGE_ORDER)
+    return STAGE_ORDER.index(part)
+
+
+def test_library_folders_only_import_earlier_stages():
+    """The folders read as the pipeline (frames in, predictors, masks, tubes, scores, training):
+    no module imports a later stage, so a stage can be read and tested without those after it."""
+    graph = library_import_graph()
+    top = {p.stem if p.is_file() else p.name for p in (REPO / "wsovvis_dagster").iterdir()
+           if p.name != "__pycache__" and p.name != "__init__.py"
+           and (p.suffix == ".py" or (p / "__init__.py").exists())}
+    assert top == set(BASE_MODULES) | set(STAGE_ORDER) | set(ENTRY_MODULES), (
+        "a new top-level module or folder: place it in BASE_MODULES, STAGE_ORDER or "
+        f"ENTRY_MODULES ({sorted(top)})")
+    upward = [f"{src} imports {dst}" for src, targets in graph.items() for dst in targets
+              if _stage_rank(dst) > _stage_rank(src)]
+    assert not upward, upward
+
+
 # support layers that build on the library, the code location and `wsovvis_ops/`, never on
 # each other
 SUPPORT_LAYERS = ("benchmarks", "scripts", "tests")

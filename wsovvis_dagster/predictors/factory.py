@@ -31,7 +31,7 @@ def output_fingerprint(settings: PredictorSettings) -> str:
         from wsovvis_dagster.predictors.cpu import VERSION as CPU_VERSION
 
         # the algorithm's version counts: a new cpu predictor marks old masks stale; so does
-        # the chunking of long videos (pipeline.segment_videos streams them in chunks)
+        # the chunking of long videos (masks.segment.segment_videos streams them in chunks)
         payload: dict = {"backend": "cpu", "max_tracks": settings.max_tracks,
                          "version": CPU_VERSION, "chunk": list(STREAM_CHUNK)}
     else:

@@ -138,8 +138,9 @@ class VideoCutLERPredictor:
 
     @property
     def stream_chunk(self) -> tuple[int, int]:
-        """The mask loop streams a video in this model's own chunks (`masks.segment.segment_videos`):
-        each `predict` call is then one `predict_clip`, stitched as `predict_chunked` would."""
+        """The mask loop (`masks.segment.segment_videos`) streams a video in this model's own
+        chunks: each `predict` call is then one `predict_clip`, stitched as `predict_chunked`
+        would."""
         return self.settings.chunk_size, self.settings.chunk_overlap
 
     def predict(self, frames: np.ndarray) -> PredictorOutput:

@@ -15,7 +15,7 @@ from wsovvis_dagster.errors import (
     MaskFormatError,
     WsovvisError,
 )
-from wsovvis_dagster.masks.import_masks import ImportedVideo, import_masks, is_imported
+from wsovvis_dagster.masks.import_masks import ImportedVideo, import_masks
 from wsovvis_dagster.masks.png_io import (
     frame_stem,
     list_mask_files,
@@ -92,11 +92,12 @@ def find_imported_masks(output_root: Path, refs: Iterable[VideoRef]) -> dict[Vid
             folder = masks_dir(output_root, ref)
         except WsovvisError:  # an unsafe key: the predictor loop reports it
             continue
-        if is_imported(folder):
-            try:
-                found[ref] = read_mask_source(folder) or {}
-            except MaskFormatError:
-                found[ref] = {}
+        try:
+            source = read_mask_source(folder)
+        except MaskFormatError:  # imported, but its record does not read
+            source = {}
+        if source is not None:
+            found[ref] = source
     return found
 
 

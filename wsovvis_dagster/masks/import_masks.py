@@ -27,7 +27,6 @@ from wsovvis_dagster.errors import FrameError, MaskFormatError, UnsafeNameError
 from wsovvis_dagster.masks.png_io import (
     MASK_PREFIX,
     MAX_ID,
-    SOURCE_FILE,
     list_mask_files,
     load_id_map,
     read_mask_source,
@@ -304,8 +303,3 @@ def import_masks(
         if progress:
             progress(video)
     return ImportReport(split, origin, tuple(done), skipped)
-
-
-def is_imported(folder: Path) -> bool:
-    """True when a mask folder was written by `import_masks` (it holds `source.json`)."""
-    return (Path(folder) / SOURCE_FILE).is_file()

@@ -5,9 +5,9 @@ frames dropped, some shifted), plus false positives, with random scores. Reports
 input checking, of the st-IoU matrices, and of the full evaluation, and compares the st-IoU
 step with the YouTube-VIS API's way (two `mask.merge` + `mask.area` per tube pair and frame).
 
-    python benchmarks/evaluator.py                 # 100 videos x 10 tubes x 20 frames, 360x640
-    python benchmarks/evaluator.py --videos 50 --frames 36
-    python benchmarks/evaluator.py --json benchmarks/results/evaluator.json
+    python -m benchmarks.evaluator                 # 100 videos x 10 tubes x 20 frames, 360x640
+    python -m benchmarks.evaluator --videos 50 --frames 36
+    python -m benchmarks.evaluator --json benchmarks/results/evaluator.json
 """
 
 from __future__ import annotations
@@ -15,20 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results, spatiotemporal_iou  # noqa: E402
-from wsovvis_dagster.ytvis.format import normalise_gt, normalise_results  # noqa: E402
-from wsovvis_dagster.ytvis.tubes import encode_id_map  # noqa: E402
+from benchmarks.results_io import add_json_args, context, write_result
+from wsovvis_dagster.evaluation.ytvis_ap import evaluate_results, spatiotemporal_iou
+from wsovvis_dagster.ytvis.format import normalise_gt, normalise_results
+from wsovvis_dagster.ytvis.tubes import encode_id_map
 
 
 def _tube_frames(rng, frames: int, h: int, w: int, k: int, shift: float = 0.0):

@@ -9,7 +9,6 @@ frames in `--frames` (a video of N frames plays them forward and back, as often 
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -18,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.results_io import context, write_result
 
 
 def frame_files(folder: Path, n: int) -> list[Path]:
@@ -169,6 +166,15 @@ def loop_videos(data: Path, output: Path, refs, predictor, *,
     return videos, time.perf_counter() - start
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=str))
+# How to read every GPU result that the machine cannot record itself (its GPU, torch and date
+# the result file's context records)
+GPU_CONDITIONS = ("**random weights** (the real ones cannot be downloaded here); 640x360 JPEG "
+                  "frames played forward and back to make longer videos")
+
+
+def write_gpu_result(path: Path, *, benchmark: str, title: str, measures: str, results: dict,
+                     conditions: str = GPU_CONDITIONS) -> None:
+    """The result file of a GPU benchmark: the envelope every benchmark writes, with this
+    run's command, GPU, versions and date, and `conditions` in words."""
+    write_result(path, benchmark=benchmark, title=title, measures=measures,
+                 ctx=context(sys.argv[1:], conditions=conditions), results=results)

@@ -1,9 +1,9 @@
 """Issue 14: the GPU path as users run it, measured in one run.
 
     # on a GPU machine (patched third_party/, 640x360 JPEGs in FRAMES)
-    python benchmarks/gpu_dagster.py --frames FRAMES --out $OUT
+    python -m benchmarks.gpu_dagster --frames FRAMES --out $OUT
     # dry run on any machine: embedded CPU predictor, tiny videos
-    python benchmarks/gpu_dagster.py --backend cpu --scenarios long:4x8:1:fp32 --skip library
+    python -m benchmarks.gpu_dagster --backend cpu --scenarios long:4x8:1:fp32 --skip library
 
 For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN[:WORKER]]`
 (WORKER: `cold` = the backfill's first run starts the predictor worker, counted; `warm` = the
@@ -43,12 +43,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from benchmarks.gpu_common import GPU_CONDITIONS, build_from_env, loop_videos, write_gpu_result
 
-from gpu_common import build_from_env, loop_videos  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # cuDNN variants of the library loop: env for the resource / library settings
 CUDNN_VARIANTS = {
@@ -198,8 +195,8 @@ def loop_variants(model, args, refs) -> dict:
 def run_library(env: dict, data: Path, output: Path, keys: list[str], workdir: Path,
                 sampler: GpuSampler, loop_variants_: str = "") -> dict:
     path = workdir / f"lib-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, __file__, "_library", "--data", str(data), "--output", str(output),
-           "--keys", ",".join(keys), "--json", str(path)]
+    cmd = [sys.executable, "-m", "benchmarks.gpu_dagster", "_library", "--data", str(data),
+           "--output", str(output), "--keys", ",".join(keys), "--json", str(path)]
     if loop_variants_:
         cmd += ["--loop-variants", loop_variants_]
     started = time.time()
@@ -515,14 +512,24 @@ def main(argv=None) -> int:
             results["scenarios"].append(res)
             brief = {k: v for k, v in res.items() if k not in ("fixed_per_run", "peak_per_video")}
             print(f"backfill {label}: {brief}", flush=True)
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "gpu_dagster.json").write_text(json.dumps(results, indent=1))
+            save(args, results)
     results["agreement"] = precision_agreement(results["library"])
     for row in results["agreement"]:
         print(f"agreement with fp32: {row}", flush=True)
     print_table(results)
-    (args.out / "gpu_dagster.json").write_text(json.dumps(results, indent=1))
+    save(args, results)
     return 0
+
+
+def save(args, results: dict) -> None:
+    write_gpu_result(
+        args.out / "gpu_dagster.json", benchmark="gpu_dagster", results=results,
+        title="Product path on one GPU: daemon backfills of mask_pngs + tube_json",
+        measures="product path: a real `dagster-daemon` backfill queued like "
+                 "`scripts/backfill.py` (wall = first mask run start to last mask run end, from "
+                 "the instance's run records); `library` = the same `segment_videos` loop called "
+                 "directly (the ceiling)",
+        conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8")
 
 
 def precision_agreement(library: list[dict], videos: int = 2) -> list[dict]:

@@ -14,24 +14,14 @@ echo "setup done at $((SECONDS - T0)) s"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 M=/tmp/masks
 if [[ " $* " == *" model "* ]]; then
-  timeout 150 python3 benchmarks/gpu_model_only.py --frames .gpu/frames --label v1 \
+  timeout 150 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label v1 \
     --cutler-root third_party/CutLER_v1 --precisions fp32 --no-graph \
     --agreement-precisions fp32 --out "$OUT" --masks-dir $M 2>&1 | grep -v Warning | tail -8
   echo "v1 done at $((SECONDS - T0)) s"
-  timeout 220 python3 benchmarks/gpu_model_only.py --frames .gpu/frames --label v2 \
+  timeout 220 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label v2 \
     --out "$OUT" --masks-dir $M 2>&1 | grep -v Warning | tail -12
   echo "v2 done at $((SECONDS - T0)) s"
-  python3 - "$M" "$OUT/agreement.json" <<'PY'
-import json, sys
-from pathlib import Path
-sys.path.insert(0, "benchmarks")
-from gpu_model_only import compare
-m, out = Path(sys.argv[1]), Path(sys.argv[2])
-pairs = {"defaults_vs_today_fp32": ("masks_v1_fp32.npz", "masks_v2_tf32.npz"),
-         "patch_v2_vs_v1_fp32": ("masks_v1_fp32.npz", "masks_v2_fp32.npz")}
-res = {k: compare(m / a, m / b) for k, (a, b) in pairs.items() if (m / a).is_file() and (m / b).is_file()}
-out.write_text(json.dumps(res, indent=1)); print(json.dumps(res))
-PY
+  python3 -m benchmarks.gpu_model_only --agreement-of $M --out "$OUT"
 fi
 if [[ " $* " == *" product "* ]]; then
   LEFT=$((${CALL_LIMIT_S:-570} - (SECONDS - T0)))
@@ -39,10 +29,10 @@ if [[ " $* " == *" product "* ]]; then
   SC=""
   for a in "$@"; do [[ "$a" == *:* ]] && SC=$a; done
   R=benchmarks/results  # model-only figures of this call, else the committed ones
-  MO=$OUT/model_only_v2.json; [ -f "$MO" ] || MO=$R/gpu_model_only_v2.json
-  BL=$OUT/model_only_v1.json; [ -f "$BL" ] || BL=$R/gpu_model_only_v1.json
-  AG=$OUT/agreement.json; [ -f "$AG" ] || AG=$R/gpu_agreement.json
-  timeout $LEFT python3 benchmarks/gpu_product_path.py --frames .gpu/frames --out "$OUT" \
+  MO=$OUT/gpu_model_only_v2.json; [ -f "$MO" ] || MO=$R/gpu_model_only_sync_removal_after.json
+  BL=$OUT/gpu_model_only_v1.json; [ -f "$BL" ] || BL=$R/gpu_model_only_sync_removal_before.json
+  AG=$OUT/gpu_agreement.json; [ -f "$AG" ] || AG=$R/gpu_agreement.json
+  timeout $LEFT python3 -m benchmarks.gpu_product_path --frames .gpu/frames --out "$OUT" \
     ${SC:+--scenarios "$SC"} --model-only "$MO" --baseline "$BL" --agreement "$AG" 2>&1 \
     | grep -v "Warning\|warn(" | tail -25
 fi

@@ -1,10 +1,10 @@
 """Issue 24: the model alone, its host syncs per chunk, and masks for the agreement figures.
 
     # on the GPU machine, after benchmarks/gpu_device_setup.sh
-    python3 benchmarks/gpu_model_only.py --frames .gpu/frames --label v2 --out $OUT
-    python3 benchmarks/gpu_model_only.py --frames .gpu/frames --label v1 \
+    python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label v2 --out $OUT
+    python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label v1 \
         --cutler-root /tmp/cutler_v1 --precisions fp32 --no-graph --out $OUT
-    python3 benchmarks/gpu_model_only.py --compare $OUT/masks_v1_fp32.npz $OUT/masks_v2_tf32.npz
+    python3 -m benchmarks.gpu_model_only --compare $OUT/masks_v1_fp32.npz $OUT/masks_v2_tf32.npz
 
 One process, one model (built as `mask_pngs` builds it, defaults < env, random weights). For
 each precision: the network alone on one device-resident 64-frame chunk (CUDA events, median
@@ -18,7 +18,8 @@ share of pixels with the same track id and the foreground IoU of two such files.
 
 `--cutler-root` points at another checkout, e.g. one patched with the version-1 edits only
 (`apply_patch(..., edits=[e for e in EDITS if e.since == "1"])`): today's model before the
-sync removal, for the baseline. Writes `model_only_<label>.json` to --out.
+sync removal, for the baseline. Writes `gpu_model_only_<label>.json` to --out;
+`--agreement-of MASKS_DIR` writes `gpu_agreement.json` from the masks of labels v1 and v2.
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from benchmarks.gpu_common import (
+    GPU_CONDITIONS,
+    cuda_median,
+    frame_files,
+    read_rgb,
+    settings,
+    write_gpu_result,
+)
 
-from gpu_common import cuda_median, frame_files, read_rgb, settings  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def video(frames_dir: Path, length: int, offset: int) -> np.ndarray:
@@ -182,10 +187,36 @@ def compare(a_path: Path, b_path: Path) -> dict:
             "foreground_share": round(union / total, 4) if total else None}
 
 
+def save(args, res: dict) -> None:
+    write_gpu_result(
+        args.out / f"gpu_model_only_{args.label}.json", benchmark="gpu_model_only", results=res,
+        title=f"The model alone and its host syncs per chunk ({args.label})",
+        measures="library: the network alone on one device-resident chunk (CUDA events) and "
+                 "`predict_clip` (host frames in, id map out), as `mask_pngs` builds the model",
+        conditions=f"{GPU_CONDITIONS}; CutLER checkout {args.cutler_root or 'third_party'}, "
+                   f"chunk {args.chunk}")
+
+
+def write_agreement(masks_dir: Path, out: Path) -> None:
+    """The agreement figures of the masks `--label v1` / `v2` saved: the new defaults (tf32)
+    and the patch against today's fp32 eager model."""
+    pairs = {"defaults_vs_today_fp32": ("masks_v1_fp32.npz", "masks_v2_tf32.npz"),
+             "patch_v2_vs_v1_fp32": ("masks_v1_fp32.npz", "masks_v2_fp32.npz")}
+    res = {k: compare(masks_dir / a, masks_dir / b) for k, (a, b) in pairs.items()
+           if (masks_dir / a).is_file() and (masks_dir / b).is_file()}
+    write_gpu_result(
+        out, benchmark="gpu_agreement", results=res,
+        title="Masks of the new defaults against today's fp32 eager model, same videos",
+        measures="library: the id maps `predict` gives (confidence 0: every top-10 track), "
+                 "compared pixel by pixel")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"))
+    ap.add_argument("--agreement-of", type=Path, metavar="MASKS_DIR",
+                    help="write <out>/gpu_agreement.json from the masks of --label v1 and v2")
     ap.add_argument("--frames", type=Path)
     ap.add_argument("--third-party", type=Path, default=REPO / "third_party")
     ap.add_argument("--cutler-root", type=Path, help="default: <third-party>/CutLER")
@@ -202,6 +233,9 @@ def main(argv=None) -> int:
     if args.compare:
         print(json.dumps(compare(*args.compare)))
         return 0
+    if args.agreement_of:
+        write_agreement(args.agreement_of, args.out / "gpu_agreement.json")
+        return 0
     from wsovvis_dagster.predictors.factory import build_predictor
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +247,7 @@ def main(argv=None) -> int:
                               if k not in ("vnext_root", "cutler_root")}}
     res["model"] = model_section(pred, args.frames, args.precisions.split(","), args.chunk,
                                  graph=not args.no_graph)
-    (args.out / f"model_only_{args.label}.json").write_text(json.dumps(res, indent=1))
+    save(args, res)
     if args.agreement:
         specs = [tuple(int(x) for x in s.split("x")) for s in args.agreement.split(",")]
         masks_dir = args.masks_dir or args.out
@@ -221,7 +255,7 @@ def main(argv=None) -> int:
         res["masks"] = agreement_masks(pred, args.frames, specs,
                                        args.agreement_precisions.split(","), masks_dir,
                                        args.label)
-    (args.out / f"model_only_{args.label}.json").write_text(json.dumps(res, indent=1))
+    save(args, res)
     return 0
 
 

@@ -1,10 +1,10 @@
 """Issue 24: the GPU path as a new user runs it, on DEFAULTS, into gpu_product_path.json.
 
     # on the GPU machine, after benchmarks/gpu_device_setup.sh
-    python3 benchmarks/gpu_product_path.py --frames .gpu/frames --out $OUT \
-        --model-only $OUT/model_only_v2.json --agreement $OUT/agreement.json
+    python3 -m benchmarks.gpu_product_path --frames .gpu/frames --out $OUT \
+        --model-only $OUT/gpu_model_only_v2.json --agreement $OUT/gpu_agreement.json
     # dry run anywhere: the embedded CPU predictor, tiny videos
-    python benchmarks/gpu_product_path.py --backend cpu --scenarios long:3x8:first --out /tmp/pp
+    python -m benchmarks.gpu_product_path --backend cpu --scenarios long:3x8:first --out /tmp/pp
 
 Each scenario `name:VIDEOSxFRAMES:first|warm[:VAR=VALUE;...]` (the suffix: settings other than
 the defaults, recorded under `settings`) is a real `dagster-daemon` on a fresh instance,
@@ -17,7 +17,7 @@ scenario (worker start included). The model-only and agreement sections are copi
 `benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to --out.
 
     # several device calls into one result (later files win per scenario)
-    python benchmarks/gpu_product_path.py --combine OUT.json CALL1.json CALL2.json ...
+    python -m benchmarks.gpu_product_path --combine OUT.json CALL1.json CALL2.json ...
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from benchmarks.gpu_common import GPU_CONDITIONS, write_gpu_result
+from benchmarks.gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames
 
-from gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_SCENARIOS = "long:16x200:first,long:16x200:warm,lvvis:96x32:first,lvvis:96x32:warm"
 FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_asset_fps",
@@ -76,12 +74,12 @@ def combine(out: Path, inputs: list[Path]) -> dict:
     import definitions
 
     default_rpg = definitions.loaded_predictor({}).runs_per_gpu
-    merged: dict = {"command": "", "sources": [], "scenarios": [], "failed": []}
+    merged: dict = {"sources": [], "scenarios": [], "failed": []}
     rows: dict = {}
     for path in inputs:
-        data = json.loads(path.read_text())
-        merged["sources"].append({"file": path.name, "command": data.get("command")})
-        merged["command"] = data.get("command", merged["command"])
+        envelope = json.loads(path.read_text())
+        data = envelope["results"]
+        merged["sources"].append({"file": path.name, "command": envelope["context"]["command"]})
         for key in ("model_only", "baseline", "agreement", "backend"):
             if key in data:
                 merged[key] = data[key]
@@ -100,8 +98,18 @@ def combine(out: Path, inputs: list[Path]) -> dict:
                 continue
             rows[(row["name"], row["warm"], json.dumps(row["settings"]), row["queued_by"])] = row
     merged["scenarios"] = list(rows.values())
-    out.write_text(json.dumps(merged, indent=1))
+    save(out, merged)
     return merged
+
+
+def save(path: Path, results: dict) -> None:
+    write_gpu_result(
+        path, benchmark="gpu_product_path", results=results,
+        title="Issue 24: the GPU path on defaults, as a new user runs it",
+        measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` queues them "
+                 "(the run queue; the `tube_json_after_masks` sensor requests `tube_json`), "
+                 "on a real `dagster-daemon`, on today's defaults",
+        conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
 
 
 def main(argv=None) -> int:
@@ -131,12 +139,12 @@ def main(argv=None) -> int:
     import definitions
 
     runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
-    results: dict = {"backend": args.backend, "command": " ".join(sys.argv),
-                     "runs_per_gpu": runs_per_gpu, "queued_by": "run queue", "scenarios": []}
+    results: dict = {"backend": args.backend, "runs_per_gpu": runs_per_gpu,
+                     "queued_by": "run queue", "scenarios": []}
     for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
                         ("agreement", args.agreement)):
         if path and path.is_file():
-            results[extra] = json.loads(path.read_text())
+            results[extra] = json.loads(path.read_text())["results"]
     args.out.mkdir(parents=True, exist_ok=True)
     with GpuSampler() as sampler:
         for spec in args.scenarios.split(","):
@@ -164,7 +172,7 @@ def main(argv=None) -> int:
                                overrides)
             results["scenarios"].append(row)
             print(json.dumps({k: row[k] for k in FIELDS}), flush=True)
-            (args.out / "gpu_product_path.json").write_text(json.dumps(results, indent=1))
+            save(args.out / "gpu_product_path.json", results)
     print(" | ".join(FIELDS[2:]))
     for r in results["scenarios"]:
         print(f"{r['name']} {r['settings']}: " + " | ".join(str(r.get(k)) for k in FIELDS[2:]))

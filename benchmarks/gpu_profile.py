@@ -1,9 +1,9 @@
 """Issue 14: profiler evidence of what bounds `pipeline.segment_videos` on one GPU.
 
     # on the GPU machine, after benchmarks/gpu_device_setup.sh (env as gpu_dagster.py sets it)
-    python3 benchmarks/gpu_profile.py --frames .gpu/frames --out $OUT
+    python3 -m benchmarks.gpu_profile --frames .gpu/frames --out $OUT
     # dry run anywhere: the embedded CPU predictor on tiny synthetic videos
-    python benchmarks/gpu_profile.py --backend cpu --size 120x160 --videos 4 --length 24 \
+    python -m benchmarks.gpu_profile --backend cpu --size 120x160 --videos 4 --length 24 \
         --out /tmp/gp
 
 One process; the predictor is built as the `mask_pngs` resource builds it
@@ -49,13 +49,14 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from gpu_common import build_from_env, cuda_median, loop_videos  # noqa: E402
-from gpu_dagster import GpuSampler, make_videos, source_frames  # noqa: E402
+from benchmarks.gpu_common import (
+    GPU_CONDITIONS,
+    build_from_env,
+    cuda_median,
+    loop_videos,
+    write_gpu_result,
+)
+from benchmarks.gpu_dagster import GpuSampler, make_videos, source_frames
 
 SECTIONS = ("profiler", "pyspy", "model")
 RUNTIME_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -604,7 +605,13 @@ def main(argv=None) -> int:
         result["gpu"] = torch.cuda.get_device_name(0)
 
     def save():
-        (out_dir / "gpu_profile.json").write_text(json.dumps(result, indent=1))
+        write_gpu_result(
+            out_dir / "gpu_profile.json", benchmark="gpu_profile", results=result,
+            title="Where the asset's loop spends its time on one GPU (profilers) and model-only "
+                  "attempts (compile, CUDA graphs, channels-last, bf16)",
+            measures="library: `segment_videos` in one process, under torch.profiler and py-spy "
+                     "(plain and --gil); model alone on one device-resident chunk",
+            conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
 
     warm, profiled, steady = refs[:1], refs[1:3], refs[3:]
     with GpuSampler() as sampler:
@@ -657,7 +664,6 @@ def main(argv=None) -> int:
     save()
     for line in summary_lines(result):
         print(line)
-    print(f"wrote {out_dir / 'gpu_profile.json'}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -1,10 +1,10 @@
 """Patch, install and build the VideoCutLER toolchain on a GPU machine, as the assets do.
 
-    python benchmarks/gpu_setup.py --third-party third_party --out $OUT
+    python -m benchmarks.gpu_setup --third-party third_party --out $OUT
 
 Runs the same library calls as `patched_vnext` and `deform_attn_ops` (no Dagster needed on the
 GPU machine) on checkouts already at the pinned commits, twice for the patch (the second run
-must change nothing), and writes `setup.json` with what each step did and how long it took.
+must change nothing), and writes `gpu_setup.json` with what each step did and how long it took.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from gpu_common import write_json
-
+from benchmarks.gpu_common import write_gpu_result
 from wsovvis_dagster.vnext.deform_attn import (
     OpBuildSettings,
     build_deform_attn_op,
@@ -53,7 +52,10 @@ def main() -> int:
     if op.backend == "cuda":
         res["op_max_abs_err_vs_fp64_pytorch"] = compare_with_pytorch(cutler)
         print(f"op vs PyTorch fp64: max abs err {res['op_max_abs_err_vs_fp64_pytorch']:.2e}")
-    write_json(args.out / "setup.json", res)
+    write_gpu_result(args.out / "gpu_setup.json", benchmark="gpu_setup", results=res,
+                     title="GPU toolchain: patch, install and op build on a fresh machine",
+                     measures="library: the calls the `patched_vnext` and `deform_attn_ops` "
+                              "assets make, without Dagster")
     return 0
 
 

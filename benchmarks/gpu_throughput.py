@@ -1,6 +1,6 @@
 """Issue 11: end-to-end JPEG -> PNG throughput per GPU, ours against the upstream predictor.
 
-    python benchmarks/gpu_throughput.py --frames third_party/gpu/frames --out $OUT
+    python -m benchmarks.gpu_throughput --frames third_party/gpu/frames --out $OUT
 
 - upstream: CutLER's `demo_video/predictor.py:VideoPredictor` on the whole clip, as its demo
   runs it, with sequential JPEG decoding before and PNG writing after (fp32; lengths that
@@ -12,7 +12,7 @@ For each length (default 64, 256, 1000 frames) it prints frames/s of both, the r
 peak GPU memory; then the agreement of our masks with upstream's on the same clip (matched
 mean IoU, fp32 / bf16 / fp16), and each stage alone (decode, predict, write) to show which
 one bounds the pipeline. Random weights, confidence 0 (all top-10 tracks kept, so the
-post-processing does real work). Writes `throughput.json` and `throughput.png`.
+post-processing does real work). Writes `gpu_throughput.json` and `gpu_throughput.png`.
 """
 
 from __future__ import annotations
@@ -28,18 +28,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from gpu_common import (
+
+from benchmarks.gpu_common import (
+    GPU_CONDITIONS,
     cuda_sync,
     frame_files,
     matched_iou,
     pooled_iou,
     read_rgb,
     settings,
-    write_json,
+    write_gpu_result,
 )
-
 from wsovvis_dagster.masks.png_io import mask_png_name, save_id_map
 from wsovvis_dagster.predictors import compose_id_maps
+
+
+def save(args, res: dict) -> None:
+    write_gpu_result(
+        args.out / "gpu_throughput.json", benchmark="gpu_throughput", results=res,
+        title="End to end JPEG -> PNG on one GPU, ours against upstream's VideoPredictor",
+        measures="library ceiling: JPEG files in, PNG files out through the backend's decode / "
+                 "predict / write pipeline (no Dagster run); upstream's `VideoPredictor` on the "
+                 "same frames in the same run",
+        conditions=f"{GPU_CONDITIONS}; confidence {args.confidence:g}, chunk 64 / overlap 8")
 
 
 def upstream_predictor(pred):
@@ -185,9 +196,9 @@ def main() -> int:
             res["agreement"].append(row)
             print(row, flush=True)
 
-    write_json(args.out / "throughput.json", res)
+    save(args, res)
     if "stages" in skip:
-        plot(res, args.out / "throughput.png")
+        plot(res, args.out / "gpu_throughput.png")
         return 0
     # each stage alone, 1000 frames: which one bounds the pipeline
     paths = frame_files(args.frames, args.min_frames)
@@ -210,8 +221,8 @@ def main() -> int:
     print(res["stages"], flush=True)
     if "diag" not in skip:
         res["chunk_diag"] = chunk_diag(pred, base, frames)
-    write_json(args.out / "throughput.json", res)
-    plot(res, args.out / "throughput.png")
+    save(args, res)
+    plot(res, args.out / "gpu_throughput.png")
     return 0
 
 

@@ -1,13 +1,13 @@
 """Issue 5 figures: the VideoCutLER backend on one GPU (random weights, 360p frames).
 
-    python benchmarks/gpu_videocutler.py --frames third_party/gpu/frames --out $OUT
+    python -m benchmarks.gpu_videocutler --frames third_party/gpu/frames --out $OUT
 
 Measures, on a `--length`-frame 640x360 video:
 - model load time (imports, build) against the time of one video;
 - frames/s and peak GPU memory against chunk size, for the reference (upstream steps) and
   fast paths;
 - the CUDA deformable-attention op against the PyTorch path (whole backend, same chunking).
-Writes `videocutler.json` and `videocutler.png` into `--out`.
+Writes `gpu_videocutler.json` and `gpu_videocutler.png` into `--out`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from gpu_common import load_video, measure, settings, write_json
+from benchmarks.gpu_common import GPU_CONDITIONS, load_video, measure, settings, write_gpu_result
 
 
 def main() -> int:
@@ -69,8 +69,14 @@ def main() -> int:
                   f"{op[-1]['fps']:7.1f} fps, peak {m['peak_gib']:6.2f} GiB", flush=True)
     select_backend("cuda")
     res["deform_attn"] = op
-    write_json(args.out / "videocutler.json", res)
-    plot(res, args.out / "videocutler.png")
+    write_gpu_result(args.out / "gpu_videocutler.json", benchmark="gpu_videocutler", results=res,
+                     title="VideoCutLER backend on one GPU: chunk size, deformable attention, "
+                           "load time",
+                     measures="library ceiling: the `videocutler` predictor called directly on "
+                              "frames in memory (no Dagster run, no JPEG decode or PNG write)",
+                     conditions=f"{GPU_CONDITIONS}; a {args.length}-frame video, fp32, "
+                                "confidence 0.6, overlap min(8, chunk/4)")
+    plot(res, args.out / "gpu_videocutler.png")
     return 0
 
 

@@ -5,9 +5,9 @@ ones (what a per-frame detector produces), the linker relinks them, and the frac
 whose linked ids equal the original tracks under one global relabelling is reported
 (`frame_consistency`), for a few IoU thresholds, averaged over seeds.
 
-    python benchmarks/linking.py
-    python benchmarks/linking.py --davis ../shared/data/davis --seeds 10
-    python benchmarks/linking.py --json benchmarks/results/linking.json
+    python -m benchmarks.linking
+    python -m benchmarks.linking --davis ../shared/data/davis --seeds 10
+    python -m benchmarks.linking --json benchmarks/results/linking.json
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.ytvis.linking import (  # noqa: E402
+from benchmarks.results_io import add_json_args, context, write_result
+from wsovvis_dagster.ytvis.linking import (
     DEFAULT_IOU_THRESHOLD,
     DEFAULT_MAX_GAP,
     frame_consistency,
     link_fragments,
     shuffle_ids,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis"
 

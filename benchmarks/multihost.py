@@ -10,8 +10,8 @@ vph(N) / (N x vph(1)). Fixed cost per run = the launcher's part: run STARTING (d
 its step's STEP_START, against the one-host template (SQLite, local launcher) on the same
 videos. Everything started is stopped by pid.
 
-    python benchmarks/multihost.py --nodes 1 2 3 --json benchmarks/results/multihost.json
-    python benchmarks/multihost.py --lost-node --json benchmarks/results/multihost_lost_node.json
+    python -m benchmarks.multihost --nodes 1 2 3 --json benchmarks/results/multihost.json
+    python -m benchmarks.multihost --lost-node --json benchmarks/results/multihost_lost_node.json
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+from benchmarks.results_io import add_json_args, context, write_result
+from wsovvis_ops.backfill import launch_backfill
+from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
+from wsovvis_ops.ray_cluster import local_ray_deployment, run_holding_a_gpu
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from dagster import AssetKey, DagsterEventType, DagsterInstance  # noqa: E402
-from results_io import add_json_args, context, write_result  # noqa: E402
-
-from wsovvis_ops.backfill import launch_backfill  # noqa: E402
-from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for  # noqa: E402
-from wsovvis_ops.ray_cluster import local_ray_deployment, run_holding_a_gpu  # noqa: E402
 
 MASKS = AssetKey("mask_pngs")
 

@@ -11,8 +11,10 @@
    with the daemon on the instance template's run monitoring: seconds until the run is marked
    failed and its `gpu` pool slot is free.
 
-    python benchmarks/orchestration.py --videos 24 --hold 2 --partitions 5000
-    python benchmarks/orchestration.py --skip-backfill --partitions 5000 --postgres --dead-runs 3
+    python -m benchmarks.orchestration --videos 24 --hold 2 --partitions 5000
+    python -m benchmarks.orchestration --skip-backfill --partitions 5000 --postgres --dead-runs 3
+    python -m benchmarks.orchestration --skip-backfill --dead-runs 3 --hold 3 \
+        --json benchmarks/results/orchestration_dead_runs.json
 
 Not a test. Its helpers (`start_daemon`, `run_spans`, `launch_backfill`, ...) live in
 `wsovvis_ops/`, shared with scripts/ and tests/.
@@ -28,16 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from dagster import AssetKey, DagsterInstance
+
+from benchmarks.results_io import add_json_args, context, write_result
+from wsovvis_instance.dagster_private import BulkActionStatus
+from wsovvis_ops.backfill import launch_backfill
+from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
+from wsovvis_ops.runs import max_overlap, run_spans
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from dagster import AssetKey, DagsterInstance  # noqa: E402
-
-from wsovvis_instance.dagster_private import BulkActionStatus  # noqa: E402
-from wsovvis_ops.backfill import launch_backfill  # noqa: E402
-from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for  # noqa: E402
-from wsovvis_ops.runs import max_overlap, run_spans  # noqa: E402
 
 
 # -- benchmark ---------------------------------------------------------------------------------
@@ -172,10 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--postgres", action="store_true",
                    help="also register partitions in a throw-away PostgreSQL cluster")
     p.add_argument("--dead-runs", type=int, default=0, help="CLI runs to kill (0: none)")
+    add_json_args(p)
     args = p.parse_args(argv)
+    results: dict = {}
     with tempfile.TemporaryDirectory(prefix="wsovvis-bench-") as tmp:
         workdir = Path(tmp)
-        reg = bench_registration(args.partitions, args.batch, workdir)
+        reg = results["registration_sqlite"] = bench_registration(args.partitions, args.batch,
+                                                                  workdir)
         print("registration (sqlite):", reg)
         if args.postgres:
             from wsovvis_ops.pg_cluster import bin_dir, postgres_cluster
@@ -184,13 +188,30 @@ def main(argv: list[str] | None = None) -> int:
                 pg = bench_registration(
                     args.partitions, args.batch, workdir / "pg", label_prefix="pg_",
                     storage_yaml=f"storage: {{postgres: {{postgres_url: '{url}'}}}}")
+            results["registration_postgres"] = pg
             print("registration (postgres):", pg)
         if args.dead_runs:
-            print("dead runs:", bench_dead_runs(args.dead_runs, args.hold, workdir / "dead"))
+            dead = results["dead_runs"] = bench_dead_runs(args.dead_runs, args.hold,
+                                                          workdir / "dead")
+            print("dead runs:", dead)
         if not args.skip_backfill:
             bf = bench_backfill(args.videos, args.hold, args.frames, args.gpu_limit,
                                 workdir / "backfill")
+            results["backfill"] = bf
             print("backfill:", bf)
+    if args.json:
+        write_result(
+            args.json, benchmark="orchestration",
+            title="Orchestration: a daemon backfill's packing, partition registration, and how "
+                  "fast a killed run is failed and its GPU slot freed",
+            measures="product path: a real `dagster-daemon` on an instance rendered from the "
+                     "template (asset backfill of `mask_pngs`; `dagster asset materialize` "
+                     "killed with SIGKILL); registration: the instance's partition API",
+            ctx=context(sys.argv[1:] if argv is None else argv,
+                        {k: v for k, v in vars(args).items() if k not in ("json", "note")},
+                        args.note, conditions="fake GPU list, the `cpu-slow` test backend "
+                        "holding each video a fixed time"),
+            results=results)
     return 0
 
 

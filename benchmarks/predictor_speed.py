@@ -1,8 +1,8 @@
 """Speed of the embedded CPU predictor as `mask_pngs` runs it: JPEG read + predict + PNG write,
 the current `cpu.py` against an earlier one (from git) in the same run.
 
-    python benchmarks/predictor_speed.py                       # against the cpu-3 commit
-    python benchmarks/predictor_speed.py --rounds 3 --json benchmarks/results/predictor_speed.json
+    python -m benchmarks.predictor_speed                       # against the cpu-3 commit
+    python -m benchmarks.predictor_speed --rounds 3 --json benchmarks/results/predictor_speed.json
 
 Each round runs `pipeline.segment_video` (the function the asset runs) on every sequence with
 the old predictor, then the new one, so both see the same load on a shared machine; frames/s
@@ -21,14 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.results_io import add_json_args, context, write_result
+from wsovvis_dagster.masks.segment import segment_video
+from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.predictors.cpu import CpuVideoPredictor
 
-from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.masks.segment import segment_video  # noqa: E402
-from wsovvis_dagster.paths import VideoRef  # noqa: E402
-from wsovvis_dagster.predictors.cpu import CpuVideoPredictor  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis"
 BASELINE_REV = "65998dd"  # the last commit with cpu-3

@@ -7,8 +7,8 @@ predictor, defaults), in a fresh process whose peak RSS is read from the kernel
 (`ru_maxrss` of the waited-for child). `--whole` adds, side by side, the path before streaming:
 the whole video decoded and predicted at once (`read_video` + `predict`, a library call).
 
-    python benchmarks/streaming_memory.py --frames 300 3000
-    python benchmarks/streaming_memory.py --frames 300 3000 300@320x180 20000@320x180 \\
+    python -m benchmarks.streaming_memory --frames 300 3000
+    python -m benchmarks.streaming_memory --frames 300 3000 300@320x180 20000@320x180 \\
         --whole 300 --json benchmarks/results/streaming_memory.json
 
 A length may carry its own frame size (`20000@320x180`); otherwise --width x --height.
@@ -28,11 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.results_io import add_json_args, context, write_result
 
-from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_video(folder: Path, frames: int, width: int, height: int, seed: int = 0) -> None:
@@ -135,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         width, height = map(int, size.split("x")) if size else (args.width, args.height)
         frames = int(frames)
         # each length in its own process tree, so one's peak never hides another's
-        cmd = [sys.executable, __file__, "--one", "--frames", str(frames), "--width",
-               str(width), "--height", str(height)]
+        cmd = [sys.executable, "-m", "benchmarks.streaming_memory", "--one", "--frames",
+               str(frames), "--width", str(width), "--height", str(height)]
         if frames in args.whole and not size:
             cmd += ["--whole", str(frames)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
         row = json.loads(out.strip().splitlines()[-1])
         rows.append(row)
         whole = row.get("whole_peak_rss_mb", "")

@@ -1,6 +1,6 @@
 """Reference trainer on the synthetic set: AP / APb / APn next to the random and oracle baselines.
 
-    python benchmarks/training.py --root /tmp/wsovvis-bench --train 48 --val 24 --seeds 0 1 2 3 4
+    python -m benchmarks.training --root /tmp/wsovvis-bench --train 48 --val 24 --seeds 0 1 2 3 4
 
 Generates the dataset and its tubes (CPU predictor) under --root once, then trains one model
 per seed in this process (world size 1; the same code path as one torchrun rank) and prints
@@ -20,11 +20,9 @@ import numpy as np
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.results_io import add_json_args, context, write_result
 
-from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 KEYS = ("AP", "AP50", "APb", "APn")
 

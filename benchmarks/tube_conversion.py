@@ -11,9 +11,9 @@ then times, in one run:
   decode only    PIL decode of every PNG (the floor of any converter)
   decode+encode  PIL decode + `encode_id_map` (ours without tube assembly and JSON)
 
-    python benchmarks/tube_conversion.py                  # 720p, 10 objects, 8 x 30 frames
-    python benchmarks/tube_conversion.py --height 480 --width 854 --objects 3
-    python benchmarks/tube_conversion.py --json benchmarks/results/tube_conversion.json
+    python -m benchmarks.tube_conversion                  # 720p, 10 objects, 8 x 30 frames
+    python -m benchmarks.tube_conversion --height 480 --width 854 --objects 3
+    python -m benchmarks.tube_conversion --json benchmarks/results/tube_conversion.json
 """
 
 from __future__ import annotations
@@ -30,17 +30,13 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.results_io import add_json_args, context, write_result  # noqa: E402
-from wsovvis_dagster.masks.png_io import (  # noqa: E402
+from benchmarks.results_io import add_json_args, context, write_result
+from wsovvis_dagster.masks.png_io import (
     list_mask_files,
     read_track_scores,
     write_mask_pngs,
 )
-from wsovvis_dagster.ytvis.tubes import (  # noqa: E402
+from wsovvis_dagster.ytvis.tubes import (
     Tube,
     VideoTubes,
     convert_mask_folders,

@@ -1,6 +1,6 @@
 """Tune the embedded CPU predictor on DAVIS-2016 train: score settings given as JSON.
 
-    nice -n 10 python benchmarks/tune_predictor.py /work/davis_data/DAVIS \\
+    nice -n 10 python -m benchmarks.tune_predictor /work/davis_data/DAVIS \\
         --split-file /work/davis_data/DAVIS/ImageSets/480p/train.txt --max-frames 40 \\
         '{}' '{"link_gap": 15}'
 

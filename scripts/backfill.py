@@ -8,10 +8,10 @@ waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED under the 
 -w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN
 neighbouring videos each (48 with videocutler, else 4), fewer when that leaves a GPU slot idle.
 
-    python scripts/backfill.py                 # every registered video
-    python scripts/backfill.py --missing       # videos without masks (imported ones have some)
-    python scripts/backfill.py --overwrite-imported --split val   # replace imported masks too
-    python scripts/backfill.py --split val --no-tubes
+    python -m scripts.backfill                 # every registered video
+    python -m scripts.backfill --missing       # videos without masks (imported ones have some)
+    python -m scripts.backfill --overwrite-imported --split val   # replace imported masks too
+    python -m scripts.backfill --split val --no-tubes
 """
 
 from __future__ import annotations
@@ -19,18 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from dagster import AssetKey, DagsterInstance
 
-from dagster import AssetKey, DagsterInstance  # noqa: E402
-
-from wsovvis_dagster.errors import UnsafeNameError  # noqa: E402
-from wsovvis_dagster.masks.import_loop import find_imported_masks  # noqa: E402
-from wsovvis_dagster.paths import VideoRef  # noqa: E402
-from wsovvis_ops.backfill import configured_paths, queue_mask_runs  # noqa: E402
+from wsovvis_dagster.errors import UnsafeNameError
+from wsovvis_dagster.masks.import_loop import find_imported_masks
+from wsovvis_dagster.paths import VideoRef
+from wsovvis_ops.backfill import configured_paths, queue_mask_runs
 
 
 def _imported_keys(keys: list[str]) -> set[str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: install, generate the synthetic demo dataset, and materialise
 # video_partitions -> mask_pngs (all videos) -> tube_json -> trained_model on the CPU.
-# `--no-train` stops at tube_json and installs no torch. Other options: run_demo.py --help.
+# `--no-train` stops at tube_json and installs no torch. Other options: python -m scripts.run_demo --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case " $* " in
@@ -10,4 +10,4 @@ case " $* " in
 esac
 # shellcheck disable=SC1091
 source .venv/bin/activate
-python scripts/run_demo.py "$@"
+python -m scripts.run_demo "$@"

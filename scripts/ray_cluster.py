@@ -5,14 +5,14 @@ Starts a throw-away PostgreSQL, a Ray head (no GPUs) and `--nodes` worker nodes 
 DAGSTER_HOME whose run launcher places runs on that cluster (GPU limit = its GPU slots), prints
 what to run next, and waits. Ctrl-C (or SIGTERM) stops everything by pid (never `ray stop`).
 
-    python scripts/ray_cluster.py --nodes 2 --gpus-per-node 2
+    python -m scripts.ray_cluster --nodes 2 --gpus-per-node 2
     # in another shell, with the printed DAGSTER_HOME:
     WSOVVIS_PREDICTOR=cpu-slow WSOVVIS_HOLD_SECONDS=2 dagster-daemon run -w workspace.yaml
-    dagster asset materialize --select video_partitions && python scripts/backfill.py
+    dagster asset materialize --select video_partitions && python -m scripts.backfill
 
 On real hosts (a Ray cluster started with `ray start`, a PostgreSQL server), only the instance:
 
-    python scripts/ray_cluster.py instance --home $DAGSTER_HOME --ray http://head:8265 \
+    python -m scripts.ray_cluster instance --home $DAGSTER_HOME --ray http://head:8265 \
         --postgres postgresql+psycopg2://dagster:PW@db:5432/dagster
 
 Needs the `deploy` and `ray` extras (bash scripts/setup.sh dev,deploy,ray) and PostgreSQL's
@@ -27,12 +27,10 @@ import sys
 import threading
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from wsovvis_ops.instance import render_instance
+from wsovvis_ops.ray_cluster import cluster_gpu_slots, local_ray_deployment, ray_instance_yaml
 
-from wsovvis_ops.instance import render_instance  # noqa: E402
-from wsovvis_ops.ray_cluster import cluster_gpu_slots, local_ray_deployment, ray_instance_yaml  # noqa: E402,I001
+REPO = Path(__file__).resolve().parents[1]
 
 
 def instance(argv: list[str]) -> int:

@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["WSOVVIS_DATA_ROOT"] = args.data_root
     os.environ["WSOVVIS_OUTPUT_ROOT"] = args.output_root
-    sys.path.insert(0, str(REPO))
 
     from dagster import AssetKey, DagsterInstance
 

@@ -2,9 +2,9 @@
 
 Run after `bash scripts/demo.sh` (default settings), from the repository root:
 
-    python scripts/screenshots.py                 # both pictures
-    python scripts/screenshots.py --graph         # docs/screenshots/asset_graph.png only
-    python scripts/screenshots.py --real-masks    # docs/screenshots/real_masks.jpg only
+    python -m scripts.screenshots                 # both pictures
+    python -m scripts.screenshots --graph         # docs/screenshots/asset_graph.png only
+    python -m scripts.screenshots --real-masks    # docs/screenshots/real_masks.jpg only
 
 --graph: reuses a webserver of this instance (DAGSTER_HOME, default .dagster_home) on
 127.0.0.1:PORT, or starts one with scripts/services.sh (another port if PORT is taken by
@@ -34,11 +34,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from wsovvis_ops.browser import CHROMIUM_ARGS
+from wsovvis_ops.pg_cluster import free_port
 
-from wsovvis_ops.browser import CHROMIUM_ARGS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHOTS = REPO / "docs" / "screenshots"
 DEMO_ASSETS = ("video_partitions", "mask_pngs", "tube_json", "trained_model")
@@ -113,12 +112,6 @@ def serves_instance(url: str, home: Path) -> bool | None:
 def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def services(action: str, env: dict) -> None:

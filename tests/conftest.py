@@ -2,14 +2,12 @@
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-sys.path.insert(0, str(REPO))  # the code location (definitions, assets, resources)
 
 
 def _chromium() -> str | None:

@@ -115,10 +115,11 @@ def test_library_has_no_import_cycle():
 
 
 # The library's folders in pipeline order (README "Layout"): a module imports its own folder,
-# earlier folders and the base modules (`paths`, `atomic`, `errors`), never a later folder.
+# earlier folders and the base modules (`paths`, `atomic`, `errors`, `results_file`: the one
+# writer of measurement files), never a later folder.
 # `gpu` is the runtime of the mask and training runs (it starts `masks` loops in the predictor
 # worker; `training` leases through it); `cli` and `doctor` are entry points over everything.
-BASE_MODULES = ("paths", "atomic", "errors")
+BASE_MODULES = ("paths", "atomic", "errors", "results_file")
 STAGE_ORDER = ("vnext", "video", "predictors", "masks", "gpu", "ytvis", "evaluation", "training")
 ENTRY_MODULES = ("cli", "doctor")
 

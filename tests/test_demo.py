@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_runs_end_to_end(tmp_path, subprocess_env):
     data, out = tmp_path / "data", tmp_path / "out"
     r = subprocess.run(
-        [sys.executable, "scripts/run_demo.py", "--data-root", str(data), "--output-root",
+        [sys.executable, "-m", "scripts.run_demo", "--data-root", str(data), "--output-root",
          str(out), "--videos-per-split", "2", "--frames", "6"],
         cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=300,
     )
@@ -32,6 +32,6 @@ def test_cli_help_explains_itself():
         sub = subprocess.run([sys.executable, "-m", "wsovvis_dagster.cli", command, "--help"],
                              capture_output=True, text=True)
         assert sub.returncode == 0 and "usage: wsovvis " + command in sub.stdout, sub.stderr
-    r = subprocess.run([sys.executable, "scripts/run_demo.py", "--help"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "scripts.run_demo", "--help"], cwd=REPO,
                        capture_output=True, text=True, check=True)
     assert "--data-root" in r.stdout and "video_partitions" in r.stdout

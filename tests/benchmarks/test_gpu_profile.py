@@ -17,12 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 def test_cpu_dry_run_writes_every_section(tmp_path):
     pytest.importorskip("torch")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_profile.py"), "--backend", "cpu",
+        [sys.executable, "-m", "benchmarks.gpu_profile", "--backend", "cpu",
          "--size", "96x128", "--videos", "4", "--length", "12", "--skip", "model",
          "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    result = json.loads((tmp_path / "gpu_profile.json").read_text())
+    envelope = json.loads((tmp_path / "gpu_profile.json").read_text())
+    assert envelope["benchmark"] == "gpu_profile"
+    assert envelope["context"]["command"].startswith("python -m benchmarks.gpu_profile --backend")
+    result = envelope["results"]
     assert {"loop", "warm", "profiler", "pyspy", "model", "device"} <= set(result)
     assert result["device"] == "cpu"
     # the steady loop is the last videos - 3 videos, each fully segmented

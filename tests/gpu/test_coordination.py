@@ -20,6 +20,7 @@ from wsovvis_dagster.gpu.leases import slot_holders
 from wsovvis_instance.dagster_private import PARENT_RUN_ID_TAG, BulkActionStatus
 from wsovvis_ops.backfill import launch_backfill
 from wsovvis_ops.instance import render_instance, start_daemon, stop_daemon, wait_for
+from wsovvis_ops.pg_cluster import free_port
 from wsovvis_ops.runs import max_overlap, run_spans
 
 REPO = Path(__file__).resolve().parents[2]
@@ -353,14 +354,6 @@ def _services(env: dict, action: str, *names: str) -> str:
     return out.stdout + out.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _untagged_ui_backfill(home: Path, env: dict, tmp_path: Path, *, kill: bool,
                           storage_yaml: str = "", extra_partitions: int = 0) -> None:
     """A backfill launched through the webserver's GraphQL exactly as the UI sends it (no run
@@ -372,7 +365,7 @@ def _untagged_ui_backfill(home: Path, env: dict, tmp_path: Path, *, kill: bool,
         "\nrun_monitoring: {poll_interval_seconds: 2, free_slots_after_run_end_seconds: 2}"))
     data, out = tmp_path / "data", tmp_path / "out"
     keys = _dataset(data, videos)
-    port = _free_port()
+    port = free_port()
     env = {**_env(env, data, out, hold), "WSOVVIS_GPUS": "0,1", "WSOVVIS_UI_PORT": str(port),
            "WSOVVIS_SERVICES_DIR": str(tmp_path / "services")}
     slot_dir = home / "gpu_slots"

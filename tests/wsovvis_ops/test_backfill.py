@@ -79,7 +79,7 @@ def test_tube_json_follows_the_batch_on_a_real_daemon_even_after_a_failed_run(
         instance.add_dynamic_partitions("videos", keys)
         daemon = start_daemon(env, tmp_path / "daemon.log")
         try:
-            script = subprocess.run([sys.executable, "scripts/backfill.py"], cwd=REPO, env=env,
+            script = subprocess.run([sys.executable, "-m", "scripts.backfill"], cwd=REPO, env=env,
                                     capture_output=True, text=True, timeout=120)
             assert script.returncode == 0, script.stderr
             assert "queued 3 mask_pngs runs" in script.stdout

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsovvis_dagster.results_file import run_context, write_results_file
+
 
 def st_iou_matrix(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """`(G, T, H, W)` and `(P, T, H, W)` bool -> `(G, P)` spatio-temporal IoU."""
@@ -286,28 +288,12 @@ def quality_summary(per_sequence: dict[str, dict]) -> dict:
 
 
 def write_quality_json(path, report: dict, command: str) -> None:
-    """`report` with the command and its conditions, in the `benchmarks/results/` envelope
-    (`{benchmark, title, measures, context, results}`), written atomically."""
-    import datetime as dt
-    import json
-    import os
-    from pathlib import Path
-
-    from wsovvis_dagster.atomic import atomic_file
-
+    """`report` with the command and its conditions, in the result-file envelope every
+    benchmark writes (`wsovvis_dagster.results_file`), written atomically."""
     predictor = report.get("predictor", {})
-    doc = {
-        "benchmark": "predictor_quality",
-        "title": f"Quality of the embedded predictor ({predictor.get('version', '?')})",
-        "measures": "product path: `wsovvis quality`, the predictor `mask_pngs` builds on its "
-                    "defaults; predict() only in frames/s",
-        "context": {
-            "command": command,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": {"cores": os.cpu_count(),
-                        "load_avg": [round(x, 2) for x in os.getloadavg()]},
-        },
-        "results": report,
-    }
-    with atomic_file(Path(path)) as fh:
-        fh.write(json.dumps(doc, indent=1) + "\n")
+    write_results_file(
+        path, benchmark="predictor_quality",
+        title=f"Quality of the embedded predictor ({predictor.get('version', '?')})",
+        measures="product path: `wsovvis quality`, the predictor `mask_pngs` builds on its "
+                 "defaults; predict() only in frames/s",
+        context=run_context(command), results=report)

@@ -9,8 +9,11 @@ folder of result files once. Used by `benchmarks.render_docs` (the page) and
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 BASELINE_SUFFIX = "_cpu3"  # the same command over the previous predictor: shown side by side
 ENVELOPE = ("benchmark", "title", "measures", "context")
@@ -46,7 +49,14 @@ class Results:
         return self[name]["results"]
 
     def command(self, name: str) -> str:
-        return self[name]["context"]["command"]
+        """The recorded command, the machine's own data folders shown by name
+        (`--davis=/work/x/DAVIS --split-file=/work/x/DAVIS/...` -> `--davis=DAVIS ...`): what
+        to type with your copy in their place."""
+        command = self[name]["context"]["command"]
+        for root in re.findall(r"--[\w-]+=(/\S+)", command):
+            if not root.startswith(str(REPO)):
+                command = command.replace(str(Path(root).parent).rstrip("/") + "/", "")
+        return command
 
 
 # --- formatting ---------------------------------------------------------------------------

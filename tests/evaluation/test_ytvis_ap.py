@@ -375,7 +375,7 @@ MALFORMED_RESULTS = {  # results JSON -> the JSON path the error must name
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_RESULTS))
 def test_evaluator_names_the_json_path_of_a_malformed_result(case, tmp_path):
-    from wsovvis_dagster.evaluation.ytvis_ap import ytvis_ap as evaluation
+    from wsovvis_dagster.evaluation import ytvis_ap as evaluation
 
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(_gt_doc()))
@@ -393,7 +393,7 @@ def test_evaluator_names_the_json_path_of_a_malformed_result(case, tmp_path):
 
 
 def test_evaluator_names_the_json_path_of_a_malformed_ground_truth(tmp_path):
-    from wsovvis_dagster.evaluation.ytvis_ap import ytvis_ap as evaluation
+    from wsovvis_dagster.evaluation import ytvis_ap as evaluation
 
     gt = _gt_doc()
     gt["annotations"][0]["segmentations"] = [_rle_4x4()]  # 1 entry for a 2-frame video

@@ -107,11 +107,31 @@ def test_library_has_no_import_cycle():
     import graphlib
 
     graph = library_import_graph()
-    assert "wsovvis_dagster.ytvis.tubes" in graph["wsovvis_dagster.ytvis.reports"]  # sanity
+    assert "wsovvis_dagster.ytvis.tubes" in graph["wsovvis_dagster.ytvis.split"]  # sanity
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+
+
+# the library's stage folders in pipeline order: a stage builds on the ones before it
+STAGES = ("video", "predictors", "masks", "ytvis", "evaluation", "training")
+
+
+def test_library_stages_import_only_earlier_stages():
+    """No upward import: `ytvis` (tube JSON) never imports `evaluation` or `training`, and so
+    on down the pipeline (what a later stage needs of an earlier one lives in the later)."""
+    graph = library_import_graph()
+
+    def stage(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+    assert stage("wsovvis_dagster.ytvis.split") == "ytvis"  # sanity
+    offenders = [f"{m} imports {t}" for m, targets in sorted(graph.items()) if stage(m)
+                 for t in sorted(targets)
+                 if stage(t) and STAGES.index(stage(t)) > STAGES.index(stage(m))]
+    assert not offenders, offenders
 
 
 # support layers that build on the library, the code location and `wsovvis_ops/`, never on

@@ -15,7 +15,8 @@ and have that frame's size (`MaskFormatError` naming the file otherwise), and fr
 mask get `null` in every tube. Frame sizes are read from the image headers, never decoded.
 
 Conversion encodes all ids of a frame in one pass (`encode_id_map`), reads one frame at a time,
-and can spread videos over processes (`convert_mask_folders`) while `write_tube_json` streams.
+and can spread videos over processes (`convert_mask_folders`) while `write_tube_json` streams,
+handing each video to collectors (the index and results written beside the JSON).
 """
 
 from __future__ import annotations

@@ -23,15 +23,15 @@ from pydantic import Field
 from assets.partitions import videos_partitions
 from resources import DatasetPaths
 from wsovvis_dagster.errors import MissingMasksError, UnsafeNameError
+from wsovvis_dagster.evaluation.ytvis_ap import evaluate_split_tubes
 from wsovvis_dagster.paths import VideoRef, gt_json_path, tube_json_path
 from wsovvis_dagster.ytvis.linking import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_GAP, LinkParams
-from wsovvis_dagster.ytvis.reports import (
+from wsovvis_dagster.ytvis.split import (
+    SplitTubesResult,
+    build_split_tubes,
     check_split_format,
-    evaluate_split_tubes,
     splits_with_tubes,
-    write_split_outputs,
 )
-from wsovvis_dagster.ytvis.split import build_split_tubes
 from wsovvis_instance.dagster_private import AssetPartitionStatus
 
 
@@ -60,7 +60,8 @@ class TubeConfig(Config):
     )
 
 
-def _split_metadata(split: str, result, outputs) -> dict:
+def _split_metadata(split: str, result: SplitTubesResult) -> dict:
+    outputs = result.outputs
     counts = outputs.counts
     table = (
         f"{counts['tubes']} tubes in {counts['videos']} videos; {counts['short_tubes']} short "
@@ -147,8 +148,7 @@ def tube_json(
                 f"{split}: {len(result.left_out)} of {len(refs)} videos left out "
                 f"(allow_partial={config.allow_partial}); see metadata {split}_left_out"
             )
-        outputs = write_split_outputs(result.path, split, gt_path=gt_json_path(paths.data, split))
-        metadata.update(_split_metadata(split, result, outputs))
+        metadata.update(_split_metadata(split, result))
     return MaterializeResult(metadata=metadata)
 
 

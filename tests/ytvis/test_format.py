@@ -55,3 +55,24 @@ def test_all_zero_masks_are_an_empty_tube(valid_tubes):
     ann["segmentations"] = [{"size": [12, 12], "counts": zero["counts"].decode()}] * len(
         ann["segmentations"])
     assert any("zero area" in p for p in validate_tube_json(data, "t.json"))
+
+
+@pytest.mark.parametrize("batch_chars", [1, 40])
+def test_rles_checked_in_small_batches_name_the_same_bad_frames(valid_tubes, monkeypatch,
+                                                                 batch_chars):
+    """The RLE check runs in batches of a bounded number of characters (so its memory is
+    bounded); however small the batches, each bad RLE is named at its own JSON path."""
+    from wsovvis_dagster.ytvis import format as tube_format
+
+    data = copy.deepcopy(valid_tubes)
+    bad = [(i, t) for i, ann in enumerate(data["annotations"])
+           for t, s in enumerate(ann["segmentations"]) if s][1::3]
+    assert len(bad) >= 2  # sanity: more than one bad RLE, in different batches below
+    for i, t in bad:
+        data["annotations"][i]["segmentations"][t]["counts"] = "0000"
+    whole = validate_tube_json(copy.deepcopy(data), "t.json")
+    monkeypatch.setattr(tube_format, "_CHECK_CHARS", batch_chars)
+    assert validate_tube_json(data, "t.json") == whole
+    assert [p.split(": ")[1] for p in whole if "runs cover" in p] == [
+        f"annotations[{i}].segmentations[{t}]" for i, t in bad]
+    assert validate_tube_json(valid_tubes, "t.json") == []

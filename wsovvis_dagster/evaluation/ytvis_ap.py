@@ -314,14 +314,25 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def evaluate_split_tubes(tube_json: Path, gt_path: Path) -> dict[str, float]:
+    """Class-agnostic AP / AR / recall of a split's tubes against its ground truth."""
+    gt = load_gt(gt_path)
+    return evaluate_results(gt, _tube_json_results(tube_json, gt), class_agnostic=True)
+
+
+def _tube_json_results(path: Path, gt: dict) -> list[dict]:
+    """A tube JSON's results, its videos mapped to the GT's by name."""
+    from wsovvis_dagster.ytvis.results import tubes_to_results
+    from wsovvis_dagster.ytvis.tubes import load_tube_json
+
+    return tubes_to_results(load_tube_json(path), gt=gt)
+
+
 def _read_results_for(path: Path, gt: dict) -> list[dict]:
     with open(path) as fh:
         head = fh.read(4096).lstrip()[:1]
     if head == "{":  # a tube JSON: convert, mapping its videos to the GT's by name
-        from wsovvis_dagster.ytvis.results import tubes_to_results
-        from wsovvis_dagster.ytvis.tubes import load_tube_json
-
-        return normalise_results(tubes_to_results(load_tube_json(path), gt=gt), gt)
+        return normalise_results(_tube_json_results(path, gt), gt)
     return load_results(path, gt)
 
 

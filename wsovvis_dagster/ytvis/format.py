@@ -27,7 +27,9 @@ from pycocotools import mask as mask_utils
 
 from wsovvis_dagster.errors import TubeFormatError
 
-_CHECK_CHUNK = 200_000  # compressed RLEs checked per NumPy batch (bounds temporary memory)
+# RLE characters checked per NumPy batch: bounds its temporaries (some 80 bytes a character;
+# a count of RLEs would not: 200,000 RLEs of a 720p video took 4 GB)
+_CHECK_CHARS = 2_000_000
 
 
 def compressed_counts_totals(counts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +99,13 @@ class _RleChecker:
         self.where.append(where)
 
     def problems(self) -> Iterable[str]:
-        for lo in range(0, len(self.counts), _CHECK_CHUNK):
-            hi = lo + _CHECK_CHUNK
+        ends = np.cumsum(np.fromiter(map(len, self.counts), dtype=np.int64,
+                                     count=len(self.counts)))
+        lo = 0
+        while lo < len(self.counts):
+            start = int(ends[lo - 1]) if lo else 0
+            # at least one RLE, however long; else as many as fit in _CHECK_CHARS
+            hi = max(lo + 1, int(np.searchsorted(ends, start + _CHECK_CHARS, side="right")))
             totals, ok = compressed_counts_totals(self.counts[lo:hi])
             expected = np.asarray(self.expected[lo:hi], dtype=np.int64)
             for k in np.flatnonzero(~ok | (totals != expected)):
@@ -108,6 +115,7 @@ class _RleChecker:
                     else f"runs cover {totals[k]} pixels, expected h*w = {expected[k]}"
                 )
                 yield f"{prefix}[{i}].segmentations[{t}]: {what}"
+            lo = hi
 
 
 def _normalise_rle(seg: object, h: int, w: int, where: str, checker: _RleChecker, key) -> dict:

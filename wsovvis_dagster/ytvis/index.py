@@ -70,42 +70,67 @@ def _areas_boxes(ann: dict, present: list[int]) -> tuple[np.ndarray, np.ndarray]
     return mask_utils.area(rles).astype(np.float64), mask_utils.toBbox(rles).reshape(-1, 4)
 
 
+def _index_row(ann: dict, split: str, video: str) -> dict:
+    """The index row of one tube (annotation) of the video named `video`."""
+    present = [t for t, s in enumerate(ann["segmentations"]) if s is not None]
+    if present:
+        areas, boxes = _areas_boxes(ann, present)
+        x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+        x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+        first, last = present[0], present[-1]
+        mean_area, min_area = float(areas.mean()), float(areas.min())
+    else:  # an empty tube: kept, so that validation problems stay visible here too
+        x0 = y0 = x1 = y1 = mean_area = min_area = 0.0
+        first = last = -1
+    return {
+        "split": split,
+        "video_id": ann["video_id"],
+        "video": video,
+        "track_id": ann.get("track_id", ann.get("id")),
+        "category_id": ann.get("category_id", 1),
+        "score": float(ann.get("score", 1.0)),
+        "first_frame": first,
+        "last_frame": last,
+        "length": len(present),
+        "span": last - first + 1 if present else 0,
+        "mean_area": mean_area,
+        "min_area": min_area,
+        "x0": float(x0),
+        "y0": float(y0),
+        "x1": float(x1),
+        "y1": float(y1),
+    }
+
+
+class TubeIndexRows:
+    """The index of a split built video by video as `write_tube_json` streams (a
+    `tubes.TubeCollector`): one row per tube, kept as columns until `frame()`."""
+
+    def __init__(self, split: str) -> None:
+        self.split = split
+        self.columns: dict[str, list] = {k: [] for k in SCHEMA}
+
+    def add(self, video: dict, annotations: list[dict]) -> None:
+        name = video_name(video)
+        for ann in annotations:
+            self.add_tube(ann, name)
+
+    def add_tube(self, ann: dict, video: str) -> None:
+        """The row of one annotation of the video named `video`."""
+        for key, value in _index_row(ann, self.split, video).items():
+            self.columns[key].append(value)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.columns, schema=SCHEMA)
+
+
 def build_tube_index(data: dict, split: str) -> pl.DataFrame:
     """One row per tube of a tube JSON dict (see the module docstring for the columns)."""
     names = {v["id"]: video_name(v) for v in data["videos"]}
-    rows = {k: [] for k in SCHEMA}
+    rows = TubeIndexRows(split)
     for ann in data["annotations"]:
-        present = [t for t, s in enumerate(ann["segmentations"]) if s is not None]
-        if present:
-            areas, boxes = _areas_boxes(ann, present)
-            x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
-            x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
-            first, last = present[0], present[-1]
-            mean_area, min_area = float(areas.mean()), float(areas.min())
-        else:  # an empty tube: kept, so that validation problems stay visible here too
-            x0 = y0 = x1 = y1 = mean_area = min_area = 0.0
-            first = last = -1
-        row = {
-            "split": split,
-            "video_id": ann["video_id"],
-            "video": names.get(ann["video_id"], str(ann["video_id"])),
-            "track_id": ann.get("track_id", ann.get("id")),
-            "category_id": ann.get("category_id", 1),
-            "score": float(ann.get("score", 1.0)),
-            "first_frame": first,
-            "last_frame": last,
-            "length": len(present),
-            "span": last - first + 1 if present else 0,
-            "mean_area": mean_area,
-            "min_area": min_area,
-            "x0": float(x0),
-            "y0": float(y0),
-            "x1": float(x1),
-            "y1": float(y1),
-        }
-        for key, value in row.items():
-            rows[key].append(value)
-    return pl.DataFrame(rows, schema=SCHEMA)
+        rows.add_tube(ann, names.get(ann["video_id"], str(ann["video_id"])))
+    return rows.frame()
 
 
 def tube_index_path(tube_json: Path, split: str) -> Path:
@@ -113,13 +138,18 @@ def tube_index_path(tube_json: Path, split: str) -> Path:
     return Path(tube_json).with_name(f"tubes_{split}.parquet")
 
 
-def write_tube_index(data: dict, split: str, tube_json: Path) -> tuple[Path, pl.DataFrame]:
-    """Build the index of `data` and write it atomically beside `tube_json`."""
-    df = build_tube_index(data, split)
+def write_index_frame(df: pl.DataFrame, tube_json: Path, split: str) -> Path:
+    """Write an index atomically beside `tube_json`; returns its path."""
     path = tube_index_path(tube_json, split)
     with atomic_file(path, "wb") as fh:
         df.write_parquet(fh)
-    return path, df
+    return path
+
+
+def write_tube_index(data: dict, split: str, tube_json: Path) -> tuple[Path, pl.DataFrame]:
+    """Build the index of `data` and write it atomically beside `tube_json`."""
+    df = build_tube_index(data, split)
+    return write_index_frame(df, tube_json, split), df
 
 
 def index_counts(

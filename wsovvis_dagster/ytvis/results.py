@@ -6,10 +6,14 @@ Results layout: `[{"video_id": int, "category_id": int, "score": float,
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
-from wsovvis_dagster.atomic import write_json_atomic
+from wsovvis_dagster.atomic import atomic_file, write_json_atomic
 from wsovvis_dagster.errors import TubeFormatError
 
 
@@ -48,15 +52,18 @@ def tubes_to_results(tubes: dict, *, gt: dict | None = None) -> list[dict]:
             vid = target.get(video_name(video))
             if vid is None:
                 continue
-        out.append(
-            {
-                "video_id": vid,
-                "category_id": ann.get("category_id", 1),
-                "score": float(ann.get("score", 1.0)),
-                "segmentations": ann["segmentations"],
-            }
-        )
+        out.append(_result(ann, vid))
     return out
+
+
+def _result(ann: dict, video_id: int) -> dict:
+    """The result of one tube (annotation), under `video_id`."""
+    return {
+        "video_id": video_id,
+        "category_id": ann.get("category_id", 1),
+        "score": float(ann.get("score", 1.0)),
+        "segmentations": ann["segmentations"],
+    }
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,44 @@ def export_results(tubes: dict, path: Path, *, gt: dict | None = None) -> Result
         skipped = tuple(n for n in (video_name(v) for v in tubes["videos"]) if n not in known)
     write_json_atomic(Path(path), results)
     return ResultsExport(Path(path), len(results), skipped)
+
+
+class ResultsStream:
+    """`export_results` video by video as `write_tube_json` streams (a `tubes.TubeCollector`):
+    each result is written as its video arrives, so no video is held after it. Use through
+    `stream_results`, which writes the same bytes as `export_results`, atomically."""
+
+    def __init__(self, fh: IO[str], path: Path, gt: dict | None) -> None:
+        self._fh, self.path = fh, path
+        self._target = gt_video_ids(gt) if gt is not None else None
+        self.results = 0
+        self.skipped_videos: list[str] = []
+
+    def add(self, video: dict, annotations: list[dict]) -> None:
+        vid = None  # without GT: each tube's own video id
+        if self._target is not None:
+            vid = self._target.get(video_name(video))
+            if vid is None:
+                self.skipped_videos.append(video_name(video))
+                return
+        for ann in annotations:
+            result = _result(ann, ann["video_id"] if vid is None else vid)
+            # json.dump's own separators, so that the file is byte for byte export_results'
+            self._fh.write((", " if self.results else "") + json.dumps(result))
+            self.results += 1
+
+    def export(self) -> ResultsExport:
+        return ResultsExport(self.path, self.results, tuple(self.skipped_videos))
+
+
+@contextmanager
+def stream_results(path: Path, *, gt: dict | None = None) -> Iterator[ResultsStream]:
+    """A `ResultsStream` into `path`: the file replaces `path` only if the block succeeds."""
+    with atomic_file(Path(path)) as fh:
+        fh.write("[")
+        stream = ResultsStream(fh, Path(path), gt)
+        yield stream
+        fh.write("]")
 
 
 def results_json_path(tube_json: Path, split: str) -> Path:

@@ -1,5 +1,6 @@
-"""A split's tubes: every registered video's mask folder into one tube JSON
-(`tube_json`), with what was left out and why."""
+"""A split's tubes: every registered video's mask folder into one tube JSON (`tube_json`), with
+the Parquet tube index and the YouTube-VIS results export beside it, all from one streaming pass;
+what was left out and why; and the format check of a split's JSON."""
 
 from __future__ import annotations
 
@@ -14,15 +15,43 @@ from wsovvis_dagster.errors import (
     MaskFormatError,
     MissingMasksError,
     OutputWriteError,
+    TubeFormatError,
     WsovvisError,
 )
-from wsovvis_dagster.masks.png_io import (
-    read_mask_source,
+from wsovvis_dagster.masks.png_io import read_mask_source
+from wsovvis_dagster.paths import (
+    SPLITS,
+    VideoRef,
+    frames_dir,
+    gt_json_path,
+    masks_dir,
+    tube_json_path,
 )
-from wsovvis_dagster.paths import VideoRef, frames_dir, masks_dir, tube_json_path
 from wsovvis_dagster.video.frames import list_frame_files
+from wsovvis_dagster.ytvis.format import load_gt, validate_tube_json
+from wsovvis_dagster.ytvis.index import (
+    TubeIndexRows,
+    index_counts,
+    top_rows_markdown,
+    write_index_frame,
+)
 from wsovvis_dagster.ytvis.linking import LinkParams
-from wsovvis_dagster.ytvis.tubes import convert_mask_folders, write_tube_json
+from wsovvis_dagster.ytvis.results import results_json_path, stream_results
+from wsovvis_dagster.ytvis.tubes import convert_mask_folders, load_tube_json, write_tube_json
+
+
+@dataclass(frozen=True)
+class SplitOutputs:
+    """Files written beside a split's tube JSON, and a summary of its tubes."""
+
+    split: str
+    index_path: Path
+    counts: dict[str, int | float]  # index.index_counts
+    top_rows: str  # Markdown table of the best-scored tubes
+    results_path: Path
+    results: int
+    results_use_gt_ids: bool
+    videos_not_in_gt: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -36,12 +65,19 @@ class SplitTubesResult:
     # videos whose frame folder vanished: left out of the JSON (their masks cannot be checked and
     # their file names would point at nothing), never a crash
     missing_frames: tuple[str, ...]
+    # the Parquet index and the results JSON written beside it in the same pass
+    outputs: SplitOutputs
     # every registered video not in the JSON, partition key -> why (no masks, frames gone)
     left_out: dict[str, str] = field(default_factory=dict)
     # where the masks came from: "mask_pngs" (a predictor) or "import:<origin>" -> video count
     mask_sources: dict[str, int] = field(default_factory=dict)
     # videos left out because converting them failed (also in left_out): key -> the error
     broken: dict[str, str] = field(default_factory=dict)
+
+
+def splits_with_tubes(output_root: Path) -> list[str]:
+    """Splits whose `tubes_<split>.json` exists."""
+    return [s for s in SPLITS if tube_json_path(output_root, s).is_file()]
 
 
 def find_videos_without_masks(output_root: Path, refs: Iterable[VideoRef]) -> list[VideoRef]:
@@ -60,7 +96,10 @@ def build_split_tubes(
     progress: Callable[[int, int, VideoRef], None] | None = None,
     failed: Collection[str] = (),
 ) -> SplitTubesResult:
-    """Convert the mask folders of `refs` (one split) into `tubes_<split>.json`.
+    """Convert the mask folders of `refs` (one split) into `tubes_<split>.json`, and write
+    `tubes_<split>.parquet` (the tube index) and `results_<split>.json` (YouTube-VIS results;
+    with the split's GT, `<data_root>/annotations/<split>_instances.json`, under the GT's video
+    ids, matched by name) beside it from the same pass: the JSON is never read back.
 
     Every mask is checked against its video's frames (stem and size), and each video's length,
     file names and size are its frames' (`tubes.video_tubes_from_masks`). Conversion runs over
@@ -163,19 +202,42 @@ def build_split_tubes(
 
     path = tube_json_path(output_root, split)
     remove_stale_temp_dirs(path.parent)  # temp files of tube_json runs killed over an hour ago
+    gt_path = gt_json_path(data_root, split)
+    gt = load_gt(gt_path) if gt_path.is_file() else None  # results then use its video ids
     info = {"split": split, "source": "wsovvis mask_pngs", "mask_sources": sources}
     if linking is not None:
         info["linking"] = asdict(linking)
+    index = TubeIndexRows(split)
     try:
-        counts = write_tube_json(path, videos(), info=info)
+        # one pass: each video's tubes go to the JSON, the index rows and the results stream
+        with stream_results(results_json_path(path, split), gt=gt) as results:
+            counts = write_tube_json(path, videos(), info=info, collectors=(index, results))
+        df = index.frame()
+        index_path = write_index_frame(df, path, split)
     except OSError as exc:
         raise OutputWriteError(
-            f"cannot write {path}: {exc}. The previous {path.name} (if any) is unchanged; free "
-            "disk space (or fix permissions) and re-run tube_json"
+            f"cannot write {path} (or the index and results beside it): {exc}. Files not yet "
+            "replaced keep their previous version; free disk space (or fix permissions) and "
+            "re-run tube_json"
         ) from exc
     left_out.update(broken)
+    export = results.export()
+    outputs = SplitOutputs(
+        split=split, index_path=index_path, counts=index_counts(df),
+        top_rows=top_rows_markdown(df), results_path=export.path, results=export.results,
+        results_use_gt_ids=gt is not None, videos_not_in_gt=export.skipped_videos,
+    )
     return SplitTubesResult(
         split=split, path=path, videos=counts["videos"], tubes=counts["tubes"],
         frames=counts["frames"], bytes=path.stat().st_size, missing_frames=missing_frames,
-        left_out=left_out, mask_sources=sources, broken=broken,
+        left_out=left_out, mask_sources=sources, broken=broken, outputs=outputs,
     )
+
+
+def check_split_format(tube_json: Path) -> list[str]:
+    """Problems of a tube JSON file (unreadable counts as one); empty when it is valid."""
+    try:
+        data = load_tube_json(tube_json)
+    except TubeFormatError as exc:
+        return [str(exc)]
+    return validate_tube_json(data, Path(tube_json).name)

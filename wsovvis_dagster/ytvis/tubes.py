@@ -15,7 +15,8 @@ and have that frame's size (`MaskFormatError` naming the file otherwise), and fr
 mask get `null` in every tube. Frame sizes are read from the image headers, never decoded.
 
 Conversion encodes all ids of a frame in one pass (`encode_id_map`), reads one frame at a time,
-and can spread videos over processes (`convert_mask_folders`) while `write_tube_json` streams.
+and can spread videos over processes (`convert_mask_folders`) while `write_tube_json` streams,
+handing each video to collectors (the index and results written beside the JSON).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -407,12 +409,25 @@ def convert_mask_folders(
                 fut.cancel()
 
 
+class TubeCollector(Protocol):
+    """Takes each video of a tube JSON as `write_tube_json` writes it (e.g. the Parquet index
+    and the results export), so that nothing has to read the JSON back."""
+
+    def add(self, video: dict, annotations: list[dict]) -> None:
+        """`video`: its `videos[]` entry; `annotations`: its tubes, as written."""
+
+
 def write_tube_json(
-    path: Path, videos: Iterable[VideoTubes], info: dict | None = None
+    path: Path,
+    videos: Iterable[VideoTubes],
+    info: dict | None = None,
+    *,
+    collectors: Sequence[TubeCollector] = (),
 ) -> dict[str, int]:
     """Stream videos into one tube JSON at `path` (atomic); returns counts.
 
-    Annotations are written as each video arrives, so memory holds one video at a time.
+    Annotations are written as each video arrives, so memory holds one video at a time; each
+    video's entry and annotations are then handed to every collector.
     `info` is written last, so a caller may fill it in while `videos` streams (e.g. counts of
     the videos actually converted).
     """
@@ -424,16 +439,16 @@ def write_tube_json(
         ann_id = 0
         for vid_index, video in enumerate(videos, start=1):
             length = len(video.file_names)
-            video_entries.append(
-                {
-                    "id": vid_index,
-                    "name": video.name,
-                    "width": video.width,
-                    "height": video.height,
-                    "length": length,
-                    "file_names": video.file_names,
-                }
-            )
+            entry = {
+                "id": vid_index,
+                "name": video.name,
+                "width": video.width,
+                "height": video.height,
+                "length": length,
+                "file_names": video.file_names,
+            }
+            video_entries.append(entry)
+            annotations = []
             for tube in video.tubes:
                 ann_id += 1
                 ann = {
@@ -453,6 +468,9 @@ def write_tube_json(
                 if tube.source_ids is not None:
                     ann["source_ids"] = tube.source_ids
                 fh.write(("," if ann_id > 1 else "") + json.dumps(ann))
+                annotations.append(ann)
+            for collector in collectors:
+                collector.add(entry, annotations)
             counts["videos"] += 1
             counts["tubes"] += len(video.tubes)
             counts["frames"] += length

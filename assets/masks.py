@@ -35,19 +35,19 @@ from wsovvis_dagster.masks.png_io import read_mask_source
 from wsovvis_dagster.masks.preview import PREVIEW_MIME
 from wsovvis_dagster.masks.segment import VideoMasksResult
 from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.predictors.backends import backend
+from wsovvis_dagster.predictors.settings import PredictorSettings
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
 MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
-# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): each run pays a Dagster process start
-# (3-5 s on an H200 host, with the model kept in the predictor worker); LV-VIS-sized videos
-# (~30 frames, ~0.25 s each) need ~48 per run to keep that under a third (docs/gpu.md)
-DEFAULT_VIDEOS_PER_RUN = 4
-GPU_VIDEOS_PER_RUN = 48
+# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): a backend's default, from its record;
+# definitions.py sets the loaded backend's (`with_videos_per_run`), this is the default one's
+DEFAULT_VIDEOS_PER_RUN = backend(PredictorSettings().backend).videos_per_run
 
 
-def default_videos_per_run(backend: str) -> int:
-    return GPU_VIDEOS_PER_RUN if backend == "videocutler" else DEFAULT_VIDEOS_PER_RUN
-
+def default_videos_per_run(name: str) -> int:
+    """mask_pngs videos per backfill run for backend `name` (`predictors.backends`)."""
+    return backend(name).videos_per_run
 
 
 class MaskConfig(Config):

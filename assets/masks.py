@@ -120,9 +120,9 @@ def mask_pngs(
         # one's PNGs written while this one runs
         outcomes = itertools.chain(
             kept_imported_videos(paths.data, paths.outputs, kept),
-            predictor.segment_videos(paths.data, paths.outputs,
-                                     [r for r in refs if r not in kept],
-                                     skip_bad_frames=config.skip_bad_frames))
+            predictor.session.segment_videos(paths.data, paths.outputs,
+                                             [r for r in refs if r not in kept],
+                                             skip_bad_frames=config.skip_bad_frames))
     for i, outcome in enumerate(outcomes, start=1):
         key = outcome.ref.partition_key
         if outcome.error is not None:
@@ -191,8 +191,9 @@ def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo
 
 
 def _video_metadata(key: str, result: VideoMasksResult, predictor: PredictorResource) -> dict:
-    name, version = predictor.model_identity
-    worker = predictor.worker_info
+    session = predictor.session  # this run's lease and model
+    name, version = session.model_identity
+    worker = session.worker_info
     preview = base64.b64encode(result.preview_jpeg).decode("ascii")
     return {
         "path": MetadataValue.path(str(result.folder)),
@@ -208,8 +209,8 @@ def _video_metadata(key: str, result: VideoMasksResult, predictor: PredictorReso
         "skipped_frames": MetadataValue.json(list(result.skipped_frames)),
         "predictor": name,
         "predictor_version": version,
-        "device": predictor.device,
-        **predictor.placement,  # node (+ physical GPU id on a cluster)
+        "device": session.device,
+        **session.placement,  # node (+ physical GPU id on a cluster)
         "predictor_settings": MetadataValue.json(predictor.effective_settings()),
         # which long-lived process ran it (pid, reused or started by this run), if any
         **({"predictor_worker": MetadataValue.json(worker)} if worker else {}),

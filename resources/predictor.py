@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -32,12 +31,8 @@ from wsovvis_dagster.gpu.leases import (
 from wsovvis_dagster.gpu.session import (
     PredictorSession,
     connect_slot_worker,
-    placement,
 )
 from wsovvis_dagster.gpu.worker import WorkerClient
-from wsovvis_dagster.masks.segment import VideoOutcome
-from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.predictors import VideoPredictor
 from wsovvis_dagster.predictors.backends import BACKENDS, backend, by_backend, output_changes
 from wsovvis_dagster.predictors.factory import output_fingerprint
 from wsovvis_dagster.predictors.settings import (
@@ -238,31 +233,18 @@ class PredictorResource(ConfigurableResource):
             return self.worker_idle_seconds
         return backend(self.backend).worker_idle_seconds
 
-    def segment_videos(self, data_root: Path, output_root: Path, refs: list[VideoRef], *,
-                       skip_bad_frames: bool = False) -> Iterator[VideoOutcome]:
-        """`masks.segment.segment_videos` with this run's model: in the worker, or here."""
-        return self._open_session().segment_videos(data_root, output_root, refs,
-                                                   skip_bad_frames=skip_bad_frames)
+    @property
+    def session(self) -> PredictorSession:
+        """This run's GPU lease and model (`segment_videos`, `model_identity`, `placement`,
+        ...), open between setup and teardown."""
+        if self._session is None:
+            raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
+        return self._session
 
     def check_fence(self) -> None:
         """Raise `RunFencedError` if Dagster has failed or cancelled this run meanwhile."""
         if self._fence is not None:
             self._fence()
-
-    @property
-    def placement(self) -> dict[str, str]:
-        """Where this run's videos ran: node and physical GPU (`gpu.session.placement`)."""
-        return placement(self._session.lease if self._session else None)
-
-    @property
-    def model_identity(self) -> tuple[str, str]:
-        """(name, version) of the model serving this run."""
-        return self._open_session().model_identity
-
-    @property
-    def worker_info(self) -> dict | None:
-        """The worker serving this run (pid, reused, build seconds, ...), or None."""
-        return self._session.worker_info if self._session else None
 
     def settings(self, device: str = "cpu") -> PredictorSettings:
         """The library settings this resource stands for, on `device` (copied by name)."""
@@ -286,22 +268,3 @@ class PredictorResource(ConfigurableResource):
         if self._session is not None:
             self._session.close()  # the worker stays up for the next run (idle timeout)
             self._session = None
-
-    def _open_session(self) -> PredictorSession:
-        if self._session is None:
-            raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
-        return self._session
-
-    @property
-    def predictor(self) -> VideoPredictor:
-        session = self._open_session()
-        if session.worker is not None:
-            raise RuntimeError("this run's model lives in the predictor worker (pid "
-                               f"{session.worker.pid}): call segment_videos, or set "
-                               "worker_idle_seconds=0 to build it in the run")
-        return session.predictor
-
-    @property
-    def device(self) -> str:
-        """'cuda:N' leased for this run, or 'cpu'."""
-        return self._session.device if self._session else "cpu"

@@ -3,8 +3,7 @@ built in the run), and give it all back when the run ends.
 
 `PredictorSession` is what a `mask_pngs` run holds between its resource's setup and teardown;
 `trained_model` leases its devices with the same `LeaseRequest` (gpu.leases), so the two
-never share a device.
-The run's log lines come from here (`log`): tests/gpu/test_coordination.py and
+never share a device. The run's log lines come from here (`log`): tests/gpu/test_coordination.py and
 `wsovvis_ops.runs` parse "gpu lease acquired: <device> (...)" and "gpu lease released: <device>",
 so keep their wording.
 """
@@ -31,15 +30,6 @@ def connect_slot_worker(settings: PredictorSettings, slot_dir: str | Path, slot:
     started if none runs (what a run does at setup; benchmarks pre-start workers so)."""
     return connect_worker(settings, worker_dir(slot_dir, settings.device, slot),
                           idle_seconds=idle_seconds, env=env)
-
-
-def placement(lease: GpuLease | None) -> dict[str, str]:
-    """Where a run's videos ran: node (host, or the cluster node's name) and the physical
-    device id on it (metadata: `node`, `physical_gpu`)."""
-    out = {"node": node_name()}
-    if lease is not None and lease.physical:
-        out["physical_gpu"] = lease.physical
-    return out
 
 
 def _ignore(message: str) -> None:
@@ -116,6 +106,15 @@ class PredictorSession:
         if self.predictor is None:
             raise RuntimeError("this predictor session is closed")
         return self.predictor.name, self.predictor.version
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Where this run's videos ran: node (host, or the cluster node's name) and the
+        physical device id on it (metadata: `node`, `physical_gpu`)."""
+        out = {"node": node_name()}
+        if self.lease is not None and self.lease.physical:
+            out["physical_gpu"] = self.lease.physical
+        return out
 
     @property
     def worker_info(self) -> dict | None:

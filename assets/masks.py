@@ -35,19 +35,19 @@ from wsovvis_dagster.masks.png_io import read_mask_source
 from wsovvis_dagster.masks.preview import PREVIEW_MIME
 from wsovvis_dagster.masks.segment import VideoMasksResult
 from wsovvis_dagster.paths import VideoRef
+from wsovvis_dagster.predictors.backends import backend
+from wsovvis_dagster.predictors.settings import PredictorSettings
 
 CODE_VERSION = "1"  # bump when this asset's code changes what it writes
 MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
-# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): each run pays a Dagster process start
-# (3-5 s on an H200 host, with the model kept in the predictor worker); LV-VIS-sized videos
-# (~30 frames, ~0.25 s each) need ~48 per run to keep that under a third (docs/gpu.md)
-DEFAULT_VIDEOS_PER_RUN = 4
-GPU_VIDEOS_PER_RUN = 48
+# videos per backfill run (env WSOVVIS_VIDEOS_PER_RUN): a backend's default, from its record;
+# definitions.py sets the loaded backend's (`with_videos_per_run`), this is the default one's
+DEFAULT_VIDEOS_PER_RUN = backend(PredictorSettings().backend).videos_per_run
 
 
-def default_videos_per_run(backend: str) -> int:
-    return GPU_VIDEOS_PER_RUN if backend == "videocutler" else DEFAULT_VIDEOS_PER_RUN
-
+def default_videos_per_run(name: str) -> int:
+    """mask_pngs videos per backfill run for backend `name` (`predictors.backends`)."""
+    return backend(name).videos_per_run
 
 
 class MaskConfig(Config):
@@ -120,9 +120,9 @@ def mask_pngs(
         # one's PNGs written while this one runs
         outcomes = itertools.chain(
             kept_imported_videos(paths.data, paths.outputs, kept),
-            predictor.segment_videos(paths.data, paths.outputs,
-                                     [r for r in refs if r not in kept],
-                                     skip_bad_frames=config.skip_bad_frames))
+            predictor.session.segment_videos(paths.data, paths.outputs,
+                                             [r for r in refs if r not in kept],
+                                             skip_bad_frames=config.skip_bad_frames))
     for i, outcome in enumerate(outcomes, start=1):
         key = outcome.ref.partition_key
         if outcome.error is not None:
@@ -191,8 +191,9 @@ def _import_metadata(key: str, result: VideoMasksResult, imported: ImportedVideo
 
 
 def _video_metadata(key: str, result: VideoMasksResult, predictor: PredictorResource) -> dict:
-    name, version = predictor.model_identity
-    worker = predictor.worker_info
+    session = predictor.session  # this run's lease and model
+    name, version = session.model_identity
+    worker = session.worker_info
     preview = base64.b64encode(result.preview_jpeg).decode("ascii")
     return {
         "path": MetadataValue.path(str(result.folder)),
@@ -208,8 +209,8 @@ def _video_metadata(key: str, result: VideoMasksResult, predictor: PredictorReso
         "skipped_frames": MetadataValue.json(list(result.skipped_frames)),
         "predictor": name,
         "predictor_version": version,
-        "device": predictor.device,
-        **predictor.placement,  # node (+ physical GPU id on a cluster)
+        "device": session.device,
+        **session.placement,  # node (+ physical GPU id on a cluster)
         "predictor_settings": MetadataValue.json(predictor.effective_settings()),
         # which long-lived process ran it (pid, reused or started by this run), if any
         **({"predictor_worker": MetadataValue.json(worker)} if worker else {}),

@@ -10,12 +10,11 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from resources import DatasetPaths, SacredObserverResource
-from wsovvis_dagster.gpu.leases import parse_gpus
+from wsovvis_dagster.gpu.leases import LeaseRequest, parse_gpus, resolve_slot_dir
 from wsovvis_dagster.paths import tube_json_path
 from wsovvis_dagster.training.launch import (
     REFERENCE_ENTRYPOINT,
     launch_sacred,
-    lease_gpus,
     parse_entrypoint,
     plan_launch,
     sacred_command,
@@ -142,9 +141,11 @@ def trained_model(
     # runs_dir (rank_entry still passes it the run id)
     env, leases = {}, []
     if plan.uses_gpu:
-        slot_dir = Path(context.instance.root_directory) / "gpu_slots"
-        leases = lease_gpus(config.devices, plan.nproc, run_id=context.run_id,
-                            slot_dir=slot_dir, timeout_s=config.gpu_lease_timeout_s)
+        # the lease folder and lease API of mask_pngs' runs (devices '' = every GPU)
+        request = LeaseRequest(config.devices or "auto",
+                               resolve_slot_dir(home=context.instance.root_directory),
+                               timeout_s=config.gpu_lease_timeout_s)
+        leases = request.acquire_many(context.run_id, plan.nproc)
         env["CUDA_VISIBLE_DEVICES"] = visible_devices(
             [lease.index for lease in leases], os.environ.get("CUDA_VISIBLE_DEVICES"))
     context.log.info(f"torchrun: {plan.nproc} {plan.device} processes ({plan.backend})"

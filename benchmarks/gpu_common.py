@@ -149,7 +149,7 @@ def build_from_env():
 
 def loop_videos(data: Path, output: Path, refs, predictor, *,
                 workers: int | None = None) -> tuple[list[dict], float]:
-    """The asset's loop (`pipeline.segment_videos`) over `refs`: one record per video (its
+    """The asset's loop (`masks.segment.segment_videos`) over `refs`: one record per video (its
     own timings and when it finished) and the loop's wall seconds. A bad video raises."""
     from wsovvis_dagster.masks.segment import segment_videos
 

@@ -14,7 +14,7 @@ root (the JPEGs hard-linked into videos) and a temporary Dagster instance, start
 does (`wsovvis_ops.backfill.queue_mask_runs`; the `tube_json_after_masks` sensor then queues
 `tube_json`) and waits for tube_json, sampling nvidia-smi in a thread. It prints, side by side:
 
-- library loop fps: `pipeline.segment_videos` (the asset's own loop) called directly in one
+- library loop fps: `masks.segment.segment_videos` (the asset's own loop) called directly in one
   fresh process on the same videos, model built once: the ceiling for the asset;
 - in-asset fps: frames / sum of the per-video `seconds` in the asset's metadata;
 - mask wall fps: frames / (first mask run start -> last mask run end), run records;

@@ -1,4 +1,4 @@
-"""Issue 14: profiler evidence of what bounds `pipeline.segment_videos` on one GPU.
+"""Issue 14: profiler evidence of what bounds `masks.segment.segment_videos` on one GPU.
 
     # on the GPU machine, after benchmarks/gpu_device_setup.sh (env as gpu_dagster.py sets it)
     python3 -m benchmarks.gpu_profile --frames .gpu/frames --out $OUT

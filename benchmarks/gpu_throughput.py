@@ -6,7 +6,7 @@
   runs it, with sequential JPEG decoding before and PNG writing after (fp32; lengths that
   fit the card only: it needs ~0.18 GiB per frame).
 - ours: the backend's fast path (chunks of 64, overlap 8) in the `mask_pngs` asset's own loop
-  (`pipeline.segment_videos`: JPEG decoding of the next video and PNG writing of the previous
+  (`masks.segment.segment_videos`: JPEG decoding of the next video and PNG writing of the previous
   one in thread pools while the GPU runs this one).
 For each length (default 64, 256, 1000 frames) it prints frames/s of both, the ratio and our
 peak GPU memory; then the agreement of our masks with upstream's on the same clip (matched
@@ -97,7 +97,7 @@ def run_upstream(up, videos, out: Path, confidence: float) -> float:
 
 
 def run_ours(pred, videos, out: Path, workers: int) -> float:
-    """The `mask_pngs` asset's own loop (`pipeline.segment_videos`: decode of video i+1 and PNG
+    """The `mask_pngs` asset's own loop (`masks.segment.segment_videos`: decode of video i+1 and PNG
     writing of video i-1 overlap the predictor on video i) over folders of hard-linked frames.
     Folder set-up is not timed."""
     from wsovvis_dagster.masks.segment import segment_videos

@@ -4,7 +4,7 @@ the current `cpu.py` against an earlier one (from git) in the same run.
     python -m benchmarks.predictor_speed                       # against the cpu-3 commit
     python -m benchmarks.predictor_speed --rounds 3 --json benchmarks/results/predictor_speed.json
 
-Each round runs `pipeline.segment_video` (the function the asset runs) on every sequence with
+Each round runs `masks.segment.segment_video` (the function the asset runs) on every sequence with
 the old predictor, then the new one, so both see the same load on a shared machine; frames/s
 are totals over rounds. Frames are the ../shared DAVIS sequences (854x480), copied into a
 temporary data root; masks go to a temporary folder.
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, t in totals.items():
         rows.append({"predictor": name, "what": "JPEG read + predict + PNG write "
-                     "(pipeline.segment_video)", "frames": t["frames"],
+                     "(masks.segment.segment_video)", "frames": t["frames"],
                      "seconds": round(t["seconds"], 2),
                      "frames_per_s": round(t["frames"] / t["seconds"], 2)})
         rows.append({"predictor": name, "what": "predict() alone", "frames": t["frames"],
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         write_result(args.json, benchmark="predictor_speed",
                      title="Embedded predictor speed: JPEG read + predict + PNG write, new vs "
                            "old in one run",
-                     measures="library: `pipeline.segment_video`, the function `mask_pngs` "
+                     measures="library: `masks.segment.segment_video`, the function `mask_pngs` "
                               "runs per video, without a Dagster run",
                      ctx=context(argv, {"sequences": len(seqs), "rounds": args.rounds},
                                  args.note),

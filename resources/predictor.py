@@ -1,11 +1,13 @@
-"""The video predictor resource: one model per run, on the device the run was given."""
+"""The video predictor resource: one model per run, on the device the run was given.
+
+Thin: the fields are the settings (docs/settings.md); a run's GPU lease and model are a
+`wsovvis_dagster.gpu.session.PredictorSession`, opened at setup and closed at teardown.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -20,22 +22,19 @@ from resources.settings import (
     launch_keys,
     setting_sources,
 )
-from wsovvis_dagster.gpu.leases import GpuLease, acquire_gpu_slot, cluster_node, node_name
-from wsovvis_dagster.gpu.worker import (
-    WorkerClient,
-    connect_worker,
-    default_idle_seconds,
-    worker_dir,
+from wsovvis_dagster.gpu.leases import (
+    SLOTS_FOLDER,
+    LeaseRequest,
+    cluster_node,
+    resolve_slot_dir,
 )
-from wsovvis_dagster.masks.segment import VideoOutcome, segment_videos
-from wsovvis_dagster.paths import VideoRef
-from wsovvis_dagster.predictors import VideoPredictor
-from wsovvis_dagster.predictors.factory import (
-    BACKENDS,
-    NOT_OUTPUT,
-    build_predictor,
-    output_fingerprint,
+from wsovvis_dagster.gpu.session import (
+    PredictorSession,
+    connect_slot_worker,
 )
+from wsovvis_dagster.gpu.worker import WorkerClient
+from wsovvis_dagster.predictors.backends import BACKENDS, backend, by_backend, output_changes
+from wsovvis_dagster.predictors.factory import output_fingerprint
 from wsovvis_dagster.predictors.settings import (
     GPU_MEMORY_BUDGET_GIB,
     SETTINGS_FIELDS,
@@ -49,14 +48,14 @@ _D = PredictorSettings()  # the built-in defaults of every library setting, defi
 
 class PredictorResource(ConfigurableResource):
     """Builds the configured backend once per run (`setup_for_execution`), not per video, or,
-    with a predictor worker (`worker_idle_seconds` > 0, the default for VideoCutLER), connects
-    to the long-lived process that holds the model for this run's GPU slot and starts it if
-    none runs (`wsovvis_dagster.gpu.worker`): the model is then built once per slot,
-    not once per run.
+    with a predictor worker (`worker_idle_seconds` > 0, the default for backends whose record
+    says so, `wsovvis_dagster.predictors.backends`), connects to the long-lived process that
+    holds the model for this run's GPU slot and starts it if none runs
+    (`wsovvis_dagster.gpu.worker`): the model is then built once per slot, not once per run.
 
     With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu.leases`: an
     exclusive flock under `<DAGSTER_HOME>/gpu_slots`) and builds the model there; the lease is
-    released at teardown, or by the kernel if the process dies.
+    released at teardown, or by the kernel if the process dies (`wsovvis_dagster.gpu.session`).
 
     Every field is also an env var, `WSOVVIS_<FIELD>` (aliases below), applied in
     `definitions.build_resources`; see docs/settings.md.
@@ -65,9 +64,15 @@ class PredictorResource(ConfigurableResource):
     RESOURCE_KEY: ClassVar[str] = "predictor"
     ENV_ALIASES: ClassVar[dict[str, str]] = {
         "backend": "WSOVVIS_PREDICTOR", "weights": "WSOVVIS_VIDEOCUTLER_WEIGHTS"}
+    # fields of the run, not of the model: which GPU it leases and where its model lives. The
+    # other fields are PredictorSettings' by name, but `device`, which the lease gives
+    # (tests/resources/test_settings.py checks both lists and docs/settings.md's table)
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "gpus", "slot_dir", "runs_per_gpu", "worker_idle_seconds", "lease_timeout_s")
 
-    backend: str = Field(default=_D.backend, description=f"one of {', '.join(BACKENDS)} "
-                         "(env WSOVVIS_PREDICTOR)",
+    backend: str = Field(default=_D.backend, description="; ".join(
+                         f"{b.name}: {b.description}" for b in BACKENDS.values())
+                         + " (env WSOVVIS_PREDICTOR)",
                          pattern=f"^({'|'.join(re.escape(b) for b in BACKENDS)})$")
     gpus: str = Field(
         default="", pattern=r"^\s*(auto|\d+(\s*,\s*\d+)*)?\s*$",
@@ -75,7 +80,8 @@ class PredictorResource(ConfigurableResource):
         "Empty: CPU. Each run leases one free index for its whole duration.",
     )
     slot_dir: str = Field(
-        default="", description="Lease files folder, local disk (default: <DAGSTER_HOME>/gpu_slots)"
+        default="", description="Lease files folder, local disk (default: "
+        f"<DAGSTER_HOME>/{SLOTS_FOLDER})"
     )
     runs_per_gpu: int = Field(
         default=1, ge=1,
@@ -104,7 +110,7 @@ class PredictorResource(ConfigurableResource):
         description="Predictor worker: keep the model in a long-lived process per GPU slot that "
         "serves every run and exits after this many seconds without one (env "
         "WSOVVIS_WORKER_IDLE_SECONDS). 0: build the model inside each run. Default: "
-        "600 for videocutler, 0 for the CPU backends",
+        f"{by_backend(lambda b: b.worker_idle_seconds)}",
     )
     lease_timeout_s: float = Field(
         default=3600.0, description="How long a run waits for a free GPU before failing"
@@ -141,9 +147,8 @@ class PredictorResource(ConfigurableResource):
         description="TESTING ONLY (backend cpu-slow): seconds held per video"
     )
 
-    _predictor: VideoPredictor | None = PrivateAttr(default=None)
-    _worker: WorkerClient | None = PrivateAttr(default=None)
-    _lease: GpuLease | None = PrivateAttr(default=None)
+
+    _session: PredictorSession | None = PrivateAttr(default=None)
     _fence: RunFence | None = PrivateAttr(default=None)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -154,10 +159,9 @@ class PredictorResource(ConfigurableResource):
         settings = self.settings()
         before = replace(settings, **{k: configured_value(type(self), env, k)
                                       for k in launched if k in SETTINGS_FIELDS})
-        if output_fingerprint(before) == output_fingerprint(settings):
+        changed = sorted(set(output_changes(before, settings)) & launched)
+        if not changed:
             return
-        changed = [k for k in sorted(launched) if k in SETTINGS_FIELDS and k not in NOT_OUTPUT
-                   and getattr(before, k) != getattr(settings, k)]
         fixes = ", ".join(f"{env_var_name(type(self), k)}={getattr(settings, k)}"
                           for k in changed)
         raise SettingsError(
@@ -195,94 +199,52 @@ class PredictorResource(ConfigurableResource):
                 "predictor settings set at launch: " + ", ".join(
                     f"{k}={getattr(self, k)!r}" for k in sorted(launched)))
         run_id = context.run.run_id if context.run else "local"
-        slot_dir = self.slot_dir or (
-            str(Path(context.instance.root_directory) / "gpu_slots") if context.instance else None
-        )
         if context.instance is not None and context.run is not None:
             # a run Dagster has failed publishes nothing more (wsovvis_instance.fencing)
             self._fence = RunFence(context.instance, run_id)
             if float(os.environ.get(WATCH_ENV) or 0) > 0:
                 self._fence.watch(float(os.environ[WATCH_ENV]))
-        self._lease = acquire_gpu_slot(
-            self.gpus, run_id=run_id, slot_dir=slot_dir, timeout_s=self.lease_timeout_s,
-            runs_per_gpu=self.runs_per_gpu, node=cluster_node(),
-        )
-        device = self._lease.device if self._lease else "cpu"
-        if context.log:
-            if self._lease:  # parsed by tests/gpu/test_coordination.py: keep the wording
-                context.log.info(f"gpu lease acquired: {device} ({self._lease.path})")
-            context.log.info(f"building predictor backend={self.backend} on {device} "
-                             f"(backend from {self._sources.get('backend', '?')})")
         try:
-            idle = self.worker_idle()
-            if idle > 0 and slot_dir:
-                self._worker = self.connect_worker(
-                    slot_dir, device, self._lease.slot if self._lease else 0)
-                if context.log:
-                    info = self._worker.info
-                    context.log.info(
-                        f"predictor worker pid {info['pid']} on {device}: "
-                        + (f"reused (model built {time.time() - info['started_at']:.0f} s "
-                           f"ago, {info['served']} requests served)" if self._worker.reused
-                           else f"started, model built in {info['built_s']} s")
-                        + f"; exits after {idle:g} s without a run (log {self._worker.log_path})")
-            else:
-                self._predictor = build_predictor(self.settings(device))
+            self._session = PredictorSession.open(
+                self.settings(), self.lease_request(context), run_id=run_id,
+                idle_seconds=self.worker_idle(), before_publish=self._fence,
+                log=context.log.info if context.log else None,
+                backend_source=self._sources.get("backend", "?"))
         except BaseException:
             self.teardown_after_execution(context)
             raise
+
+    def lease_request(self, context: InitResourceContext | None = None) -> LeaseRequest:
+        """What this run may lease: the lease folder defaults to <DAGSTER_HOME>/gpu_slots."""
+        home = context.instance.root_directory if context and context.instance else None
+        return LeaseRequest(self.gpus, resolve_slot_dir(self.slot_dir, home),
+                            self.runs_per_gpu, self.lease_timeout_s, cluster_node())
 
     def connect_worker(self, slot_dir: str | Path, device: str, slot: int = 0,
                        env: dict | None = None) -> WorkerClient:
         """The predictor worker of (`device`, `slot`) under `slot_dir` for these settings,
         started if none runs (what a run does at setup; benchmarks pre-start workers so)."""
-        return connect_worker(self.settings(device), worker_dir(slot_dir, device, slot),
-                              idle_seconds=self.worker_idle(), env=env)
+        return connect_slot_worker(self.settings(device), slot_dir, slot,
+                                   idle_seconds=self.worker_idle(), env=env)
 
     def worker_idle(self) -> float:
         """Seconds a predictor worker outlives its last run; 0 = no worker."""
         if self.worker_idle_seconds is not None:
             return self.worker_idle_seconds
-        return default_idle_seconds(self.backend)
+        return backend(self.backend).worker_idle_seconds
 
-    def segment_videos(self, data_root: Path, output_root: Path, refs: list[VideoRef], *,
-                       skip_bad_frames: bool = False) -> Iterator[VideoOutcome]:
-        """`pipeline.segment_videos` with this run's model: in the worker, or in-process."""
-        if self._worker is not None:
-            return self._worker.segment_videos(data_root, output_root, refs,
-                                               skip_bad_frames=skip_bad_frames)
-        return segment_videos(data_root, output_root, refs, self.predictor,
-                              skip_bad_frames=skip_bad_frames, before_publish=self._fence)
+    @property
+    def session(self) -> PredictorSession:
+        """This run's GPU lease and model (`segment_videos`, `model_identity`, `placement`,
+        ...), open between setup and teardown."""
+        if self._session is None:
+            raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
+        return self._session
 
     def check_fence(self) -> None:
         """Raise `RunFencedError` if Dagster has failed or cancelled this run meanwhile."""
         if self._fence is not None:
             self._fence()
-
-    @property
-    def placement(self) -> dict[str, str]:
-        """Where this run's videos ran: node (host, or the cluster node's name) and the
-        physical device id on it (metadata: `node`, `physical_gpu`)."""
-        out = {"node": node_name()}
-        if self._lease is not None and self._lease.physical:
-            out["physical_gpu"] = self._lease.physical
-        return out
-
-    @property
-    def model_identity(self) -> tuple[str, str]:
-        """(name, version) of the model serving this run."""
-        if self._worker is not None:
-            return self._worker.info["name"], self._worker.info["version"]
-        return self.predictor.name, self.predictor.version
-
-    @property
-    def worker_info(self) -> dict | None:
-        """The worker serving this run (pid, reused, build seconds, ...), or None."""
-        if self._worker is None:
-            return None
-        info = self._worker.info
-        return {"pid": info["pid"], "reused": self._worker.reused, "built_s": info["built_s"],
-                "started_at": info["started_at"], "log": str(self._worker.log_path)}
 
     def settings(self, device: str = "cpu") -> PredictorSettings:
         """The library settings this resource stands for, on `device` (copied by name)."""
@@ -303,26 +265,6 @@ class PredictorResource(ConfigurableResource):
         if self._fence is not None:
             self._fence.stop()
             self._fence = None
-        self._predictor = None
-        self._worker = None  # the worker stays up for the next run (idle timeout)
-        if self._lease is not None:
-            device = self._lease.device
-            self._lease.release()
-            self._lease = None
-            if context.log:
-                context.log.info(f"gpu lease released: {device}")
-
-    @property
-    def predictor(self) -> VideoPredictor:
-        if self._worker is not None:
-            raise RuntimeError("this run's model lives in the predictor worker (pid "
-                               f"{self._worker.pid}): call segment_videos, or set "
-                               "worker_idle_seconds=0 to build it in the run")
-        if self._predictor is None:
-            raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
-        return self._predictor
-
-    @property
-    def device(self) -> str:
-        """'cuda:N' leased for this run, or 'cpu'."""
-        return self._lease.device if self._lease else "cpu"
+        if self._session is not None:
+            self._session.close()  # the worker stays up for the next run (idle timeout)
+            self._session = None

@@ -12,9 +12,9 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from wsovvis_dagster.cli import main as library_main
+from wsovvis_dagster.gpu.leases import SLOTS_FOLDER, resolve_slot_dir
 
 
 def _gpus(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def _gpus(args: argparse.Namespace) -> int:
         print("error: DAGSTER_HOME is not set (source .venv/bin/activate)", file=sys.stderr)
         return 2
     with DagsterInstance.get() as instance:
-        slot_dir = Path(args.slot_dir or Path(instance.root_directory) / "gpu_slots")
+        slot_dir = resolve_slot_dir(args.slot_dir or "", instance.root_directory)
         actions = free_stale(instance, pool=args.pool) if args.free_stale else []
         report = gpu_report(instance, slot_dir=slot_dir, pool=args.pool)
     if args.stop_workers:
@@ -74,7 +74,7 @@ def add_gpus_command(sub) -> None:
                       help="stop the predictor workers now (they exit by themselves after "
                            "WSOVVIS_WORKER_IDLE_SECONDS without a run)")
     gpus.add_argument("--pool", default="gpu", help="concurrency pool (default: gpu)")
-    gpus.add_argument("--slot-dir", help="lease folder (default: $DAGSTER_HOME/gpu_slots)")
+    gpus.add_argument("--slot-dir", help=f"lease folder (default: $DAGSTER_HOME/{SLOTS_FOLDER})")
     gpus.add_argument("--json", action="store_true", help="machine-readable report")
     gpus.set_defaults(func=_gpus)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from wsovvis_dagster.gpu.leases import process_alive, slot_holders
+from wsovvis_dagster.gpu.leases import leased_indices, process_alive, slot_holders
 from wsovvis_instance.dagster_private import GRPC_INFO_TAG
 
 PID_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_WORKER_STARTED}
@@ -74,12 +74,6 @@ def run_liveness(instance: DagsterInstance, run: DagsterRun) -> RunLiveness:
         "killed, OOM-killed or crashed", pids)
 
 
-def lease_files(slot_dir: Path) -> str:
-    """'0,1,3' for the lease files present in `slot_dir` (the devices runs have leased)."""
-    indices = sorted(int(p.stem[3:]) for p in slot_dir.glob("gpu*.lock") if p.stem[3:].isdigit())
-    return ",".join(map(str, indices))
-
-
 def gpu_report(instance: DagsterInstance, *, slot_dir: Path, pool: str = GPU_POOL) -> dict:
     """The pool's slots and who claims them, each GPU lease, and which runs are stale.
 
@@ -103,7 +97,7 @@ def gpu_report(instance: DagsterInstance, *, slot_dir: Path, pool: str = GPU_POO
             dead_runs.append({"run_id": run.run_id, "reason": live.reason})
     default_limit = instance.get_concurrency_config().pool_config.default_pool_limit
     leases = []
-    gpus = lease_files(slot_dir)
+    gpus = ",".join(map(str, leased_indices(slot_dir)))  # the devices runs have leased
     for index, holder in (slot_holders(gpus, slot_dir) if gpus else {}).items():
         leases.append({"device": f"cuda:{index}", "free": holder is None, **(holder or {})})
     return {

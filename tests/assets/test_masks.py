@@ -118,9 +118,9 @@ class _GridPredictor:
 
 def test_more_than_255_ids_are_written_16_bit_and_round_trip(real_jpegs, tmp_path, instance,
                                                              resources_for, monkeypatch):
-    import resources.predictor as predictor_resource
+    import wsovvis_dagster.gpu.session as run_session
 
-    monkeypatch.setattr(predictor_resource, "build_predictor", lambda settings: _GridPredictor())
+    monkeypatch.setattr(run_session, "build_predictor", lambda settings: _GridPredictor())
     data = tmp_path / "data"
     make_video(data, "val", "crowd", real_jpegs[:3])
     resources = resources_for(data)

@@ -1,4 +1,4 @@
-"""The pipelined per-video loop (`pipeline.segment_videos`) that `mask_pngs` runs, on CPU.
+"""The pipelined per-video loop (`masks.segment.segment_videos`) that `mask_pngs` runs, on CPU.
 
 Ordering of prefetch and writes, bytes identical to a plain sequential loop, failure isolation
 for a broken frame in a prefetched video, and runs-per-GPU lease slots.

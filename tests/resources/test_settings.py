@@ -109,6 +109,50 @@ def test_predictor_settings_are_the_resource_fields_by_name():
             settings.device) == (0.3, 5, "fp16", 2, "cuda:1")
 
 
+def _docs_rows(key: str) -> dict[str, list[str]]:
+    """docs/settings.md's resource table: field -> its row's cells, for resource `key`."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        prefix = f"`resources.{key}.config."
+        if len(cells) == 5 and cells[1].startswith(prefix):
+            rows[cells[1][len(prefix):-1]] = cells
+    return rows
+
+
+def test_resource_settings_dataclass_and_docs_table_list_the_same_fields():
+    """The three lists of predictor settings agree: the resource's fields are PredictorSettings'
+    (but `device`, which the lease decides) plus its RUN_FIELDS (lease and worker), the docs
+    table has one row per field, and its stale column is the backends' output settings."""
+    from wsovvis_dagster.predictors.backends import BACKENDS, OUTPUT_SETTINGS
+
+    library = {f.name for f in fields(PredictorSettings)} - {"device"}
+    resource = set(PredictorResource.model_fields)
+    assert resource == library | set(PredictorResource.RUN_FIELDS), resource ^ (
+        library | set(PredictorResource.RUN_FIELDS))
+    assert not library & set(PredictorResource.RUN_FIELDS)
+    rows = _docs_rows("predictor")
+    assert set(rows) == resource, set(rows) ^ resource
+    for name, cells in rows.items():
+        assert cells[0] == f"`{env_var_name(PredictorResource, name)}`", name
+        assert cells[4] == ("yes" if name in OUTPUT_SETTINGS else "no"), name
+        default = PredictorResource.model_fields[name].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert f"`{default:g}`" in cells[2], (name, cells[2])  # e.g. `0.6`, `3600`
+        elif isinstance(default, bool):
+            assert f"`{str(default).lower()}`" in cells[2], (name, cells[2])
+        elif isinstance(default, str) and default:
+            assert f"`{default}`" in cells[2], (name, cells[2])
+    # defaults that differ by backend (None in the resource) name each backend's value
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    per_run = next(line for line in doc.splitlines()
+                   if line.startswith("| `WSOVVIS_VIDEOS_PER_RUN` |"))
+    for record in BACKENDS.values():
+        assert f"`{record.worker_idle_seconds:g}`" in rows["worker_idle_seconds"][2]
+        assert f"`{record.videos_per_run}`" in per_run
+
+
 def test_gpu_memory_cap_shares_one_budget_among_a_gpus_runs():
     """Unset, each run's allocator cap is the GPU budget divided by the runs sharing the GPU,
     so cuDNN's autotuning never takes the whole card; a set value (0 = none) wins."""

@@ -79,8 +79,8 @@ def test_metrics_become_last_values_and_a_small_loss_table():
 
 def test_training_gpus_come_from_the_mask_predictors_leases(tmp_path):
     """A training job and mask runs lease from the same lock files: never the same GPU."""
-    from wsovvis_dagster.gpu.leases import GpuSlotError, acquire_gpu_slot
-    from wsovvis_dagster.training.launch import lease_gpus, visible_devices
+    from wsovvis_dagster.gpu.leases import GpuSlotError, acquire_gpu_slot, lease_gpus
+    from wsovvis_dagster.training.launch import visible_devices
 
     mask_run = acquire_gpu_slot("0,1,2", run_id="masks", slot_dir=tmp_path, timeout_s=0)
     assert mask_run.index == 0

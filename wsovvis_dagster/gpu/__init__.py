@@ -1,2 +1,4 @@
-"""GPU runtime of the mask and training runs: slot leases, run tags and sizing, the
-predictor worker and its socket."""
+"""GPU runtime of the mask and training runs: slot leases (`leases`), a run's session over
+them (`session`: lease, then the predictor from the slot's worker or built in the run), the
+predictor worker and its socket (`worker`, `worker_socket`), run tags and sizing (`run_tags`,
+`run_plan`)."""

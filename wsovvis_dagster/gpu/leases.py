@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -31,12 +32,36 @@ from wsovvis_dagster.errors import WsovvisError
 
 LOCK_PATTERN = "gpu{index}.lock"
 SLOT_PATTERN = "gpu{index}.slot{slot}.lock"  # slots 1.. of a GPU shared by several runs
+_LOCK_NAME = re.compile(r"gpu(\d+)(?:\.slot(\d+))?\.lock")  # both patterns, read back
+SLOTS_FOLDER = "gpu_slots"  # the lease folder under DAGSTER_HOME
 
 
 def lock_name(index: int, slot: int = 0) -> str:
     """Lease file of (device, slot); slot 0 keeps the one-run-per-GPU name."""
     return LOCK_PATTERN.format(index=index) if slot == 0 else SLOT_PATTERN.format(
         index=index, slot=slot)
+
+
+def parse_lock_name(name: str) -> tuple[int, int] | None:
+    """(device index, slot) of a lease file named by `lock_name`; None for any other name
+    (e.g. a GPU UUID's lease on a cluster node)."""
+    found = _LOCK_NAME.fullmatch(name)
+    return (int(found[1]), int(found[2] or 0)) if found else None
+
+
+def leased_indices(slot_dir: str | Path) -> tuple[int, ...]:
+    """The devices with a lease file (slot 0) in `slot_dir`: those runs have leased so far."""
+    names = (parse_lock_name(p.name) for p in Path(slot_dir).glob("gpu*.lock"))
+    return tuple(sorted(index for index, slot in filter(None, names) if slot == 0))
+
+
+def resolve_slot_dir(configured: str | Path = "", home: str | Path | None = None
+                     ) -> Path | None:
+    """The lease folder: `configured` if set, else `<home>/gpu_slots` (home: the Dagster
+    instance's root, DAGSTER_HOME), else None (`acquire_gpu_slot`'s temporary default)."""
+    if configured:
+        return Path(configured)
+    return Path(home) / SLOTS_FOLDER if home else None
 
 
 class GpuSlotError(WsovvisError):
@@ -179,8 +204,8 @@ def acquire_gpu_slot(
     spread over the devices before any two share one, and concurrent runs never hold the same
     (device, slot). If all are held it polls every `poll_s` for up to `timeout_s` (more runs than
     GPUs only happens when the Dagster `gpu` pool limit exceeds the device count), then raises
-    `GpuSlotError` naming the holders. `slot_dir` defaults to `<tmp>/wsovvis_gpu_slots`; the
-    Dagster resource passes `<DAGSTER_HOME>/gpu_slots`. With `node` (a cluster node's name),
+    `GpuSlotError` naming the holders. `slot_dir` defaults to `<tmp>/wsovvis_gpu_slots`; Dagster
+    runs pass `<DAGSTER_HOME>/gpu_slots` (`resolve_slot_dir`). With `node` (a cluster node's name),
     leases are `<slot_dir>/<node>/gpu<physical id>.lock` (module docstring).
     """
     indices = parse_gpus(gpus)
@@ -215,6 +240,49 @@ def acquire_gpu_slot(
                 "number of GPUs times runs_per_gpu, or free a device"
             )
         time.sleep(poll_s)
+
+
+def lease_gpus(gpus: str, count: int, *, run_id: str, slot_dir: str | Path | None,
+               timeout_s: float, runs_per_gpu: int = 1, node: str = "") -> list[GpuLease]:
+    """`count` leases among `gpus` (`acquire_gpu_slot`, [] for '' = CPU), all or none: a
+    training job's devices come from the same lock files as the mask runs', so the two never
+    share a device."""
+    leases: list[GpuLease] = []
+    try:
+        for _ in range(count):  # each call takes the first device this process does not hold
+            lease = acquire_gpu_slot(gpus, run_id=run_id, slot_dir=slot_dir, timeout_s=timeout_s,
+                                     runs_per_gpu=runs_per_gpu, node=node)
+            if lease is None:
+                break
+            leases.append(lease)
+    except BaseException:
+        for lease in leases:
+            lease.release()
+        raise
+    return leases
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """Which GPU a run may lease, and how long it waits (`acquire_gpu_slot`'s arguments)."""
+
+    gpus: str = ""  # '0,1,2,3', 'auto', or '' for CPU (no lease)
+    slot_dir: Path | None = None  # the lease folder (`resolve_slot_dir`); also the workers'
+    runs_per_gpu: int = 1
+    timeout_s: float = 3600.0
+    node: str = ""  # a cluster node's name: leases keyed by node + physical device
+
+    def acquire(self, run_id: str) -> GpuLease | None:
+        """One lease for `run_id` (a mask run), None on CPU."""
+        return acquire_gpu_slot(self.gpus, run_id=run_id, slot_dir=self.slot_dir,
+                                timeout_s=self.timeout_s, runs_per_gpu=self.runs_per_gpu,
+                                node=self.node)
+
+    def acquire_many(self, run_id: str, count: int) -> list[GpuLease]:
+        """`count` leases for `run_id` (a training job's devices), all or none."""
+        return lease_gpus(self.gpus, count, run_id=run_id, slot_dir=self.slot_dir,
+                          timeout_s=self.timeout_s, runs_per_gpu=self.runs_per_gpu,
+                          node=self.node)
 
 
 def slot_holders(

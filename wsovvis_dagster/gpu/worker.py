@@ -3,7 +3,7 @@
 Why: on one H200 every VideoCutLER run paid 17-24 s before its first video (process start,
 VNext/detectron2 imports, model build, cuDNN warm-up), as much as 3,200 frames of work. A
 worker keeps the built, warmed-up model between runs: a run connects, sends its video refs, and
-receives one `VideoOutcome` per video as `pipeline.segment_videos` (the same loop, run on the
+receives one `VideoOutcome` per video as `masks.segment.segment_videos` (the same loop, run on the
 worker's main thread, so cuDNN's per-thread autotuning cache lives as long as the worker) yields
 them. The run process then never imports torch.
 
@@ -55,18 +55,12 @@ from wsovvis_dagster.predictors.settings import PredictorSettings
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1
-# seconds a worker outlives its last run, per backend (others: 0, the model lives in the run):
-# VideoCutLER costs 17-24 s to start on an H200, the CPU backends about a second
-DEFAULT_IDLE_SECONDS = {"videocutler": 600.0}
+# how long a worker outlives its last run is a backend's default (predictors.backends)
 LOG_NAME, STATE_NAME, KEY_NAME, LOCK_NAME = "worker.log", "worker.json", "authkey", "spawn.lock"
 
 
 class PredictorWorkerError(WsovvisError):
     """A predictor worker that could not start, died, or failed a request (its log is named)."""
-
-
-def default_idle_seconds(backend: str) -> float:
-    return DEFAULT_IDLE_SECONDS.get(backend, 0.0)
 
 
 def settings_fingerprint(settings: PredictorSettings) -> str:
@@ -91,7 +85,7 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:])
 
 
-# -- the client side (used by the run's resource) ----------------------------------------------
+# -- the client side (used by a run's session, gpu.session) ----------------------------------
 @dataclass
 class WorkerClient:
     """A connection-maker for one running worker (`connect_worker` returns it)."""
@@ -110,7 +104,7 @@ class WorkerClient:
 
     def segment_videos(self, data_root: Path, output_root: Path, refs: Iterable[VideoRef],
                        *, skip_bad_frames: bool = False) -> Iterator:
-        """`pipeline.segment_videos` in the worker: one `VideoOutcome` per video, in order.
+        """`masks.segment.segment_videos` in the worker: one `VideoOutcome` per video, in order.
 
         Waits its turn if another run is being served. If the worker dies, the videos it
         finished stay written (and yielded); the rest raise `PredictorWorkerError`.

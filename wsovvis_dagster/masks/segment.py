@@ -1,7 +1,7 @@
 """The mask loop: videos streamed through a predictor in chunks, masks written as they come.
 
 `segment_videos` is what `mask_pngs` runs (in the run, or in the predictor worker) and what the
-GPU benchmarks call; `pipeline` re-exports it beside the other per-video and per-split steps.
+GPU benchmarks call; `segment_video` is the same for one video.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Class-agnostic video instance segmenters behind one interface.
 
 A predictor takes a whole clip and returns per-frame id maps; the `mask_pngs` asset writes
-them unchanged. Backends: `cpu` (embedded, no weights) and `videocutler` (VNext + CutLER).
+them unchanged. Backends: `cpu` (embedded, no weights), `videocutler` (VNext + CutLER) and the
+`cpu-slow` test backend, each one record in `backends`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ docs/predictor.md for the protocol and figures.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -35,7 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from skimage.filters import threshold_otsu
 from skimage.segmentation import slic
 
-from wsovvis_dagster.predictors import PredictorOutput, _drop_vanished
+from wsovvis_dagster.predictors import PredictorOutput, VideoPredictor, _drop_vanished
 
 VERSION = "cpu-4"
 
@@ -493,3 +494,21 @@ class CpuVideoPredictor:
                 id_maps[t][keep] = ids[best[keep]]
         out_scores = {n + 1: float(scores[k]) for n, k in enumerate(order)}
         return _drop_vanished(PredictorOutput(id_maps, out_scores))
+
+
+class HeldPredictor:
+    """The `cpu-slow` test backend: `inner`'s output unchanged, returned `hold_seconds` later.
+
+    Lets orchestration tests hold a "GPU" for a known time per video. Output (and `version`)
+    are the inner predictor's, so its PNGs are byte-identical to the plain cpu backend's.
+    """
+
+    def __init__(self, inner: VideoPredictor, *, hold_seconds: float, device: str) -> None:
+        self.inner, self.hold_seconds, self.device = inner, hold_seconds, device
+        self.name = f"{inner.name}+hold{hold_seconds:g}s"
+        self.version = inner.version
+
+    def predict(self, frames: np.ndarray) -> PredictorOutput:
+        output = self.inner.predict(frames)
+        time.sleep(self.hold_seconds)
+        return output

@@ -295,24 +295,6 @@ def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
         proc.wait()
 
 
-def lease_gpus(devices: str, count: int, *, run_id: str, slot_dir: str | Path | None,
-               timeout_s: float) -> list:
-    """`count` GPU leases among `devices` ('0,1' or 'auto'), from the same lock files as the
-    mask predictor's, so a training job and mask runs never share a device."""
-    from wsovvis_dagster.gpu.leases import acquire_gpu_slot
-
-    leases = []
-    try:
-        for _ in range(count):  # each call takes the first device this process does not hold
-            leases.append(acquire_gpu_slot(devices or "auto", run_id=run_id, slot_dir=slot_dir,
-                                           timeout_s=timeout_s))
-    except BaseException:
-        for lease in leases:
-            lease.release()
-        raise
-    return leases
-
-
 def visible_devices(indices: list[int], parent: str | None = None) -> str:
     """CUDA_VISIBLE_DEVICES for the job: `indices` as this process numbers them, mapped
     through this process's own CUDA_VISIBLE_DEVICES (`parent`) when it has one."""

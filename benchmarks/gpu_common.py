@@ -139,10 +139,11 @@ def build_from_env():
     """The predictor `mask_pngs` would build from this process's env (defaults < env), for
     VideoCutLER on GPU 0 when `WSOVVIS_GPUS` is set: (predictor, device, build seconds)."""
     import definitions
+    from wsovvis_dagster.predictors.backends import backend
     from wsovvis_dagster.predictors.factory import build_predictor
 
     res = definitions.loaded_predictor()  # build_resources() gives a launch-time partial
-    device = "cuda:0" if res.gpus and res.backend == "videocutler" else "cpu"
+    device = "cuda:0" if res.gpus and backend(res.backend).uses_gpu else "cpu"
     t0 = time.perf_counter()
     return build_predictor(res.settings(device)), device, time.perf_counter() - t0
 

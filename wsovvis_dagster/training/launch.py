@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from wsovvis_dagster.errors import WsovvisError
+from wsovvis_dagster.gpu.leases import physical_gpu_id
 from wsovvis_dagster.training.errors import TrainingFailedError
 from wsovvis_dagster.training.rank_entry import ERRORS_DIR_ENV
 
@@ -298,7 +299,5 @@ def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
 def visible_devices(indices: list[int], parent: str | None = None) -> str:
     """CUDA_VISIBLE_DEVICES for the job: `indices` as this process numbers them, mapped
     through this process's own CUDA_VISIBLE_DEVICES (`parent`) when it has one."""
-    if parent:
-        physical = [p.strip() for p in parent.split(",") if p.strip()]
-        return ",".join(physical[i] for i in indices)
-    return ",".join(str(i) for i in indices)
+    env = {"CUDA_VISIBLE_DEVICES": parent or ""}
+    return ",".join(physical_gpu_id(i, env) for i in indices)

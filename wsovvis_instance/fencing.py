@@ -20,11 +20,10 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus
 
-from wsovvis_dagster.gpu.leases import process_alive
+from wsovvis_dagster.gpu.leases import proc_stat, process_alive
 
 # seconds between the background checks of a run's status (0/unset: none); the Ray launcher
 # sets it in every run's environment
@@ -41,14 +40,13 @@ def ancestor_named(name: str, pid: int | None = None) -> int | None:
     """The nearest ancestor process of `pid` (default: this one) called `name` (Linux)."""
     pid = pid or os.getpid()
     while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+        stat = proc_stat(pid)
+        if stat is None:
             return None
-        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        comm, fields = stat
         if comm == name and pid != os.getpid():
             return pid
-        pid = int(rest[1])
+        pid = int(fields[1])
     return None
 
 

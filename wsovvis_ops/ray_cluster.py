@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsovvis_dagster.gpu.leases import NODE_ENV
+from wsovvis_dagster.gpu.leases import NODE_ENV, proc_stat
 from wsovvis_dagster.training.launch import process_tree
 from wsovvis_ops.pg_cluster import free_port
 
@@ -35,10 +35,8 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    stat = proc_stat(pid)
+    return stat[0] if stat else ""
 
 
 @dataclass

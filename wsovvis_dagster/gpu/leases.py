@@ -320,6 +320,20 @@ def _holder(path: Path) -> dict | None:
         os.close(fd)
 
 
+def proc_stat(pid: int) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it: state, ppid, ...) of `/proc/<pid>/stat` (Linux);
+    None when the process is gone or was read mid-exit."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    head, closed, rest = stat.rpartition(")")  # the name may itself hold ')' or spaces
+    fields = rest.split()
+    if not closed or len(fields) < 2:
+        return None
+    return head[head.find("(") + 1:], fields
+
+
 def process_alive(pid: int, *, started_by: float | None = None) -> bool:
     """Whether process `pid` of this machine still runs (zombies count as dead).
 
@@ -327,7 +341,6 @@ def process_alive(pid: int, *, started_by: float | None = None) -> bool:
     event it wrote), a process that started later is a different one that reused the pid.
     Linux reads /proc; elsewhere only existence is checked.
     """
-    stat = Path(f"/proc/{pid}/stat")
     if not Path("/proc/self/stat").exists():
         try:
             os.kill(pid, 0)
@@ -336,10 +349,10 @@ def process_alive(pid: int, *, started_by: float | None = None) -> bool:
         except PermissionError:
             return True
         return True
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    stat = proc_stat(pid)
+    if stat is None:
         return False
+    fields = stat[1]
     if fields[0] in ("Z", "X"):  # zombie / dead: exited, parent has not reaped it yet
         return False
     if started_by is not None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from wsovvis_dagster.errors import WsovvisError
-from wsovvis_dagster.gpu.leases import physical_gpu_id
+from wsovvis_dagster.gpu.leases import physical_gpu_id, proc_stat
 from wsovvis_dagster.training.errors import TrainingFailedError
 from wsovvis_dagster.training.rank_entry import ERRORS_DIR_ENV
 
@@ -260,12 +260,11 @@ def process_tree(pid: int) -> list[int]:
     """`pid` and all its descendants (Linux `/proc`). torchrun starts each rank in a session
     of its own, so signalling torchrun's process group does not reach the ranks."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # gone, or read mid-exit
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = proc_stat(int(entry.name))
+        if stat is None:  # gone, or read mid-exit
             continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+        children.setdefault(int(stat[1][1]), []).append(int(entry.name))
     tree, todo = [], [pid]
     while todo:
         p = todo.pop()

@@ -23,13 +23,12 @@ from dagster import (
     SubmitRunContext,
 )
 
-from wsovvis_dagster.gpu.run_tags import GPU_RUN_TAGS, GPU_TAGS_FILE_ENV, load_gpu_run_tags
+from wsovvis_dagster.gpu.run_tags import (
+    GPU_TAGS_FILE_ENV,
+    has_gpu_tags,
+    load_gpu_run_tags,
+)
 from wsovvis_instance.dagster_private import ConfigurableClassData
-
-
-def is_gpu_asset_tags(tags: Mapping[str, str]) -> bool:
-    """An asset is GPU work when it carries the GPU tag (`gpu: "true"`), as mask_pngs does."""
-    return all(tags.get(k) == v for k, v in GPU_RUN_TAGS.items())
 
 
 class GpuRunCoordinator(QueuedRunCoordinator):
@@ -69,7 +68,7 @@ class GpuRunCoordinator(QueuedRunCoordinator):
         if not keys:
             return []
         graph = context.workspace.asset_graph
-        return [k for k in keys if graph.has(k) and is_gpu_asset_tags(graph.get(k).tags)]
+        return [k for k in keys if graph.has(k) and has_gpu_tags(graph.get(k).tags)]
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run

@@ -36,7 +36,7 @@ from dagster_ray import RayRunLauncher
 from dagster_ray.configs import USER_DEFINED_RAY_KEY
 
 from wsovvis_dagster.gpu.leases import CLUSTER_ENV, NODE_ENV
-from wsovvis_dagster.gpu.run_tags import GPU_RUN_TAGS
+from wsovvis_dagster.gpu.run_tags import has_gpu_tags
 from wsovvis_instance.dagster_private import (
     CheckRunHealthResult,
     ExecuteRunArgs,
@@ -56,10 +56,6 @@ class RayClusterError(RuntimeError):
     """The Ray cluster cannot run this run (no GPU anywhere, unreachable)."""
 
 
-def is_gpu_run(tags: Mapping[str, str]) -> bool:
-    return all(tags.get(k) == v for k, v in GPU_RUN_TAGS.items())
-
-
 def gpu_share(runs_per_gpu: int) -> float:
     if runs_per_gpu < 1:
         raise ValueError(f"runs_per_gpu must be >= 1, got {runs_per_gpu} ({RUNS_PER_GPU_ENV})")
@@ -72,7 +68,7 @@ def job_env(tags: Mapping[str, str], env: Mapping[str, str] = os.environ) -> dic
     out = {k: v for k, v in env.items() if k.startswith(FORWARD_PREFIX)}
     out.pop(NODE_ENV, None)  # the node's own name, set where it runs
     out[CLUSTER_ENV] = "ray"  # GPU leases keyed by node + physical device (gpu_slots)
-    out["WSOVVIS_GPUS"] = "0" if is_gpu_run(tags) else ""
+    out["WSOVVIS_GPUS"] = "0" if has_gpu_tags(tags) else ""
     out["WSOVVIS_WORKER_IDLE_SECONDS"] = "0"
     out[WATCH_ENV] = out.get(WATCH_ENV) or "2"  # an orphaned run kills itself within ~2 s
     return out
@@ -141,7 +137,7 @@ class WsovvisRayRunLauncher(RayRunLauncher):
         """The `dagster-ray/config` this run is submitted with: its GPU share, its env, and
         whatever the run's own tag already asks (the run's tag wins)."""
         own = json.loads(run.tags.get(USER_DEFINED_RAY_KEY, "{}") or "{}")
-        config: dict = {"num_gpus": gpu_share(self.runs_per_gpu) if is_gpu_run(run.tags)
+        config: dict = {"num_gpus": gpu_share(self.runs_per_gpu) if has_gpu_tags(run.tags)
                         else None}
         runtime_env = dict(own.get("runtime_env") or self.runtime_env or {})
         runtime_env["env_vars"] = {**job_env(run.tags), **runtime_env.get("env_vars", {})}

@@ -8,6 +8,7 @@ that selects a GPU asset (UI backfills, launchpad runs), so the queue's `gpu=tru
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,11 @@ GPU_TAGS_FILE_ENV = "WSOVVIS_GPU_RUN_TAGS_FILE"
 BATCH_TAG = "wsovvis/batch"
 BATCH_RUNS_TAG = "wsovvis/batch_runs"
 TUBES_AFTER_TAG = "wsovvis/tubes_after"
+
+
+def has_gpu_tags(tags: Mapping[str, str]) -> bool:
+    """Whether `tags` (a run's, or an asset's) mark GPU work: they hold every `GPU_RUN_TAGS`."""
+    return all(tags.get(k) == v for k, v in GPU_RUN_TAGS.items())
 
 
 def load_gpu_run_tags(path: str = "") -> dict[str, str]:

@@ -8,10 +8,13 @@ default of 48 videos per run would otherwise leave the second slot idle).
 
 from __future__ import annotations
 
+from wsovvis_dagster.gpu.leases import parse_gpus
+
 
 def gpu_slots(gpus: str, runs_per_gpu: int) -> int:
-    """Runs the machine takes at once: GPUs listed in `gpus` ('0,1') x runs per GPU; 1 on CPU."""
-    count = len([g for g in gpus.split(",") if g.strip()])
+    """Runs the machine takes at once: the GPUs of `gpus` ('0,1', 'auto': as the runs' leases
+    read it, `leases.parse_gpus`) x runs per GPU; 1 on CPU."""
+    count = len(parse_gpus(gpus))
     return count * max(1, runs_per_gpu) if count else 1
 
 

@@ -23,6 +23,7 @@ from dagster import (
 from assets import masks, sensors, third_party, training, tubes, videos
 from resources import DatasetPaths, PredictorResource, SacredObserverResource
 from resources.settings import SettingsError, configured, resolved
+from wsovvis_dagster.predictors.backends import backend
 
 REPO = Path(__file__).resolve().parent
 _MODULES = [third_party, videos, masks, tubes, training]
@@ -60,7 +61,7 @@ def videos_per_run(env: Mapping[str, str] = os.environ) -> int:
     run pays a few seconds of start-up, so it takes more videos)."""
     value = env.get("WSOVVIS_VIDEOS_PER_RUN", "")
     if value == "":
-        return masks.default_videos_per_run(loaded_predictor(env).backend)
+        return backend(loaded_predictor(env).backend).videos_per_run
     if not value.isdigit() or int(value) < 1:
         raise SettingsError(f"WSOVVIS_VIDEOS_PER_RUN must be a positive integer, got {value!r}")
     return int(value)

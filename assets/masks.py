@@ -45,11 +45,6 @@ MASK_SOURCE_TAG = "wsovvis/mask_source"  # "predictor" or "import"
 DEFAULT_VIDEOS_PER_RUN = backend(PredictorSettings().backend).videos_per_run
 
 
-def default_videos_per_run(name: str) -> int:
-    """mask_pngs videos per backfill run for backend `name` (`predictors.backends`)."""
-    return backend(name).videos_per_run
-
-
 class MaskConfig(Config):
     skip_bad_frames: bool = Field(
         default=False,

@@ -147,7 +147,6 @@ class PredictorResource(ConfigurableResource):
         description="TESTING ONLY (backend cpu-slow): seconds held per video"
     )
 
-
     _session: PredictorSession | None = PrivateAttr(default=None)
     _fence: RunFence | None = PrivateAttr(default=None)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Every predictor backend in one record: what it is, what it needs, how it runs, what counts
+"""Every predictor backend in one record: what it is, how it runs, what counts
 for its masks' version, and how to build it.
 
 The factory (`build_predictor`, `output_fingerprint`), the predictor worker's idle default, the
@@ -27,7 +27,6 @@ RUNTIME_SETTINGS = frozenset({"device", "hold_seconds", "vnext_root", "cutler_ro
 class Backend:
     name: str  # the `backend` setting (WSOVVIS_PREDICTOR)
     description: str
-    needs: str  # what must be installed or given before it builds
     uses_gpu: bool  # computes on the CUDA device it is given (cpu-slow only holds a GPU slot)
     # seconds a predictor worker keeps its model after a run, by default; 0: built in each run.
     # VideoCutLER costs 17-24 s to start on an H200, the CPU backends about a second
@@ -85,12 +84,10 @@ def _build_videocutler(settings: PredictorSettings) -> VideoPredictor:
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("cpu", "the embedded CPU predictor (no weights)", needs="nothing", uses_gpu=False,
+    Backend("cpu", "the embedded CPU predictor (no weights)", uses_gpu=False,
             worker_idle_seconds=0.0, videos_per_run=4, masks_as="cpu",
             output_settings=("max_tracks",), code_facts=_cpu_facts, build=_build_cpu),
-    Backend("videocutler", "VideoCutLER (VNext + CutLER)",
-            needs="the patched VNext and CutLER checkouts, videocutler_m2f_rn50.pth (or "
-            "allow_random_weights) and a CUDA GPU (the CPU works, slowly)", uses_gpu=True,
+    Backend("videocutler", "VideoCutLER (VNext + CutLER)", uses_gpu=True,
             worker_idle_seconds=600.0, videos_per_run=48, masks_as="videocutler",
             # every setting but the runtime ones, so a new setting counts until declared not to
             output_settings=tuple(k for k in SETTINGS_FIELDS
@@ -99,7 +96,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     # a stand-in for a GPU model in the orchestration tests and benchmarks: the cpu predictor
     # plus a fixed hold per video; it never touches CUDA, whatever device it is given
     Backend("cpu-slow", "test backend: cpu's masks, held `hold_seconds` per video",
-            needs="nothing", uses_gpu=False, worker_idle_seconds=0.0, videos_per_run=4,
+            uses_gpu=False, worker_idle_seconds=0.0, videos_per_run=4,
             masks_as="cpu", output_settings=("max_tracks",), code_facts=_cpu_facts,
             build=_build_cpu_slow),
 )}

@@ -39,7 +39,7 @@ def import_video(
     *,
     scores_file: Path | None = None,
 ) -> tuple[VideoMasksResult, ImportedVideo]:
-    """Import `<import_root>/<video_id>/` as this video's masks (`mask_import.import_masks`),
+    """Import `<import_root>/<video_id>/` as this video's masks (`import_masks.import_masks`),
     with the same summary and preview `segment_video` gives for predictor output."""
     start = time.perf_counter()
     report = import_masks(import_root, data_root, output_root, ref.split,

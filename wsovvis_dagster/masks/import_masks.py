@@ -8,7 +8,7 @@ a PNG are frames without objects (null in the tube JSON).
 Everything is checked before anything is written: every folder names a video of the split
 (`<data_root>/<split>/JPEGImages/<video_id>/`), every PNG names one of its frames and has that
 frame's size (read from both headers, no decode). Each video is then written with
-`masks_io.write_mask_pngs`, the writer the predictors use (same PNG format, `tracks.json` with
+`png_io.write_mask_pngs`, the writer the predictors use (same PNG format, `tracks.json` with
 the scores, atomic swap), plus `source.json` recording the origin and a content fingerprint.
 A rerun with the same PNGs and scores finds the fingerprint in place and writes nothing.
 """

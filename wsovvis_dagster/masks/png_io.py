@@ -2,7 +2,7 @@
 
 Pixel value = track id (0 = background). 8-bit greyscale while every id fits, 16-bit
 greyscale when any id exceeds 255. A `tracks.json` beside the PNGs keeps each id's score.
-Masks brought from elsewhere (`mask_import`) also carry a `source.json` naming where they came
+Masks brought from elsewhere (`import_masks`) also carry a `source.json` naming where they came
 from and a fingerprint of their content; predictor output has none.
 """
 

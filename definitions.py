@@ -16,6 +16,7 @@ from dagster import (
     AssetSelection,
     Definitions,
     define_asset_job,
+    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
@@ -91,4 +92,5 @@ defs = Definitions(
         sensors.build_tube_json_after_masks_sensor(),
     ],
     resources=_resources,
+    executor=in_process_executor,
 )

@@ -15,10 +15,11 @@ from pathlib import Path
 from dagster import (
     AssetSelection,
     Definitions,
+    Field,
     define_asset_job,
-    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
+    multi_or_in_process_executor,
 )
 
 from assets import masks, sensors, third_party, training, tubes, videos
@@ -76,6 +77,15 @@ mask_pngs_job = define_asset_job(
     "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags=GPU_RUN_TAGS
 )
 
+# Dagster's default executor, defaulting to in-process: each step in its own process would
+# import this code location again (2-3 s per step on the H200 host, so 3 for a tube_json run
+# with its checks); `execution: config: multiprocess: {}` still gives a process per step. The
+# predictor resource leases its GPU at the step's first use, after the `gpu` pool slot.
+steps_in_run_worker = multi_or_in_process_executor.configured(
+    lambda config: config, name="multi_or_in_process_executor",
+    config_schema=Field(multi_or_in_process_executor.config_schema.config_type,
+                        default_value={"in_process": {}}))
+
 _resources = build_resources()
 defs = Definitions(
     # mask_pngs' code version carries the predictor settings: changing them shows it stale
@@ -92,5 +102,5 @@ defs = Definitions(
         sensors.build_tube_json_after_masks_sensor(),
     ],
     resources=_resources,
-    executor=in_process_executor,
+    executor=steps_in_run_worker,
 )

@@ -112,12 +112,13 @@ def mask_pngs(
         )
     else:
         # the pipelined loop (in the predictor worker, or here): next video decoded and last
-        # one's PNGs written while this one runs
+        # one's PNGs written while this one runs; the GPU is leased only if a video needs it
+        todo = [r for r in refs if r not in kept]
         outcomes = itertools.chain(
             kept_imported_videos(paths.data, paths.outputs, kept),
-            predictor.session.segment_videos(paths.data, paths.outputs,
-                                             [r for r in refs if r not in kept],
-                                             skip_bad_frames=config.skip_bad_frames))
+            predictor.session.segment_videos(paths.data, paths.outputs, todo,
+                                             skip_bad_frames=config.skip_bad_frames)
+            if todo else ())
     for i, outcome in enumerate(outcomes, start=1):
         key = outcome.ref.partition_key
         if outcome.error is not None:

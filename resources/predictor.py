@@ -1,13 +1,15 @@
 """The video predictor resource: one model per run, on the device the run was given.
 
 Thin: the fields are the settings (docs/settings.md); a run's GPU lease and model are a
-`wsovvis_dagster.gpu.session.PredictorSession`, opened at setup and closed at teardown.
+`wsovvis_dagster.gpu.session.PredictorSession`, opened when the step first uses it (so after the
+step has its `gpu` pool slot) and closed at teardown.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -47,7 +49,8 @@ _D = PredictorSettings()  # the built-in defaults of every library setting, defi
 
 
 class PredictorResource(ConfigurableResource):
-    """Builds the configured backend once per run (`setup_for_execution`), not per video, or,
+    """Builds the configured backend once per run (at the step's first use of `session`), not
+    per video, or,
     with a predictor worker (`worker_idle_seconds` > 0, the default for backends whose record
     says so, `wsovvis_dagster.predictors.backends`), connects to the long-lived process that
     holds the model for this run's GPU slot and starts it if none runs
@@ -56,6 +59,10 @@ class PredictorResource(ConfigurableResource):
     With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu.leases`: an
     exclusive flock under `<DAGSTER_HOME>/gpu_slots`) and builds the model there; the lease is
     released at teardown, or by the kernel if the process dies (`wsovvis_dagster.gpu.session`).
+    Setup checks the settings but leases nothing: runs execute their steps in the run worker
+    (definitions.py), where resources are set up before any step claims its pool slot, and a
+    run waiting for the pool must hold no GPU. A run that only keeps or imports masks never
+    leases one.
 
     Every field is also an env var, `WSOVVIS_<FIELD>` (aliases below), applied in
     `definitions.build_resources`; see docs/settings.md.
@@ -148,6 +155,7 @@ class PredictorResource(ConfigurableResource):
     )
 
     _session: PredictorSession | None = PrivateAttr(default=None)
+    _open_session: Callable[[], PredictorSession] | None = PrivateAttr(default=None)
     _fence: RunFence | None = PrivateAttr(default=None)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -203,15 +211,16 @@ class PredictorResource(ConfigurableResource):
             self._fence = RunFence(context.instance, run_id)
             if float(os.environ.get(WATCH_ENV) or 0) > 0:
                 self._fence.watch(float(os.environ[WATCH_ENV]))
-        try:
-            self._session = PredictorSession.open(
-                self.settings(), self.lease_request(context), run_id=run_id,
-                idle_seconds=self.worker_idle(), before_publish=self._fence,
-                log=context.log.info if context.log else None,
+        request = self.lease_request(context)
+        log = context.log.info if context.log else None
+
+        def open_session() -> PredictorSession:
+            return PredictorSession.open(
+                self.settings(), request, run_id=run_id, idle_seconds=self.worker_idle(),
+                before_publish=self._fence, log=log,
                 backend_source=self._sources.get("backend", "?"))
-        except BaseException:
-            self.teardown_after_execution(context)
-            raise
+
+        self._open_session = open_session
 
     def lease_request(self, context: InitResourceContext | None = None) -> LeaseRequest:
         """What this run may lease: the lease folder defaults to <DAGSTER_HOME>/gpu_slots."""
@@ -235,9 +244,11 @@ class PredictorResource(ConfigurableResource):
     @property
     def session(self) -> PredictorSession:
         """This run's GPU lease and model (`segment_videos`, `model_identity`, `placement`,
-        ...), open between setup and teardown."""
+        ...): leased and built at the first use, open until teardown."""
         if self._session is None:
-            raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
+            if self._open_session is None:
+                raise RuntimeError("PredictorResource used outside a run (setup_for_execution)")
+            self._session = self._open_session()  # releases what it took if it fails
         return self._session
 
     def check_fence(self) -> None:
@@ -264,6 +275,7 @@ class PredictorResource(ConfigurableResource):
         if self._fence is not None:
             self._fence.stop()
             self._fence = None
+        self._open_session = None
         if self._session is not None:
             self._session.close()  # the worker stays up for the next run (idle timeout)
             self._session = None

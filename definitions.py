@@ -73,8 +73,10 @@ def videos_per_run(env: Mapping[str, str] = os.environ) -> int:
 # so the `gpu` pool on mask_pngs (op-level) is what caps them (see README).
 # gpu=true (+ e.g. a per-run GPU request on Kubernetes: deploy/k8s/gpu_run_tags.yaml)
 GPU_RUN_TAGS = sensors.load_gpu_run_tags(_env("WSOVVIS_GPU_RUN_TAGS_FILE", ""))
+# the batch's last mask run queues its tube_json (scripts/backfill.py; assets/sensors.py)
 mask_pngs_job = define_asset_job(
-    "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags=GPU_RUN_TAGS
+    "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags=GPU_RUN_TAGS,
+    hooks=sensors.tube_json_hooks(),
 )
 
 # Dagster's default executor, defaulting to in-process: each step in its own process would

@@ -16,26 +16,26 @@ import json
 
 from dagster import (
     AssetKey,
-    DagsterRunStatus,
     DefaultSensorStatus,
+    HookContext,
+    HookDefinition,
     RunRequest,
-    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    failure_hook,
     sensor,
+    success_hook,
 )
 
 from assets.partitions import videos_partitions
 from assets.videos import changed_frame_versions, frame_observations
 from resources import DatasetPaths
 from wsovvis_dagster.gpu.run_plan import contiguous_chunks
-from wsovvis_dagster.gpu.run_tags import (  # noqa: F401 (GPU_RUN_TAGS, load_gpu_run_tags: re-export)
-    BATCH_RUNS_TAG,
+from wsovvis_dagster.gpu.run_tags import (  # noqa: F401 (load_gpu_run_tags: re-export)
     BATCH_TAG,
     GPU_RUN_TAGS,
-    TUBES_AFTER_TAG,
     load_gpu_run_tags,
 )
 from wsovvis_dagster.video.frames import MISSING_FRAMES, scan_videos
@@ -43,10 +43,10 @@ from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from wsovvis_ops.backfill import batch_tubes_due, queue_batch_tubes
 
 MASK_PNGS = AssetKey("mask_pngs")
 TUBE_JSON = AssetKey("tube_json")
-FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
 def mask_run_requests(
@@ -117,27 +117,12 @@ def build_new_video_folders_sensor(
     return new_video_folders
 
 
-def tube_json_request(instance, batch: str) -> tuple[bool, RunRequest | None]:
-    """(settled, request) for one batch: settled once every mask run of the batch has finished
-    (failed ones count: tube_json is made from the videos that have masks); the request is the
-    batch's `tube_json` run, None when the batch asked for none."""
-    runs = [r for r in instance.get_runs(RunsFilter(tags={BATCH_TAG: batch}))
-            if MASK_PNGS in (r.asset_selection or ())]
-    if not runs or runs[0].tags.get(TUBES_AFTER_TAG) != "1":
-        return bool(runs), None
-    if len(runs) < int(runs[0].tags.get(BATCH_RUNS_TAG, "1")):
-        return False, None  # the batch is still being queued
-    if any(r.status not in FINISHED for r in runs):
-        return False, None
-    return True, RunRequest(run_key=f"tube_json-{batch}", asset_selection=[TUBE_JSON],
-                            tags={BATCH_TAG: batch})
-
-
 def build_tube_json_after_masks_sensor(*, minimum_interval_seconds: int = 1) -> SensorDefinition:
-    """`tube_json_after_masks`: requests `tube_json` once every mask run of a batch queued by
-    `scripts/backfill.py` has finished. Running by default; the sensor daemon evaluates it on
-    its 5 s loop, so tube_json is queued within seconds of the last mask run, not on the
-    backfill daemon's 30 s loop. The cursor keeps the batches already served."""
+    """`tube_json_after_masks`: requests `tube_json` for a batch queued by `scripts/backfill.py`
+    whose mask runs have all finished and whose tube_json no mask run has queued (the last mask
+    run to end queues it itself, `tube_json_hooks`; two runs ending at once leave it to this
+    sensor). Running by default, on the sensor daemon's 5 s loop. The cursor keeps the batches
+    already served."""
 
     @sensor(
         name="tube_json_after_masks",
@@ -154,11 +139,12 @@ def build_tube_json_after_masks_sensor(*, minimum_interval_seconds: int = 1) -> 
         requests = []
         settled = set()
         for batch in batches:
-            done, request = tube_json_request(context.instance, batch)
+            done, due = batch_tubes_due(context.instance, batch)
             if done:
                 settled.add(batch)
-            if request is not None:
-                requests.append(request)
+            if due:
+                requests.append(RunRequest(run_key=f"tube_json-{batch}",
+                                           asset_selection=[TUBE_JSON], tags={BATCH_TAG: batch}))
         cursor = json.dumps(sorted(served | settled))
         if not requests:
             context.update_cursor(cursor)
@@ -166,3 +152,23 @@ def build_tube_json_after_masks_sensor(*, minimum_interval_seconds: int = 1) -> 
         return SensorResult(run_requests=requests, cursor=cursor)
 
     return tube_json_after_masks
+
+
+def tube_json_hooks() -> set[HookDefinition]:
+    """Hooks for `mask_pngs_job`: when a run of a `scripts/backfill.py` batch ends (succeeded or
+    failed) and every other run of its batch has ended, it queues the batch's `tube_json` run
+    (`wsovvis_ops.backfill.queue_batch_tubes`), so tube_json waits for no daemon loop. A failure
+    here is logged and left to the `tube_json_after_masks` sensor; it never fails the run."""
+
+    def queue_tubes(context: HookContext) -> None:
+        try:
+            run_id = queue_batch_tubes(context.instance, context.run_id)
+        except Exception as exc:  # noqa: BLE001 (the sensor is the fallback)
+            context.log.warning(f"could not queue tube_json ({exc!r}); the "
+                                "tube_json_after_masks sensor will queue it")
+            return
+        if run_id:
+            context.log.info(f"last mask run of its batch: queued tube_json run {run_id}")
+
+    return {success_hook(name="queue_tube_json_on_success")(queue_tubes),
+            failure_hook(name="queue_tube_json_on_failure")(queue_tubes)}

@@ -55,8 +55,9 @@ class TubeConfig(Config):
         default=DEFAULT_MAX_GAP, ge=0, description="Frames a track may be missing and go on"
     )
     workers: int = Field(
-        default=1, ge=1,
-        description="Processes converting mask folders (one video per task, order kept)",
+        default=0, ge=0,
+        description="Processes converting mask folders (one video per task, order kept); "
+        "0: one per CPU core, at most 8 and at most one per video",
     )
 
 

@@ -2,11 +2,13 @@
 location creates.
 
 `queue_mask_runs` (what `scripts/backfill.py` runs) puts the runs straight on the run queue, so
-the first starts as soon as the queue daemon sees it (polled every second), and the
-`tube_json_after_masks` sensor asks for `tube_json` once every run of the batch has finished,
-failed ones included (the sensor daemon's 5 s loop). `launch_backfill` queues an asset backfill
-instead, as the UI's "Materialize all partitions" does: the backfill daemon then submits its
-runs on its fixed 30 s loop, before the first mask run and again before `tube_json`.
+the first starts as soon as the queue daemon sees it (polled every second). The batch's
+`tube_json` run is queued by the last mask run to end (`queue_batch_tubes`, from a hook on
+`mask_pngs_job`), failed ones included, so it waits for no daemon loop; when two runs end at the
+same moment neither sees the other finished, and the `tube_json_after_masks` sensor queues it on
+its 5 s loop instead. `launch_backfill` queues an asset backfill, as the UI's "Materialize all
+partitions" does: the backfill daemon then submits its runs on its fixed 30 s loop, before the
+first mask run and again before `tube_json`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from wsovvis_dagster.gpu.run_plan import gpu_slots, plan_runs
 from wsovvis_dagster.gpu.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_TAG
 from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    IMPLICIT_ASSET_JOB_NAME,
     InProcessCodeLocationOrigin,
     InProcessWorkspaceLoadTarget,
     JobSubsetSelector,
@@ -36,6 +39,10 @@ from wsovvis_instance.dagster_private import (
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "definitions"  # the code location's name in workspace.yaml (its module's name)
 MASK_JOB = "mask_pngs_job"
+MASK_PNGS, TUBE_JSON = AssetKey("mask_pngs"), AssetKey("tube_json")
+MASKS_ONLY, TUBES_ONLY = frozenset({MASK_PNGS}), frozenset({TUBE_JSON})
+QUEUED_BY_TAG = "wsovvis/queued_by"  # on a tube_json run: the mask run that queued it
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class QueuedBatch:
     batch_id: str
     run_ids: tuple[str, ...]
     ranges: tuple[tuple[str, str], ...]  # (first, last) video key of each run
-    tubes: bool  # tube_json follows the batch (tube_json_after_masks sensor)
+    tubes: bool  # tube_json follows the batch (queue_batch_tubes)
 
 
 @contextlib.contextmanager
@@ -73,8 +80,8 @@ def queue_mask_runs(
     Ranges follow the instance's key order; each holds at most WSOVVIS_VIDEOS_PER_RUN videos
     and fewer when the batch is small, so every GPU slot (GPUs x runs per GPU) gets a run
     (`run_plan.plan_runs`). Runs carry definitions.GPU_RUN_TAGS (the queue's `gpu` limit) and
-    the batch's tags, which the `tube_json_after_masks` sensor reads when `tubes`. `run_config`
-    goes to every mask run (e.g. `overwrite_imported`).
+    the batch's tags, from which the batch's last mask run queues `tube_json` when `tubes`
+    (`queue_batch_tubes`). `run_config` goes to every mask run (e.g. `overwrite_imported`).
     """
     from definitions import GPU_RUN_TAGS, loaded_predictor, videos_per_run
 
@@ -91,31 +98,79 @@ def queue_mask_runs(
                   TUBES_AFTER_TAG: "1" if tubes else "0"}
     run_ids = []
     with _workspace(instance) as workspace:
-        location = workspace.get_code_location(LOCATION)
-        (repo,) = location.get_repositories().values()
-        job = location.get_job(JobSubsetSelector(location_name=LOCATION,
-                                                 repository_name=repo.name, job_name=MASK_JOB,
-                                                 op_selection=None))
-        plan = location.get_execution_plan(job, run_config or {}, step_keys_to_execute=None,
-                                           known_state=None,
-                                           instance=instance).execution_plan_snapshot
+        submit = _run_submitter(instance, workspace, MASK_JOB, MASKS_ONLY, run_config)
         for chunk in ranges:
-            run = instance.create_run(
-                job_name=MASK_JOB, run_id=None, run_config=run_config or {}, status=None,
-                tags={**GPU_RUN_TAGS, **(tags or {}), **batch_tags,
-                      ASSET_PARTITION_RANGE_START_TAG: chunk[0],
-                      ASSET_PARTITION_RANGE_END_TAG: chunk[-1]},
-                root_run_id=None, parent_run_id=None,
-                step_keys_to_execute=plan.step_keys_to_execute, execution_plan_snapshot=plan,
-                job_snapshot=job.job_snapshot, parent_job_snapshot=job.parent_job_snapshot,
-                asset_selection=frozenset({AssetKey("mask_pngs")}), asset_check_selection=None,
-                resolved_op_selection=job.resolved_op_selection, op_selection=None,
-                remote_job_origin=job.get_remote_origin(),
-                job_code_origin=job.get_python_origin(), asset_graph=repo.asset_graph,
-            )
-            instance.submit_run(run.run_id, workspace)
-            run_ids.append(run.run_id)
+            run_ids.append(submit({**GPU_RUN_TAGS, **(tags or {}), **batch_tags,
+                                   ASSET_PARTITION_RANGE_START_TAG: chunk[0],
+                                   ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}))
     return QueuedBatch(batch_id, tuple(run_ids), tuple((c[0], c[-1]) for c in ranges), tubes)
+
+
+def _run_submitter(instance: DagsterInstance, workspace, job_name: str,
+                   assets: frozenset[AssetKey], run_config: dict | None):
+    """A function putting one run of `assets` (with their checks) on the queue per call, as the
+    sensor daemon creates a run: job and execution plan resolved once, tags per run."""
+    location = workspace.get_code_location(LOCATION)
+    (repo,) = location.get_repositories().values()
+    # the implicit asset job is subset to `assets` (checks included); a named job runs whole
+    subset = assets if job_name == IMPLICIT_ASSET_JOB_NAME else None
+    job = location.get_job(JobSubsetSelector(
+        location_name=LOCATION, repository_name=repo.name, job_name=job_name, op_selection=None,
+        asset_selection=subset, asset_check_selection=None))
+    plan = location.get_execution_plan(job, run_config or {}, step_keys_to_execute=None,
+                                       known_state=None, instance=instance).execution_plan_snapshot
+
+    def submit(tags: dict) -> str:
+        run = instance.create_run(
+            job_name=job_name, run_id=None, run_config=run_config or {}, status=None, tags=tags,
+            root_run_id=None, parent_run_id=None,
+            step_keys_to_execute=plan.step_keys_to_execute, execution_plan_snapshot=plan,
+            job_snapshot=job.job_snapshot, parent_job_snapshot=job.parent_job_snapshot,
+            asset_selection=assets, asset_check_selection=None,
+            resolved_op_selection=job.resolved_op_selection, op_selection=None,
+            remote_job_origin=job.get_remote_origin(), job_code_origin=job.get_python_origin(),
+            asset_graph=repo.asset_graph,
+        )
+        instance.submit_run(run.run_id, workspace)
+        return run.run_id
+
+    return submit
+
+
+def batch_tubes_due(instance: DagsterInstance, batch: str,
+                    ending: str | None = None) -> tuple[bool, bool]:
+    """(settled, due) of one batch's `tube_json`: settled once every mask run of the batch has
+    finished (failed ones count: tube_json is made from the videos that have masks) or its
+    tube_json run exists; due when settled, asked for, and not queued yet. `ending`: the id of a
+    mask run of the batch in its last moments (its hook), counted as finished."""
+    runs = instance.get_runs(RunsFilter(tags={BATCH_TAG: batch}))
+    if any(TUBE_JSON in (r.asset_selection or ()) for r in runs):
+        return True, False  # queued already (by a mask run, or by the sensor)
+    masks = [r for r in runs if MASK_PNGS in (r.asset_selection or ())]
+    if not masks or masks[0].tags.get(TUBES_AFTER_TAG) != "1":
+        return bool(masks), False
+    if len(masks) < int(masks[0].tags.get(BATCH_RUNS_TAG, "1")):
+        return False, False  # the batch is still being queued
+    if any(r.status not in FINISHED and r.run_id != ending for r in masks):
+        return False, False
+    return True, True
+
+
+def queue_batch_tubes(instance: DagsterInstance, run_id: str) -> str | None:
+    """Queue the `tube_json` run of mask run `run_id`'s batch if `run_id` is the last of the
+    batch to end (called at its end, by `mask_pngs_job`'s hooks); the new run's id, else None.
+
+    The run that ends last sees every other finished, so tube_json is queued once, at once; two
+    runs ending together each see the other still running, and the `tube_json_after_masks`
+    sensor queues it instead (it skips a batch whose tube_json run exists).
+    """
+    run = instance.get_run_by_id(run_id)
+    batch = run.tags.get(BATCH_TAG) if run is not None else None
+    if not batch or not batch_tubes_due(instance, batch, ending=run_id)[1]:
+        return None
+    with _workspace(instance) as workspace:
+        submit = _run_submitter(instance, workspace, IMPLICIT_ASSET_JOB_NAME, TUBES_ONLY, None)
+        return submit({BATCH_TAG: batch, QUEUED_BY_TAG: run_id})
 
 
 def launch_backfill(

@@ -1,5 +1,6 @@
 """scripts/backfill.py's runs: sized from the work, straight on the run queue, and tube_json
-requested by the `tube_json_after_masks` sensor once every mask run has finished."""
+queued by the batch's last mask run to end (or, when runs end together, by the
+`tube_json_after_masks` sensor), once every mask run has finished."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-from wsovvis_ops.backfill import queue_mask_runs
+from wsovvis_ops.backfill import (
+    QUEUED_BY_TAG,
+    batch_tubes_due,
+    queue_batch_tubes,
+    queue_mask_runs,
+)
 from wsovvis_ops.instance import start_daemon, stop_daemon, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +63,36 @@ def test_queued_runs_follow_the_plan_and_carry_the_batch(instance, monkeypatch):
         queue_mask_runs(instance, ["train__nope"])
 
 
+def test_the_last_mask_run_to_end_queues_tube_json_once(instance, monkeypatch):
+    """`queue_batch_tubes` (mask_pngs_job's hooks call it as a run ends): nothing while another
+    run of the batch is unfinished, one tube_json run from the last one, none after that; the
+    sensor's view (`batch_tubes_due` without an ending run) then sees the batch served."""
+    monkeypatch.setenv("WSOVVIS_VIDEOS_PER_RUN", "1")
+    keys = ["train__a", "train__b"]
+    instance.add_dynamic_partitions("videos", keys)
+    batch = queue_mask_runs(instance, keys)  # no daemon: the runs stay QUEUED
+    first, second = batch.run_ids
+    assert batch_tubes_due(instance, batch.batch_id) == (False, False)
+    assert queue_batch_tubes(instance, first) is None  # `second` has not run yet
+    instance.report_run_failed(instance.get_run_by_id(second))  # failed runs count as ended
+    assert batch_tubes_due(instance, batch.batch_id) == (False, False)  # `first` still runs
+    tube_id = queue_batch_tubes(instance, first)
+    assert tube_id is not None
+    tube = instance.get_run_by_id(tube_id)
+    assert tube.asset_selection == {TUBES} and tube.status == DagsterRunStatus.QUEUED
+    assert tube.tags[BATCH_TAG] == batch.batch_id and tube.tags[QUEUED_BY_TAG] == first
+    plan = instance.get_execution_plan_snapshot(tube.execution_plan_snapshot_id)
+    assert set(plan.step_keys_to_execute) == {  # its checks run with it, as in a sensor's run
+        "tube_json", "tube_json_tube_json_format", "tube_json_tube_json_quality"}
+    assert queue_batch_tubes(instance, first) is None  # queued once
+    instance.report_run_failed(instance.get_run_by_id(first))
+    assert batch_tubes_due(instance, batch.batch_id) == (True, False)  # the sensor skips it
+    no_tubes = queue_mask_runs(instance, keys[:1], tubes=False)
+    instance.report_run_failed(instance.get_run_by_id(no_tubes.run_ids[0]))
+    assert batch_tubes_due(instance, no_tubes.batch_id) == (True, False)
+    assert queue_batch_tubes(instance, no_tubes.run_ids[0]) is None
+
+
 def _break_a_frame(data: Path, video: str) -> None:
     frame = sorted((data / "train" / "JPEGImages" / video).glob("*.jpg"))[1]
     frame.write_bytes(b"not a jpeg")
@@ -65,8 +101,9 @@ def _break_a_frame(data: Path, video: str) -> None:
 def test_tube_json_follows_the_batch_on_a_real_daemon_even_after_a_failed_run(
         dagster_home, subprocess_env, tmp_path):
     """scripts/backfill.py queues one run per video here; one video has a broken frame, so its
-    run fails. The sensor still requests tube_json, once, after the last mask run ended; no
-    asset backfill is involved (the backfill daemon's 30 s loop is not on the path)."""
+    run fails. tube_json is still queued, once, when the last mask run ends: by that run's
+    hook, or by the sensor when runs end together; no asset backfill is involved (the
+    backfill daemon's 30 s loop is not on the path)."""
     from wsovvis_dagster.video.synthetic import generate_dataset
 
     data, out = tmp_path / "data", tmp_path / "out"
@@ -95,7 +132,16 @@ def test_tube_json_follows_the_batch_on_a_real_daemon_even_after_a_failed_run(
                                                                       "SUCCESS"]
         assert len(tubes) == 1 and not instance.get_backfills()
         tube = tubes[0].dagster_run
-        assert tube.tags["dagster/sensor_name"] == "tube_json_after_masks"
         assert tube.tags[BATCH_TAG] == masks[0].dagster_run.tags[BATCH_TAG]
-        last_mask_end = max(r.end_time for r in masks)
-        assert tubes[0].create_timestamp.timestamp() >= last_mask_end
+        created = tubes[0].create_timestamp.timestamp()
+        if QUEUED_BY_TAG in tube.tags:  # the last run's hook, in its last moments
+            [last] = [r for r in masks if r.dagster_run.run_id == tube.tags[QUEUED_BY_TAG]]
+            assert all(r.end_time <= created for r in masks if r is not last)
+            assert created <= last.end_time == max(r.end_time for r in masks)
+        else:  # two runs ended together: the sensor's next tick
+            assert tube.tags["dagster/sensor_name"] == "tube_json_after_masks"
+            assert created >= max(r.end_time for r in masks)
+        logs = [e for r in masks for e in instance.all_logs(r.dagster_run.run_id)]
+        assert not [e.user_message for e in logs  # the hooks never fail
+                    if "could not queue tube_json" in (e.user_message or "") or (
+                        e.dagster_event and e.dagster_event.event_type_value == "HOOK_ERRORED")]

@@ -13,6 +13,7 @@ from wsovvis_dagster.ytvis.linking import LinkParams
 from wsovvis_dagster.ytvis.tubes import (
     convert_mask_folders,
     decode_video_id_maps,
+    default_workers,
     encode_id_map,
     load_tube_json,
     video_tubes_from_masks,
@@ -69,6 +70,15 @@ def test_parallel_conversion_keeps_input_order(tmp_path):
     parallel = list(convert_mask_folders(items, workers=2, chunksize=2))
     assert [v.name for v in parallel] == [f"video{v}" for v in range(7)]
     assert parallel == serial
+
+
+def test_default_conversion_processes_follow_the_cores_and_the_videos(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert default_workers(100) == 8 and default_workers(3) == 3 and default_workers(0) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_workers(100) == 2
 
 
 def test_parallel_conversion_reraises_a_video_error(tmp_path):

@@ -37,7 +37,12 @@ from wsovvis_dagster.ytvis.index import (
 )
 from wsovvis_dagster.ytvis.linking import LinkParams
 from wsovvis_dagster.ytvis.results import results_json_path, stream_results
-from wsovvis_dagster.ytvis.tubes import convert_mask_folders, load_tube_json, write_tube_json
+from wsovvis_dagster.ytvis.tubes import (
+    convert_mask_folders,
+    default_workers,
+    load_tube_json,
+    write_tube_json,
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def build_split_tubes(
     *,
     allow_partial: bool = False,
     linking: LinkParams | None = None,
-    workers: int = 1,
+    workers: int = 0,
     progress: Callable[[int, int, VideoRef], None] | None = None,
     failed: Collection[str] = (),
 ) -> SplitTubesResult:
@@ -103,8 +108,8 @@ def build_split_tubes(
 
     Every mask is checked against its video's frames (stem and size), and each video's length,
     file names and size are its frames' (`tubes.video_tubes_from_masks`). Conversion runs over
-    `workers` processes in one streaming pass; with `linking`, ids are relinked into tracks by
-    mask IoU (tubes keep the predictor's ids in `source_ids`).
+    `workers` processes in one streaming pass (0: `tubes.default_workers`); with `linking`,
+    ids are relinked into tracks by mask IoU (tubes keep the predictor's ids in `source_ids`).
 
     Videos with no masks yet raise `MissingMasksError` listing them, unless `allow_partial`,
     which leaves them out and lists them in `left_out`. A registered video whose frame folder
@@ -181,8 +186,8 @@ def build_split_tubes(
             yield folder, ref.video_id, frames
 
     def videos():
-        converted = convert_mask_folders(items(), workers=workers, linking=linking,
-                                         keep_going=True)
+        converted = convert_mask_folders(items(), linking=linking, keep_going=True,
+                                         workers=workers or default_workers(len(ready)))
         done = 0
         for i, video in enumerate(converted):
             ref, label = order.popleft()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -363,6 +364,14 @@ def _convert_or_error(
         if not keep_going:
             raise
         return exc
+
+
+def default_workers(videos: int) -> int:
+    """Conversion processes when none are asked for: one per CPU core this process may use,
+    at most 8 (as the mask loop's decode pool), and at most one per video (a process converts
+    whole videos)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, cores or 1, videos))
 
 
 def convert_mask_folders(

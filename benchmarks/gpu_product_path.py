@@ -18,6 +18,15 @@ scenario (worker start included). The model-only and agreement sections are copi
 
     # several device calls into one result (later files win per scenario)
     python -m benchmarks.gpu_product_path --combine OUT.json CALL1.json CALL2.json ...
+
+`--code LABEL=DIR` (repeatable) runs the same scenarios with another checkout's code as well
+(e.g. the commit before a change: `git worktree add DIR <commit>`), each checkout's own copy of
+this benchmark in a subprocess, alternating `--repeat` rounds, and prints the rows side by side;
+with `--json PATH` they are saved together. On the CPU backend this measures the orchestration
+alone (queue, run start, tube_json trigger and run) on the product path:
+
+    python -m benchmarks.gpu_product_path --backend cpu --scenarios long:8x24:warm \
+        --code before=/tmp/before --repeat 3 --json benchmarks/results/orchestration_batch.json
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,12 +42,15 @@ from pathlib import Path
 
 from benchmarks.gpu_common import GPU_CONDITIONS, write_gpu_result
 from benchmarks.gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames
+from benchmarks.results_io import add_json_args, context, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_SCENARIOS = "long:16x200:first,long:16x200:warm,lvvis:96x32:first,lvvis:96x32:warm"
 FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_asset_fps",
           "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib")
+# run_backfill's details shown beside FIELDS when codes are compared
+DETAIL = ("mean_fixed_s", "tube_run_s", "submit_to_tubes_s")
 
 
 def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
@@ -112,6 +125,40 @@ def save(path: Path, results: dict) -> None:
         conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
 
 
+def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
+                  json_path: Path | None, note: str | None) -> list[dict]:
+    """Run this benchmark (`argv`, without --code/--repeat/--json) with each checkout's code,
+    alternating `repeat` rounds; rows labelled by code and round, printed side by side."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="wsovvis-codes-") as tmp:
+        for round_ in range(repeat):
+            for label, code in codes:
+                out = Path(tmp) / f"{label}-{round_}"
+                env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}"
+                       f"{os.environ.get('PYTHONPATH', '')}"}
+                subprocess.run([sys.executable, "-m", "benchmarks.gpu_product_path", *argv,
+                                "--out", str(out)], cwd=code, env=env, check=True)
+                for row in json.loads((out / "gpu_product_path.json").read_text())[
+                        "results"]["scenarios"]:
+                    rows.append({"code": label, "round": round_,
+                                 **{k: row.get(k) for k in FIELDS},
+                                 **{k: row.get("detail", {}).get(k) for k in DETAIL}})
+    columns = ("code", "round", "name", "warm", *FIELDS[5:10], *DETAIL)
+    print(" | ".join(columns))
+    for r in sorted(rows, key=lambda r: (r["name"], r["warm"], r["round"], r["code"])):
+        print(" | ".join(str(r.get(k)) for k in columns))
+    if json_path:
+        write_result(json_path, benchmark="gpu_product_path",
+                     title="The product path on two codes, side by side",
+                     measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` "
+                              "queues them, then tube_json, on a real `dagster-daemon`, with "
+                              "each code's defaults, rounds alternating",
+                     ctx=context(sys.argv, sizes={"repeat": repeat,
+                                                  "codes": [c for c, _ in codes]}, note=note),
+                     results={"rows": rows})
+    return rows
+
+
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--combine":
         combine(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
@@ -127,7 +174,21 @@ def main(argv=None) -> int:
     ap.add_argument("--agreement", type=Path, help="JSON of the mask comparisons")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--workdir", type=Path, help="default: a temp folder")
+    ap.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run another checkout's code (before this one, each round)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, with --code")
+    add_json_args(ap)
     args = ap.parse_args(argv)
+    if args.code:
+        codes = [(label, Path(d).resolve()) for label, _, d in
+                 (c.partition("=") for c in args.code)] + [("this", REPO)]
+        passed = list(sys.argv[1:] if argv is None else argv)
+        for flag in ("--code", "--repeat", "--json", "--note", "--out"):
+            while flag in passed:  # flag and its value
+                i = passed.index(flag)
+                del passed[i:i + 2]
+        compare_codes(passed, codes, args.repeat, args.json, args.note)
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsovvis-product-path-"))
     height, width = (int(x) for x in args.size.split("x"))
     files = source_frames(args.frames, workdir, height, width)

@@ -15,11 +15,10 @@ from pathlib import Path
 from dagster import (
     AssetSelection,
     Definitions,
-    Field,
     define_asset_job,
+    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
-    multi_or_in_process_executor,
 )
 
 from assets import masks, sensors, third_party, training, tubes, videos
@@ -78,15 +77,14 @@ mask_pngs_job = define_asset_job(
     "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags=GPU_RUN_TAGS,
     hooks=sensors.tube_json_hooks(),
 )
-
-# Dagster's default executor, defaulting to in-process: each step in its own process would
-# import this code location again (2-3 s per step on the H200 host, so 3 for a tube_json run
-# with its checks); `execution: config: multiprocess: {}` still gives a process per step. The
-# predictor resource leases its GPU at the step's first use, after the `gpu` pool slot.
-steps_in_run_worker = multi_or_in_process_executor.configured(
-    lambda config: config, name="multi_or_in_process_executor",
-    config_schema=Field(multi_or_in_process_executor.config_schema.config_type,
-                        default_value={"in_process": {}}))
+# the tube_json runs a batch queues: the asset and its two checks in the run worker, not in a
+# process each that imports this code location again (2-3 s per step on the H200 host). Mask
+# runs keep Dagster's process per step: on SQLite two in-process runs claiming the `gpu` pool
+# at the same instant could both get its last slot (tests/gpu/test_coordination.py)
+tube_json_job = define_asset_job(
+    "tube_json_job", selection=AssetSelection.assets("tube_json"),
+    executor_def=in_process_executor,
+)
 
 _resources = build_resources()
 defs = Definitions(
@@ -96,13 +94,12 @@ defs = Definitions(
         videos_per_run(),
     ),
     asset_checks=load_asset_checks_from_modules(_MODULES),
-    jobs=[mask_pngs_job],
+    jobs=[mask_pngs_job, tube_json_job],
     sensors=[
         sensors.build_new_video_folders_sensor(
             request_runs=_env("WSOVVIS_SENSOR_REQUEST_RUNS", "0") == "1", run_tags=GPU_RUN_TAGS
         ),
-        sensors.build_tube_json_after_masks_sensor(),
+        sensors.build_tube_json_after_masks_sensor(tube_json_job),
     ],
     resources=_resources,
-    executor=steps_in_run_worker,
 )

@@ -117,12 +117,13 @@ def build_new_video_folders_sensor(
     return new_video_folders
 
 
-def build_tube_json_after_masks_sensor(*, minimum_interval_seconds: int = 1) -> SensorDefinition:
+def build_tube_json_after_masks_sensor(job, *, minimum_interval_seconds: int = 1
+                                       ) -> SensorDefinition:
     """`tube_json_after_masks`: requests `tube_json` for a batch queued by `scripts/backfill.py`
     whose mask runs have all finished and whose tube_json no mask run has queued (the last mask
     run to end queues it itself, `tube_json_hooks`; two runs ending at once leave it to this
-    sensor). Running by default, on the sensor daemon's 5 s loop. The cursor keeps the batches
-    already served."""
+    sensor). Running by default, on the sensor daemon's 5 s loop; its runs are of `job`
+    (definitions.tube_json_job), as the hooks'. The cursor keeps the batches already served."""
 
     @sensor(
         name="tube_json_after_masks",
@@ -130,7 +131,7 @@ def build_tube_json_after_masks_sensor(*, minimum_interval_seconds: int = 1) -> 
         "has finished (failed runs included)",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        target=[TUBE_JSON],
+        job=job,
     )
     def tube_json_after_masks(context: SensorEvaluationContext):
         served = set(json.loads(context.cursor or "[]"))

@@ -59,10 +59,10 @@ class PredictorResource(ConfigurableResource):
     With `gpus` set, the run first leases one free device (`wsovvis_dagster.gpu.leases`: an
     exclusive flock under `<DAGSTER_HOME>/gpu_slots`) and builds the model there; the lease is
     released at teardown, or by the kernel if the process dies (`wsovvis_dagster.gpu.session`).
-    Setup checks the settings but leases nothing: runs execute their steps in the run worker
-    (definitions.py), where resources are set up before any step claims its pool slot, and a
-    run waiting for the pool must hold no GPU. A run that only keeps or imports masks never
-    leases one.
+    Setup checks the settings but leases nothing: a run that only keeps or imports masks never
+    leases a GPU or builds a model, and a run whose steps execute in its own process (Dagster's
+    `in_process` executor config), where resources are set up before the step claims its
+    `gpu` pool slot, holds no GPU while it waits for the pool.
 
     Every field is also an env var, `WSOVVIS_<FIELD>` (aliases below), applied in
     `definitions.build_resources`; see docs/settings.md.

@@ -3,8 +3,7 @@
 Dagster 1.13 exports no public equivalent for these; each is a stable value or class we need:
 tags Dagster itself writes on runs and observations (so we read/write the same strings),
 backfill records (no public way to queue an asset backfill from a script), an in-process
-workspace, job selector and the implicit asset job's name (to queue runs from a script as
-`dagster job launch` does), the
+workspace and job selector (to queue runs from a script as `dagster job launch` does), the
 run-launcher health types and launch context a `RunLauncher` subclass uses, the partial-resource
 type that `configure_at_launch()` returns, a partition's materialisation status (failed or not),
 and the runs table (the fenced run storage's guarded UPDATE). Anything with a public name
@@ -14,7 +13,6 @@ upgrade that moves one of these breaks this module alone.
 """
 
 from dagster._config.pythonic_config.resource import PartialResource
-from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME  # runs of an asset subset
 from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag observations use
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
@@ -42,7 +40,6 @@ __all__ = [
     "AssetPartitionStatus",
     "ExecuteRunArgs",
     "GRPC_INFO_TAG",
-    "IMPLICIT_ASSET_JOB_NAME",
     "PARENT_RUN_ID_TAG",
     "BulkActionStatus",
     "CheckRunHealthResult",

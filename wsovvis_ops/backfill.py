@@ -27,7 +27,6 @@ from wsovvis_dagster.gpu.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_
 from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
-    IMPLICIT_ASSET_JOB_NAME,
     InProcessCodeLocationOrigin,
     InProcessWorkspaceLoadTarget,
     JobSubsetSelector,
@@ -38,7 +37,7 @@ from wsovvis_instance.dagster_private import (
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "definitions"  # the code location's name in workspace.yaml (its module's name)
-MASK_JOB = "mask_pngs_job"
+MASK_JOB, TUBE_JOB = "mask_pngs_job", "tube_json_job"
 MASK_PNGS, TUBE_JSON = AssetKey("mask_pngs"), AssetKey("tube_json")
 MASKS_ONLY, TUBES_ONLY = frozenset({MASK_PNGS}), frozenset({TUBE_JSON})
 QUEUED_BY_TAG = "wsovvis/queued_by"  # on a tube_json run: the mask run that queued it
@@ -108,15 +107,13 @@ def queue_mask_runs(
 
 def _run_submitter(instance: DagsterInstance, workspace, job_name: str,
                    assets: frozenset[AssetKey], run_config: dict | None):
-    """A function putting one run of `assets` (with their checks) on the queue per call, as the
-    sensor daemon creates a run: job and execution plan resolved once, tags per run."""
+    """A function putting one run of asset job `job_name` (which selects `assets`, with their
+    checks) on the queue per call, as the sensor daemon creates a run: job and execution plan
+    resolved once, tags per run."""
     location = workspace.get_code_location(LOCATION)
     (repo,) = location.get_repositories().values()
-    # the implicit asset job is subset to `assets` (checks included); a named job runs whole
-    subset = assets if job_name == IMPLICIT_ASSET_JOB_NAME else None
-    job = location.get_job(JobSubsetSelector(
-        location_name=LOCATION, repository_name=repo.name, job_name=job_name, op_selection=None,
-        asset_selection=subset, asset_check_selection=None))
+    job = location.get_job(JobSubsetSelector(location_name=LOCATION, repository_name=repo.name,
+                                             job_name=job_name, op_selection=None))
     plan = location.get_execution_plan(job, run_config or {}, step_keys_to_execute=None,
                                        known_state=None, instance=instance).execution_plan_snapshot
 
@@ -169,7 +166,7 @@ def queue_batch_tubes(instance: DagsterInstance, run_id: str) -> str | None:
     if not batch or not batch_tubes_due(instance, batch, ending=run_id)[1]:
         return None
     with _workspace(instance) as workspace:
-        submit = _run_submitter(instance, workspace, IMPLICIT_ASSET_JOB_NAME, TUBES_ONLY, None)
+        submit = _run_submitter(instance, workspace, TUBE_JOB, TUBES_ONLY, None)
         return submit({BATCH_TAG: batch, QUEUED_BY_TAG: run_id})
 
 

@@ -120,8 +120,9 @@ def save(path: Path, results: dict) -> None:
         path, benchmark="gpu_product_path", results=results,
         title="Issue 24: the GPU path on defaults, as a new user runs it",
         measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` queues them "
-                 "(the run queue; the `tube_json_after_masks` sensor requests `tube_json`), "
-                 "on a real `dagster-daemon`, on today's defaults",
+                 "(the run queue; the batch's last mask run queues `tube_json`, the "
+                 "`tube_json_after_masks` sensor when runs end together), on a real "
+                 "`dagster-daemon`, on today's defaults",
         conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
 
 

@@ -335,7 +335,7 @@ def _mask_run(instance, assets, resources, keys, config=None):
 
 
 def test_predictor_runs_keep_imported_masks_unless_asked_by_name(tmp_path, instance,
-                                                                 resources_for):
+                                                                 resources_for, monkeypatch):
     from assets.masks import stamp_predictor_version
     from resources import PredictorResource
     from video_files import tree_bytes
@@ -361,7 +361,15 @@ def test_predictor_runs_keep_imported_masks_unless_asked_by_name(tmp_path, insta
     assets = stamp_predictor_version(_assets(), changed)
     resolver = get_stale_status_resolver(instance, assets)
     assert resolver.get_status(AssetKey("mask_pngs"), "val__a") == StaleStatus.STALE
-    rerun = _mask_run(instance, assets, {**resources, "predictor": changed}, ["val__a"])
+
+    def no_model(settings):
+        raise AssertionError("a run that only keeps imported masks built a model")
+
+    import wsovvis_dagster.gpu.session as run_session
+
+    with monkeypatch.context() as patched:  # nothing to predict: no model, no GPU lease
+        patched.setattr(run_session, "build_predictor", no_model)
+        rerun = _mask_run(instance, assets, {**resources, "predictor": changed}, ["val__a"])
     assert rerun.success and tree_bytes(imported) == before
     (mat,) = rerun.asset_materializations_for_node("mask_pngs")
     assert mat.tags["wsovvis/mask_source"] == "import"

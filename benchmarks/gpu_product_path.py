@@ -127,9 +127,10 @@ def save(path: Path, results: dict) -> None:
 
 
 def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
-                  json_path: Path | None, note: str | None) -> list[dict]:
+                  json_path: Path | None, note: str | None, command: list[str]) -> list[dict]:
     """Run this benchmark (`argv`, without --code/--repeat/--json) with each checkout's code,
-    alternating `repeat` rounds; rows labelled by code and round, printed side by side."""
+    alternating `repeat` rounds; rows labelled by code and round, printed side by side
+    (`command`: this call's arguments, recorded)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="wsovvis-codes-") as tmp:
         for round_ in range(repeat):
@@ -154,7 +155,7 @@ def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
                      measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` "
                               "queues them, then tube_json, on a real `dagster-daemon`, with "
                               "each code's defaults, rounds alternating",
-                     ctx=context(sys.argv, sizes={"repeat": repeat,
+                     ctx=context(command, sizes={"repeat": repeat,
                                                   "codes": [c for c, _ in codes]}, note=note),
                      results={"rows": rows})
     return rows
@@ -183,12 +184,13 @@ def main(argv=None) -> int:
     if args.code:
         codes = [(label, Path(d).resolve()) for label, _, d in
                  (c.partition("=") for c in args.code)] + [("this", REPO)]
-        passed = list(sys.argv[1:] if argv is None else argv)
+        command = list(sys.argv[1:] if argv is None else argv)
+        passed = list(command)
         for flag in ("--code", "--repeat", "--json", "--note", "--out"):
             while flag in passed:  # flag and its value
                 i = passed.index(flag)
                 del passed[i:i + 2]
-        compare_codes(passed, codes, args.repeat, args.json, args.note)
+        compare_codes(passed, codes, args.repeat, args.json, args.note, command)
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsovvis-product-path-"))
     height, width = (int(x) for x in args.size.split("x"))

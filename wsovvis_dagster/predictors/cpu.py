@@ -32,9 +32,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from skimage.filters import threshold_otsu
-from skimage.segmentation import slic
 
 from wsovvis_dagster.predictors import PredictorOutput, VideoPredictor, _drop_vanished
 
@@ -172,6 +169,7 @@ class CpuVideoPredictor:
         prob = np.zeros((num, h, w), dtype=np.float32)
         if num < 2:
             return prob, fwd, bwd
+        from skimage.filters import threshold_otsu  # not at import: see `predict`
         # objects of interest tend to sit near the centre: a weak multiplicative prior
         centre = np.exp(-0.5 * (((xs - w / 2) / (0.3 * w)) ** 2 + ((ys - h / 2) / (0.35 * h)) ** 2))
         centre = (centre ** self.centre_power).astype(np.float32)
@@ -246,6 +244,8 @@ class CpuVideoPredictor:
     def _superpixel_mean(self, small: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if self.superpixels <= 0:
             return logits
+        from skimage.segmentation import slic  # not at import: see `predict`
+
         out = np.empty_like(logits)
         for t in range(len(small)):
             seg = slic(small[t], n_segments=self.superpixels, compactness=10, start_label=0,
@@ -314,6 +314,10 @@ class CpuVideoPredictor:
 
     def predict(self, frames: np.ndarray) -> PredictorOutput:
         """Segment `(T, H, W, 3) uint8` RGB frames into tracks (see `PredictorOutput`)."""
+        # scipy and scikit-image are imported where used: the code location (every run
+        # worker and step process) imports this module for its version, not to predict
+        from scipy.optimize import linear_sum_assignment
+
         num, height, width = frames.shape[:3]
         prob, fwd, bwd = self.segment(frames)
         h, w = prob.shape[1:]

@@ -187,3 +187,17 @@ def test_private_dagster_names_only_through_the_wrapper():
     offenders += [f"definitions.py:{n} imports {m}"
                   for n, m in imported_names(REPO / "definitions.py") if m.startswith("dagster._")]
     assert not offenders, offenders
+
+
+def test_loading_the_code_location_imports_no_model_or_solver_packages():
+    """Every run worker (and step process) imports definitions.py before its first step: the
+    libraries only a prediction or a stitch needs stay out of that start-up."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "scipy", "skimage", "detectron2")
+    probe = ("import sys, definitions; "
+             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"imported at load: {out.stdout.strip()}"

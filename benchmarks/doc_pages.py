@@ -72,6 +72,7 @@ def readme_figures(results: Results) -> list[str]:
          f"`{results.command('predictor_synthetic')}` on the demo's data "
          f"({json_link('predictor_synthetic', 'README')})"],
         readme_gpu_row(results.body("gpu_product_path")),
+        orchestration_batch_row(results),
         ["`mask_pngs` peak memory on one long video (embedded predictor, streamed in 128-frame "
          "chunks)",
          f"{frames(big)} frames at 854×480: {gb(big)}; {frames(small)} frames at 320×180: "
@@ -138,6 +139,58 @@ def orchestration_block(results: Results) -> list[str]:
             f"failed and slot free {dead_run_each(results)} after the kill "
             f"({dead_run_command(results)}).", ""]
     return out
+
+
+ORCHESTRATION_BATCH = "orchestration_batch"
+_BATCH_FIGURES = ("queue_to_first_run_s", "tube_json_gap_s", "tube_run_s", "submit_to_tubes_s")
+
+
+def _batch_means(results: Results) -> dict[tuple[str, str], dict]:
+    """(scenario, code) -> round count, frames and the mean of each `_BATCH_FIGURES`."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in results.body(ORCHESTRATION_BATCH)["rows"]:
+        groups.setdefault((f"{row['videos']} × {row['frames'] // row['videos']}", row["code"]),
+                          []).append(row)
+    return {key: {"rounds": len(rows), "frames": rows[0]["frames"],
+                  **{k: sum(r[k] for r in rows) / len(rows) for k in _BATCH_FIGURES}}
+            for key, rows in groups.items()}
+
+
+def orchestration_batch_block(results: Results) -> list[str]:
+    """docs/gpu.md: a `scripts/backfill.py` batch on the embedded predictor, the code before
+    the tube_json trigger / in-process tube_json run / lighter code location and after."""
+    means = _batch_means(results)
+    rows = [[scenario, code, m["rounds"], f"{m['queue_to_first_run_s']:.1f} s",
+             f"{m['tube_json_gap_s']:.1f} s", f"{m['tube_run_s']:.1f} s",
+             f"{m['submit_to_tubes_s']:.1f} s"]
+            for (scenario, code), m in sorted(means.items(), key=lambda kv: (kv[0][0],
+                                                                            kv[0][1] != "before"))]
+    return ["", *table(["videos × frames", "code", "rounds", "submit → first mask run",
+                        "last mask run → tube_json run", "tube_json run",
+                        "submit → tube_json materialised"], rows),
+            f"`{results.command(ORCHESTRATION_BATCH)}` ({json_link(ORCHESTRATION_BATCH)}; "
+            "means over rounds, alternating codes).", ""]
+
+
+def orchestration_batch_row(results: Results) -> list[str]:
+    """README: the batch's tube_json gap and run and its submit -> tube_json, before and now
+    (spans over the scenarios' means)."""
+    means = _batch_means(results)
+
+    def span(code: str, key: str) -> str:
+        return _span([m[key] for (_, c), m in means.items() if c == code], " s", 1)
+
+    scenarios = " and ".join(sorted({s for s, _ in means}))
+    return [f"a `scripts/backfill.py` batch ({scenarios} videos × frames) of the embedded "
+            "predictor: orchestration alone, 2-core machine; before → after tube_json was queued "
+            "by the last mask run and run in one process",
+            f"`tube_json` starts {span('before', 'tube_json_gap_s')} → "
+            f"**{span('this', 'tube_json_gap_s')}** after the last mask run; its run (asset + "
+            f"2 checks) takes {span('before', 'tube_run_s')} → **{span('this', 'tube_run_s')}**"
+            f"; submit → `tube_json` {span('before', 'submit_to_tubes_s')} → "
+            f"**{span('this', 'submit_to_tubes_s')}**",
+            f"`{results.command(ORCHESTRATION_BATCH)}` "
+            f"({json_link(ORCHESTRATION_BATCH, 'README')}); [docs/gpu.md](docs/gpu.md)"]
 
 
 def multihost_lost_node(results: Results) -> str:
@@ -431,6 +484,7 @@ BLOCKS: dict[str, Callable[[Results], list[str] | str]] = {
     "dead_run_each": dead_run_each,
     "dead_run_command": dead_run_command,
     "orchestration": orchestration_block,
+    "orchestration_batch": orchestration_batch_block,
     "multihost_lost_node": multihost_lost_node,
     "multihost_scale": multihost_scale,
     "gpu_loop_bound": gpu_loop_bound,

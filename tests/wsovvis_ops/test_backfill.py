@@ -92,6 +92,21 @@ def test_the_last_mask_run_to_end_queues_tube_json_once(instance, monkeypatch):
     assert batch_tubes_due(instance, no_tubes.batch_id) == (True, False)
     assert queue_batch_tubes(instance, no_tubes.run_ids[0]) is None
 
+    # runs that ended together (no hook saw the batch done): the sensor requests tube_json once
+    together = queue_mask_runs(instance, keys)
+    for run_id in together.run_ids:
+        instance.report_run_failed(instance.get_run_by_id(run_id))
+    from dagster import build_sensor_context
+
+    from definitions import defs
+
+    sensor = defs.resolve_sensor_def("tube_json_after_masks")
+    result = sensor(build_sensor_context(instance=instance))
+    assert [(r.run_key, r.tags[BATCH_TAG], r.asset_selection) for r in result.run_requests] == [
+        (f"tube_json-{together.batch_id}", together.batch_id, [TUBES])]
+    again = sensor(build_sensor_context(instance=instance, cursor=result.cursor))
+    assert not getattr(again, "run_requests", None)  # every batch served
+
 
 def _break_a_frame(data: Path, video: str) -> None:
     frame = sorted((data / "train" / "JPEGImages" / video).glob("*.jpg"))[1]

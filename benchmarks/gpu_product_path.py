@@ -126,6 +126,16 @@ def save(path: Path, results: dict) -> None:
         conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
 
 
+def _commit(checkout: Path) -> str:
+    """The short commit a checkout holds ('+changes' when its tracked files differ from it)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
                   json_path: Path | None, note: str | None, command: list[str]) -> list[dict]:
     """Run this benchmark (`argv`, without --code/--repeat/--json) with each checkout's code,
@@ -150,13 +160,13 @@ def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
     for r in sorted(rows, key=lambda r: (r["name"], r["warm"], r["round"], r["code"])):
         print(" | ".join(str(r.get(k)) for k in columns))
     if json_path:
-        write_result(json_path, benchmark="gpu_product_path",
+        write_result(json_path, benchmark="product_path_codes",
                      title="The product path on two codes, side by side",
                      measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` "
                               "queues them, then tube_json, on a real `dagster-daemon`, with "
                               "each code's defaults, rounds alternating",
-                     ctx=context(command, sizes={"repeat": repeat,
-                                                  "codes": [c for c, _ in codes]}, note=note),
+                     ctx=context(command, sizes={"repeat": repeat, "codes": {
+                         label: _commit(code) for label, code in codes}}, note=note),
                      results={"rows": rows})
     return rows
 

@@ -72,11 +72,14 @@ here are shown generically. Every command runs from the repository root.
 """
 
 
-def render_section(name: str, data: object, results_dir: Path) -> list[str]:
+def render_section(name: str, data: object, results_dir: Path,
+                   command: str | None = None) -> list[str]:
+    """One result file's section; `command`: its command as pages show it
+    (`Results.command`), else the recorded one."""
     d = data if isinstance(data, dict) else {}
     ctx = d.get("context") if isinstance(d.get("context"), dict) else {}
     title = d.get("title") or name
-    command = ctx.get("command") or d.get("command")
+    command = command or ctx.get("command") or d.get("command")
     measures = d.get("measures")
     rel = f"benchmarks/results/{name}.json"
     out = [f"## {name}: {title}", ""]
@@ -119,7 +122,9 @@ def render(results: Results) -> str:
         data = results[name]
         title = (data.get("title") if isinstance(data, dict) else None) or ""
         out.append(f"| [{name}](#{_anchor(name, title)}) | {fmt(title)} |")
-        sections += render_section(name, data, results.folder)
+        shown = results.command(name) if isinstance(data, dict) and isinstance(
+            data.get("context"), dict) and data["context"].get("command") else None
+        sections += render_section(name, data, results.folder, shown)
     out.append("")
     return "\n".join(out + sections).rstrip("\n") + "\n"
 

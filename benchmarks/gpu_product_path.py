@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_SCENARIOS = "long:16x200:first,long:16x200:warm,lvvis:96x32:first,lvvis:96x32:warm"
 FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_asset_fps",
-          "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib")
+          "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib",
+          "worker_prestarted")
 
 
 def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
@@ -51,6 +52,9 @@ def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
         "queue_to_first_run_s": res["queue_to_first_run_s"],
         "tube_json_gap_s": res.get("tube_run_queued_after_masks_s"),
         "smi_peak_gib": smi_peak,
+        # `scripts/backfill.py` started the slots' workers when it queued the batch, and the
+        # runs used them (none: a backend built in each run)
+        "worker_prestarted": res.get("runs_used_prestarted_workers"),
         "detail": {k: v for k, v in res.items() if k not in ("peak_per_video",)},
     }
 
@@ -136,6 +140,8 @@ def main(argv=None) -> int:
                 "PYTHONUNBUFFERED": "1"}
     if args.backend == "videocutler":
         base_env.update(WSOVVIS_GPUS="0", WSOVVIS_ALLOW_RANDOM_WEIGHTS="1")
+    else:  # the dry run takes videocutler's path: the model in a predictor worker
+        base_env.update(WSOVVIS_WORKER_IDLE_SECONDS="600")
     import definitions
 
     runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu

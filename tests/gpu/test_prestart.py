@@ -154,8 +154,8 @@ def test_a_daemon_run_of_the_batch_reuses_the_worker_started_by_the_backfill_scr
                                     cwd=REPO, env=gate.env(env), capture_output=True, text=True,
                                     timeout=120)
             assert script.returncode == 0, script.stderr
-            assert "starting 1 predictor worker(s) in the background, for the runs' slots " \
-                   "cuda:0" in script.stdout
+            assert "starting 1 predictor worker(s) in the background for the batch's GPU " \
+                   "slots (cuda:0)" in script.stdout
             (worker,) = list_workers(slots)
             assert not worker["ready"]  # the script did not wait for the model
             (run_id,) = [r.run_id for r in instance.get_runs()]
@@ -175,3 +175,27 @@ def test_a_daemon_run_of_the_batch_reuses_the_worker_started_by_the_backfill_scr
         assert all(u["reused"] and u["pid"] == worker["pid"] for u in used)
     log = (slots / "predictor_workers" / "cuda0" / LOG_NAME).read_text()
     assert log.count("--- starting predictor worker") == 1
+
+
+def test_no_worker_for_runs_whose_launcher_turns_it_off(dagster_home, slots, monkeypatch):
+    """The Ray launcher gives each run WSOVVIS_WORKER_IDLE_SECONDS=0 (its `run_env`, checked in
+    tests/wsovvis_instance/test_fencing.py): the runs' settings are resolved from that env, so
+    nothing starts on this host; with the same env here and no such launcher, a worker would."""
+    from types import SimpleNamespace
+
+    from definitions import loaded_predictor
+
+    monkeypatch.setenv("WSOVVIS_GPUS", "0")
+    monkeypatch.setenv("WSOVVIS_WORKER_IDLE_SECONDS", "600")
+
+    class RayLike:  # the shape of WsovvisRayRunLauncher.run_env
+        def run_env(self, tags):
+            return {"WSOVVIS_GPUS": "0", "WSOVVIS_WORKER_IDLE_SECONDS": "0",
+                    "WSOVVIS_CLUSTER": "ray"}
+
+    ray = SimpleNamespace(run_launcher=RayLike(), root_directory=str(dagster_home))
+    result = loaded_predictor().prestart_workers(ray, 2)
+    assert result.workers == () and "worker idle seconds 0" in result.skipped
+    assert list_workers(slots) == []
+    local = SimpleNamespace(run_launcher=object(), root_directory=str(dagster_home))
+    assert [w.state for w in loaded_predictor().prestart_workers(local, 1).workers] == ["started"]

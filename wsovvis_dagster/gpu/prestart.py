@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from wsovvis_dagster.gpu.leases import LeaseRequest, parse_gpus, slot_order
-from wsovvis_dagster.gpu.session import uses_worker
+from wsovvis_dagster.gpu.session import worker_path_on
 from wsovvis_dagster.gpu.worker import start_worker, worker_dir
 from wsovvis_dagster.predictors.settings import PredictorSettings
 
@@ -49,14 +49,14 @@ class WorkerPrestart:
                     "starts its own")
         if not self.workers:
             return f"no predictor worker to pre-start: {self.skipped}"
-        started = [w for w in self.workers if w.state == "started"]
-        other = [w for w in self.workers if w.state != "started"]
-        line = (f"starting {len(started)} predictor worker(s) in the background, for the "
-                f"runs' slots {', '.join(w.name for w in started) or '-'}")
-        if other:
-            line += "; " + ", ".join(
-                f"{w.name}: {w.state}" + (f" (pid {w.pid})" if w.pid else "") for w in other)
-        return line
+        started = [w.name for w in self.workers if w.state == "started"]
+        others = ", ".join(f"{w.name}: {w.state}" + (f" (pid {w.pid})" if w.pid else "")
+                           for w in self.workers if w.state != "started")
+        if not started:
+            return f"predictor workers of the batch's slots: {others}"
+        return (f"starting {len(started)} predictor worker(s) in the background for the "
+                f"batch's GPU slots ({', '.join(started)}); the runs use them, waiting for any "
+                "still building its model" + (f"; {others}" if others else ""))
 
 
 def lease_slots(gpus: str, runs_per_gpu: int) -> list[tuple[str, int]]:
@@ -72,9 +72,9 @@ def prestart_workers(settings: PredictorSettings, request: LeaseRequest, runs: i
                      idle_seconds: float, env: dict | None = None) -> WorkerPrestart:
     """Start, detached, the workers of the first min(`runs`, slots) lease slots for
     `settings` (a run's, before its device is set) unless they run already; returns without
-    waiting for them to build. `request` and `idle_seconds` are the runs' (`uses_worker`
+    waiting for them to build. `request` and `idle_seconds` are the runs' (`worker_path_on`
     decides, as in a run); `env`: the workers' environment (default: this process's)."""
-    if not uses_worker(idle_seconds, request):
+    if not worker_path_on(idle_seconds, request):
         return WorkerPrestart(skipped="the runs build their model themselves "
                                       "(worker idle seconds 0)")
     if request.node:

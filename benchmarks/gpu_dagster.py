@@ -6,7 +6,8 @@
     python -m benchmarks.gpu_dagster --backend cpu --scenarios long:4x8:1:fp32 --skip library
 
 For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN[:WORKER]]`
-(WORKER: `cold` = the backfill's first run starts the predictor worker, counted; `warm` = the
+(WORKER: `cold` = no predictor worker runs before the backfill: queueing it starts them
+(`gpu.prestart`; before that, the first run did), counted; `warm` = the
 workers of every slot were started before the clock, as an earlier backfill leaves them; `off`
 = the model is built inside each run) it builds a data
 root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
@@ -55,8 +56,8 @@ CUDNN_VARIANTS = {
 }
 
 
-# predictor worker per scenario: the backfill's first run starts it (cold, counted in the
-# wall), an earlier backfill started it (warm), or none (off: the model is built in each run)
+# predictor worker per scenario: queueing the backfill starts it (cold, counted in the wall),
+# an earlier backfill started it (warm), or none (off: the model is built in each run)
 WORKER_MODES = ("cold", "warm", "off")
 
 

@@ -11,10 +11,14 @@ the defaults, recorded under `settings`) is a real `dagster-daemon` on a fresh i
 `mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
 (`gpu_dagster.run_backfill`), with no `WSOVVIS_*` setting but the GPU list (`WSOVVIS_GPUS=0`),
 random weights, and the data/output roots. `first`: no predictor worker runs before the
-backfill (its start is in the wall); `warm`: the workers of every slot were started before the
-clock, as an earlier backfill leaves them. nvidia-smi is sampled every 200 ms over the whole
-scenario (worker start included). The model-only and agreement sections are copied in from
-`benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to --out.
+backfill; queueing it starts them (`gpu.prestart`, as `scripts/backfill.py` does; recorded under
+`worker_prestarted` and `detail.prestart`), so what the runs wait of the build is in the wall;
+`warm`: the workers of every slot were started before the clock, as an earlier backfill leaves
+them. The CPU dry run (`--backend cpu`) keeps its model in a worker too
+(WSOVVIS_WORKER_IDLE_SECONDS=600), to take the same path. nvidia-smi is sampled every 200 ms
+over the whole scenario (worker start included). The model-only and agreement sections are
+copied in from `benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to
+--out.
 
     # several device calls into one result (later files win per scenario)
     python -m benchmarks.gpu_product_path --combine OUT.json CALL1.json CALL2.json ...

@@ -9,11 +9,12 @@ waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED under the 
 neighbouring videos each (48 with videocutler, else 4), fewer when that leaves a GPU slot idle.
 
 With a backend that keeps its model in a predictor worker (videocutler, by default), it also
-starts the workers of the GPU slots the runs will take, in the background, before it returns
-(it does not wait for the models: ~20 s on an H200), so the first runs find their model built
-or building rather than building it themselves; it prints which slots. Those workers use this
-shell's environment: run it with the daemon's WSOVVIS_* settings, or the runs (whose settings
-would then differ) replace them. If starting them fails, it says so and each run starts its own.
+starts the workers of the GPU slots the runs will take, in the background, before it returns (it
+does not wait for the models: 13-19 s each on an H200, docs/gpu.md), so the first runs find
+their model built or building rather than building it themselves; it prints which slots. Those
+workers use this shell's environment: run it with the daemon's WSOVVIS_* settings, or the runs
+(whose settings would then differ) replace them. If starting them fails, it says so and each run
+starts its own.
 
     python -m scripts.backfill                 # every registered video
     python -m scripts.backfill --missing       # videos without masks (imported ones have some)

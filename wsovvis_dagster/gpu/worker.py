@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 # how long a worker outlives its last run is a backend's default (predictors.backends)
 LOG_NAME, STATE_NAME, KEY_NAME, LOCK_NAME = "worker.log", "worker.json", "authkey", "spawn.lock"
+STARTING_NAME = "starting.json"  # written by its starter: a worker still building its model
 
 
 class PredictorWorkerError(WsovvisError):
@@ -227,12 +228,16 @@ def _lock_within(lock, timeout_s: float, state_dir: Path) -> None:
 
 
 def _live_state(state_dir: Path) -> dict | None:
-    """The state file of the worker in `state_dir` if its process runs (ready or building)."""
-    try:
-        info = json.loads((state_dir / STATE_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return info if process_alive(int(info.get("pid", -1))) else None
+    """The worker in `state_dir` if its process runs: its state file with `ready` True, else
+    its starter's record (pid, device, fingerprint) with `ready` False while it builds."""
+    for name, ready in ((STATE_NAME, True), (STARTING_NAME, False)):
+        try:
+            info = json.loads((state_dir / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if process_alive(int(info.get("pid", -1))):
+            return {**info, "ready": ready}
+    return None
 
 
 def _launch(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
@@ -257,10 +262,10 @@ def _launch(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 pass_fds=(lock.fileno(),) if lock is not None else (),
                                 env=env if env is not None else os.environ.copy())
-    # `list_workers` / `stop_workers` see it while it builds; it rewrites this when ready
-    write_json_atomic(state_dir / STATE_NAME, {
+    # `list_workers` / `stop_workers` see it while it builds (its own state file once ready)
+    write_json_atomic(state_dir / STARTING_NAME, {
         "pid": proc.pid, "device": settings.device, "fingerprint": settings_fingerprint(settings),
-        "ready": False, "started_at": round(time.time(), 3)})
+        "started_at": round(time.time(), 3)})
     return proc
 
 
@@ -315,10 +320,10 @@ def list_workers(root: str | Path) -> list[dict]:
     """The live workers under `root` (their state files: pid, device, `ready`, and once ready
     model, built_s; plus the log), those still building their model included."""
     found = []
-    for state in sorted((Path(root) / "predictor_workers").glob(f"*/{STATE_NAME}")):
-        info = _live_state(state.parent)
+    for folder in sorted((Path(root) / "predictor_workers").glob("*/")):
+        info = _live_state(folder)
         if info is not None:
-            found.append({"ready": True, **info, "log": str(state.parent / LOG_NAME)})
+            found.append({**info, "log": str(folder / LOG_NAME)})
     return found
 
 
@@ -364,9 +369,8 @@ class _Worker:
         threading.Thread(target=worker_socket.accept_forever, args=(listener, key, ready.put),
                          daemon=True, name="accept").start()
         # what `list_workers` shows; the counters change per request, the hello has them live
-        write_json_atomic(self.state_dir / STATE_NAME, {
-            **{k: v for k, v in self.info.items() if k not in ("served", "videos")},
-            "ready": True})
+        write_json_atomic(self.state_dir / STATE_NAME,
+                          {k: v for k, v in self.info.items() if k not in ("served", "videos")})
         if self.spawn_lock_fd is not None:  # runs waiting to connect may go on now
             fcntl.flock(self.spawn_lock_fd, fcntl.LOCK_UN)
             os.close(self.spawn_lock_fd)
@@ -434,7 +438,8 @@ class _Worker:
                     self._exit(f"idle for {self.idle_seconds:g} s")
 
     def _exit(self, why: str) -> None:
-        for path in (self.state_dir / STATE_NAME, worker_socket.socket_path(self.state_dir)):
+        for path in (self.state_dir / STATE_NAME, self.state_dir / STARTING_NAME,
+                     worker_socket.socket_path(self.state_dir)):
             with contextlib.suppress(OSError):
                 path.unlink()
         log.info("predictor worker pid %s exits: %s", os.getpid(), why)

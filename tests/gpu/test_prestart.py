@@ -23,6 +23,7 @@ from wsovvis_dagster.gpu.leases import LeaseRequest
 from wsovvis_dagster.gpu.prestart import lease_slots, prestart_workers
 from wsovvis_dagster.gpu.worker import LOG_NAME, connect_worker, list_workers, stop_workers
 from wsovvis_dagster.predictors.settings import PredictorSettings
+from wsovvis_instance.cli import main as cli
 from wsovvis_ops.backfill import queue_mask_runs
 from wsovvis_ops.instance import start_daemon, stop_daemon, wait_for
 
@@ -76,7 +77,7 @@ def test_slots_follow_the_lease_order():
 
 
 def test_queueing_starts_the_slot_workers_without_waiting_and_a_run_waits_for_them(
-        instance, slots, gate, monkeypatch):
+        instance, slots, gate, monkeypatch, capsys):
     for k, v in gate.env({**WORKER_ENV, "WSOVVIS_GPUS": "0,1",
                           "WSOVVIS_RUNS_PER_GPU": "2"}).items():
         monkeypatch.setenv(k, v)
@@ -91,6 +92,8 @@ def test_queueing_starts_the_slot_workers_without_waiting_and_a_run_waits_for_th
     building = list_workers(slots)
     assert sorted(w["pid"] for w in building) == sorted(w.pid for w in started)
     assert not any(w["ready"] for w in building)
+    assert cli(["gpus"]) == 0  # `wsovvis gpus` lists them as building
+    assert capsys.readouterr().out.count("building its model") == 3
     # a second batch finds them and starts none
     again = queue_mask_runs(instance, keys[:1])
     assert [(w.state, w.pid) for w in again.workers.workers] == [("running", started[0].pid)]

@@ -157,7 +157,7 @@ def test_a_daemon_run_of_the_batch_reuses_the_worker_started_by_the_backfill_scr
                                     cwd=REPO, env=gate.env(env), capture_output=True, text=True,
                                     timeout=120)
             assert script.returncode == 0, script.stderr
-            assert "starting 1 predictor worker(s) in the background for the batch's GPU " \
+            assert "starting 1 predictor worker(s) in the background for the batch's " \
                    "slots (cuda:0)" in script.stdout
             (worker,) = list_workers(slots)
             assert not worker["ready"]  # the script did not wait for the model

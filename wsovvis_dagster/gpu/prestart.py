@@ -55,7 +55,7 @@ class WorkerPrestart:
         if not started:
             return f"predictor workers of the batch's slots: {others}"
         return (f"starting {len(started)} predictor worker(s) in the background for the "
-                f"batch's GPU slots ({', '.join(started)}); the runs use them, waiting for any "
+                f"batch's slots ({', '.join(started)}); the runs use them, waiting for any "
                 "still building its model" + (f"; {others}" if others else ""))
 
 

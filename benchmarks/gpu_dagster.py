@@ -300,14 +300,15 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
 
 
 def prestart_record(prestart, used: list[str]) -> dict:
-    """What `queue_mask_runs` pre-started (`gpu.prestart`) and whether the runs used those
-    workers (their `predictor_worker` metadata names the same pids)."""
-    started = [{"device": w.device, "slot": w.slot, "state": w.state, "pid": w.pid}
+    """What `queue_mask_runs` pre-started (`gpu.prestart`) and whether the runs used workers it
+    started (their `predictor_worker` metadata names those pids; False when the workers ran
+    before, as in `warm`)."""
+    workers = [{"device": w.device, "slot": w.slot, "state": w.state, "pid": w.pid}
                for w in prestart.workers]
     pids = {json.loads(u)["pid"] for u in used}
-    return {"prestart": {"summary": prestart.summary(), "workers": started},
+    return {"prestart": {"summary": prestart.summary(), "workers": workers},
             "runs_used_prestarted_workers": bool(pids) and pids <= {
-                w["pid"] for w in started if w["state"] in ("started", "running")}}
+                w["pid"] for w in workers if w["state"] == "started"}}
 
 
 def queue_and_wait(instance, env: dict, keys: list[str], wait_for):

@@ -56,8 +56,8 @@ def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
         "queue_to_first_run_s": res["queue_to_first_run_s"],
         "tube_json_gap_s": res.get("tube_run_queued_after_masks_s"),
         "smi_peak_gib": smi_peak,
-        # `scripts/backfill.py` started the slots' workers when it queued the batch, and the
-        # runs used them (none: a backend built in each run)
+        # queueing the batch started the slots' workers and the runs used them (False: the
+        # workers ran before, `warm`, or the model was built in each run)
         "worker_prestarted": res.get("runs_used_prestarted_workers"),
         "detail": {k: v for k, v in res.items() if k not in ("peak_per_video",)},
     }

@@ -308,7 +308,7 @@ def prestart_record(prestart, used: list[str]) -> dict:
     pids = {json.loads(u)["pid"] for u in used}
     return {"prestart": {"summary": prestart.summary(), "workers": workers},
             "runs_used_prestarted_workers": bool(pids) and pids <= {
-                w["pid"] for w in workers if w["state"] == "started"}}
+                w["pid"] for w in workers if w["state"] in ("started", "replaced")}}
 
 
 def queue_and_wait(instance, env: dict, keys: list[str], wait_for):

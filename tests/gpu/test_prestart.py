@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
-from wsovvis_dagster.gpu.leases import LeaseRequest
+from wsovvis_dagster.gpu.leases import LeaseRequest, acquire_gpu_slot, process_alive
 from wsovvis_dagster.gpu.prestart import lease_slots, prestart_workers
 from wsovvis_dagster.gpu.worker import LOG_NAME, connect_worker, list_workers, stop_workers
 from wsovvis_dagster.predictors.settings import PredictorSettings
@@ -72,8 +72,8 @@ def _keys(instance, count: int) -> list[str]:
 
 
 def test_slots_follow_the_lease_order():
-    assert lease_slots("", 2) == [("cpu", 0)]
-    assert lease_slots("0,1", 2) == [("cuda:0", 0), ("cuda:1", 0), ("cuda:0", 1), ("cuda:1", 1)]
+    assert lease_slots("", 2) == [(None, 0)]  # CPU runs: one worker
+    assert lease_slots("0,1", 2) == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
 def test_queueing_starts_the_slot_workers_without_waiting_and_a_run_waits_for_them(
@@ -111,6 +111,28 @@ def test_queueing_starts_the_slot_workers_without_waiting_and_a_run_waits_for_th
     assert got["client"].reused and got["client"].pid == started[1].pid
     log = (slots / "predictor_workers" / "cuda1" / LOG_NAME).read_text()
     assert log.count("--- starting predictor worker") == 1  # never a second one
+
+
+def test_an_idle_worker_of_other_settings_is_replaced_and_one_serving_a_run_is_not(
+        instance, slots, monkeypatch):
+    from definitions import loaded_predictor
+
+    for k, v in {**WORKER_ENV, "WSOVVIS_GPUS": "0"}.items():
+        monkeypatch.setenv(k, v)
+    keys = _keys(instance, 1)
+    folder = slots / "predictor_workers" / "cuda0"
+    old = connect_worker(PredictorSettings(device="cuda:0", max_tracks=3), folder,
+                         idle_seconds=600)
+    lease = acquire_gpu_slot("0", run_id="another-run", slot_dir=slots)  # it serves a run
+    try:
+        (kept,) = queue_mask_runs(instance, keys).workers.workers
+    finally:
+        lease.release()
+    assert (kept.state, kept.pid) == ("other settings", old.pid) and process_alive(old.pid)
+    (fresh,) = queue_mask_runs(instance, keys).workers.workers  # its slot is free now
+    assert fresh.state == "replaced" and fresh.pid != old.pid and not process_alive(old.pid)
+    client = connect_worker(loaded_predictor().settings("cuda:0"), folder, idle_seconds=600)
+    assert client.reused and client.pid == fresh.pid
 
 
 def test_no_worker_for_a_backend_built_in_the_run(instance, slots, monkeypatch):

@@ -306,6 +306,11 @@ def slot_holders(
     return holders
 
 
+def slot_free(slot_dir: str | Path, index: int, slot: int = 0) -> bool:
+    """Whether no run holds the lease of (device `index`, `slot`) in `slot_dir` right now."""
+    return _holder(Path(slot_dir) / lock_name(index, slot)) is None
+
+
 def _holder(path: Path) -> dict | None:
     if not path.exists():
         return None

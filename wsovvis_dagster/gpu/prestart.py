@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from wsovvis_dagster.gpu.leases import LeaseRequest, parse_gpus, slot_order
+from wsovvis_dagster.gpu.leases import LeaseRequest, parse_gpus, slot_free, slot_order
 from wsovvis_dagster.gpu.session import worker_path_on
 from wsovvis_dagster.gpu.worker import start_worker, worker_dir
 from wsovvis_dagster.predictors.settings import PredictorSettings
@@ -26,7 +26,7 @@ class SlotWorker:
 
     device: str  # 'cuda:N', or 'cpu' when the runs lease no GPU
     slot: int
-    state: str  # started | running | other settings | busy
+    state: str  # started | replaced | running | other settings | busy
     pid: int | None
 
     @property
@@ -49,9 +49,9 @@ class WorkerPrestart:
                     "starts its own")
         if not self.workers:
             return f"no predictor worker to pre-start: {self.skipped}"
-        started = [w.name for w in self.workers if w.state == "started"]
+        started = [w.name for w in self.workers if w.state in ("started", "replaced")]
         others = ", ".join(f"{w.name}: {w.state}" + (f" (pid {w.pid})" if w.pid else "")
-                           for w in self.workers if w.state != "started")
+                           for w in self.workers if w.state not in ("started", "replaced"))
         if not started:
             return f"predictor workers of the batch's slots: {others}"
         return (f"starting {len(started)} predictor worker(s) in the background for the "
@@ -59,13 +59,11 @@ class WorkerPrestart:
                 "still building its model" + (f"; {others}" if others else ""))
 
 
-def lease_slots(gpus: str, runs_per_gpu: int) -> list[tuple[str, int]]:
-    """(device, slot) in the order runs lease them (`leases.slot_order`); [('cpu', 0)] when
-    they lease no GPU (`gpus` ''): their one worker."""
+def lease_slots(gpus: str, runs_per_gpu: int) -> list[tuple[int | None, int]]:
+    """(device index, slot) in the order runs lease them (`leases.slot_order`); [(None, 0)]
+    when they lease no GPU (`gpus` ''): their one worker, on the CPU."""
     indices = parse_gpus(gpus)
-    if not indices:
-        return [("cpu", 0)]
-    return [(f"cuda:{index}", slot) for index, slot in slot_order(indices, runs_per_gpu)]
+    return slot_order(indices, runs_per_gpu) if indices else [(None, 0)]
 
 
 def prestart_workers(settings: PredictorSettings, request: LeaseRequest, runs: int, *,
@@ -81,10 +79,15 @@ def prestart_workers(settings: PredictorSettings, request: LeaseRequest, runs: i
         return WorkerPrestart(skipped="runs placed on a cluster node build their model there")
     workers: list[SlotWorker] = []
     try:
-        for device, slot in lease_slots(request.gpus, request.runs_per_gpu)[:max(0, runs)]:
+        for index, slot in lease_slots(request.gpus, request.runs_per_gpu)[:max(0, runs)]:
+            device = "cpu" if index is None else f"cuda:{index}"
+            # a worker of other settings is replaced now when no run holds its slot (it then
+            # serves none); on CPU no lease tells, so the run that needs it replaces it
+            idle = (None if index is None else
+                    lambda i=index, s=slot: slot_free(request.slot_dir, i, s))
             state, pid = start_worker(replace(settings, device=device),
                                       worker_dir(request.slot_dir, device, slot),
-                                      idle_seconds=idle_seconds, env=env)
+                                      idle_seconds=idle_seconds, env=env, replace_if=idle)
             workers.append(SlotWorker(device, slot, state, pid))
     except Exception as exc:  # noqa: BLE001 - never fails the backfill: the runs start them
         return WorkerPrestart(tuple(workers), error=f"{type(exc).__name__}: {exc}")

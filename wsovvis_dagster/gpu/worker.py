@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -270,28 +270,40 @@ def _launch(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
 
 
 def start_worker(settings: PredictorSettings, state_dir: str | Path, *, idle_seconds: float,
-                 env: dict | None = None) -> tuple[str, int | None]:
+                 env: dict | None = None, replace_if: Callable[[], bool] | None = None
+                 ) -> tuple[str, int | None]:
     """Start the worker for `settings` in `state_dir` if none runs, and return at once, not
     waiting for its model: ("started", pid). Else ("running", pid): one with these settings
     runs or builds; ("other settings", pid): one with other settings runs, left alone (the run
-    that needs the slot replaces it when its turn comes); ("busy", None): a run is starting one.
-    The new worker holds the slot's spawn lock until it listens, so a run connecting meanwhile
-    waits for it (`connect_worker`)."""
+    that needs the slot replaces it); ("replaced", pid): that one was ready and `replace_if()`
+    said it serves no run (its slot's lease is free), so it was stopped and ours started;
+    ("busy", None): a run is starting one. The new worker holds the slot's spawn lock until it
+    listens, so a run connecting meanwhile waits for it (`connect_worker`)."""
     state_dir = Path(state_dir)
     worker_socket.private_dir(state_dir)
     worker_socket.private_dir(worker_socket.socket_path(state_dir).parent)
+    fingerprint = settings_fingerprint(settings)
     current = _live_state(state_dir)  # read without the lock: a building worker holds it
-    if current is None:
-        with open(state_dir / LOCK_NAME, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return "busy", None
-            current = _live_state(state_dir)
-            if current is None:
-                return "started", _launch(settings, state_dir, idle_seconds, env, lock).pid
-    same = current.get("fingerprint") == settings_fingerprint(settings)
-    return ("running" if same else "other settings"), int(current["pid"])
+    if current is not None and (current.get("fingerprint") == fingerprint
+                                or not current["ready"] or replace_if is None):
+        same = current.get("fingerprint") == fingerprint
+        return ("running" if same else "other settings"), int(current["pid"])
+    with open(state_dir / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "busy", None
+        current, state = _live_state(state_dir), "started"
+        if current is not None:
+            if current.get("fingerprint") == fingerprint:
+                return "running", int(current["pid"])
+            if not (current["ready"] and replace_if is not None and replace_if()):
+                return "other settings", int(current["pid"])
+            log.info("stopping idle predictor worker pid %s: it was built with other settings",
+                     current["pid"])
+            WorkerClient(state_dir, current, reused=True).stop()
+            state = "replaced"
+        return state, _launch(settings, state_dir, idle_seconds, env, lock).pid
 
 
 def _spawn(settings: PredictorSettings, state_dir: Path, idle_seconds: float,

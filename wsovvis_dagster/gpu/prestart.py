@@ -5,9 +5,11 @@ model build (~20 s for VideoCutLER on an H200) inside its wall.
 after it queues a batch: the workers of the lease slots that the batch's runs will take
 (min(runs, GPUs x runs per GPU), in the order the runs' leases take slots), with the settings
 those runs resolve, so each run finds its slot's worker built (or still building: it waits for
-that one, never starts a second; `worker.start_worker`). It returns at once, without waiting
-for any model. Nothing here can fail the backfill: an error is reported in the result, and the
-runs then start their own workers as they would have.
+that one, never starts a second; `worker.start_worker`). A slot's worker with these settings is
+kept; one with other settings is replaced when no run holds the slot (else the run that needs it
+replaces it, as before). It returns at once, without waiting for any model. Nothing here can
+fail the backfill: an error is reported in the result, and the runs then start their own workers
+as they would have.
 """
 
 from __future__ import annotations

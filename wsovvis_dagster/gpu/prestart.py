@@ -1,15 +1,16 @@
 """Start a batch's predictor workers before its runs, so the first backfill does not pay the
-model build (~20 s for VideoCutLER on an H200) inside its wall.
+model build (13-19 s for VideoCutLER on an H200, docs/gpu.md) inside its wall.
 
-`scripts/backfill.py` (`wsovvis_ops.backfill.queue_mask_runs`) calls `prestart_workers` right
-after it queues a batch: the workers of the lease slots that the batch's runs will take
-(min(runs, GPUs x runs per GPU), in the order the runs' leases take slots), with the settings
-those runs resolve, so each run finds its slot's worker built (or still building: it waits for
-that one, never starts a second; `worker.start_worker`). A slot's worker with these settings is
-kept; one with other settings is replaced when no run holds the slot (else the run that needs it
-replaces it, as before). It returns at once, without waiting for any model. Nothing here can
-fail the backfill: an error is reported in the result, and the runs then start their own workers
-as they would have.
+`scripts/backfill.py` (`wsovvis_ops.backfill.queue_mask_runs`) calls `prestart_workers` (through
+`PredictorResource.prestart_workers`) as it queues a batch, once its runs are planned and before
+they go on the queue: the workers of the lease slots that the batch's runs will take (min(runs,
+GPUs x runs per GPU), in the order the runs' leases take slots), with the settings those runs
+resolve, so each run finds its slot's worker built (or still building: it waits for that one,
+never starts a second; `worker.start_worker`). A slot's worker with these settings is kept; one
+with other settings is replaced when no run holds the slot (else the run that needs it replaces
+it, as before). It returns at once, without waiting for any model. Nothing here can fail the
+backfill: an error is reported in the result, and the runs then start their own workers as they
+would have.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
     python -m benchmarks.gpu_dagster --backend cpu --scenarios long:4x8:1:fp32 --skip library
 
 For each scenario `name:VIDEOSxFRAMES:RUNS_PER_GPU:PRECISION[:VIDEOS_PER_RUN[:WORKER]]`
-(WORKER: `cold` = the backfill's first run starts the predictor worker, counted; `warm` = the
+(WORKER: `cold` = no predictor worker runs before the backfill: queueing it starts them
+(`gpu.prestart`; before that, the first run did), counted; `warm` = the
 workers of every slot were started before the clock, as an earlier backfill leaves them; `off`
 = the model is built inside each run) it builds a data
 root (the JPEGs hard-linked into videos) and a temporary Dagster instance, starts
@@ -55,8 +56,8 @@ CUDNN_VARIANTS = {
 }
 
 
-# predictor worker per scenario: the backfill's first run starts it (cold, counted in the
-# wall), an earlier backfill started it (warm), or none (off: the model is built in each run)
+# predictor worker per scenario: queueing the backfill starts it (cold, counted in the wall),
+# an earlier backfill started it (warm), or none (off: the model is built in each run)
 WORKER_MODES = ("cold", "warm", "off")
 
 
@@ -252,7 +253,7 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                     print(f"worker pid {info['pid']} ready (built in {info['built_s']} s)",
                           flush=True)
             submitted = time.time()
-            status = queue_and_wait(instance, env, keys, wait_for)
+            status, prestart = queue_and_wait(instance, env, keys, wait_for)
         finally:
             stop_daemon(daemon)
             stop_workers(home / "gpu_slots")  # the next scenario starts from a free GPU
@@ -294,12 +295,26 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                         meta[key][extra] = md[extra].value
         tube = instance.fetch_materializations(AssetKey("tube_json"), limit=1).records
         tube_at = tube[0].timestamp if tube else None
-    return summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
+    out = summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
+    return {**out, **prestart_record(prestart, out["workers"])}
 
 
-def queue_and_wait(instance, env: dict, keys: list[str], wait_for) -> str:
+def prestart_record(prestart, used: list[str]) -> dict:
+    """What `queue_mask_runs` pre-started (`gpu.prestart`) and whether the runs used workers it
+    started (their `predictor_worker` metadata names those pids; False when the workers ran
+    before, as in `warm`)."""
+    workers = [{"device": w.device, "slot": w.slot, "state": w.state, "pid": w.pid}
+               for w in prestart.workers]
+    pids = {json.loads(u)["pid"] for u in used}
+    return {"prestart": {"summary": prestart.summary(), "workers": workers},
+            "runs_used_prestarted_workers": bool(pids) and pids <= {
+                w["pid"] for w in workers if w["state"] in ("started", "replaced")}}
+
+
+def queue_and_wait(instance, env: dict, keys: list[str], wait_for):
     """Queue the batch as `scripts/backfill.py` does (`queue_mask_runs`, in this process with
-    the scenario's env) and wait for its tube_json run; "SUCCESS" when every run succeeded."""
+    the scenario's env: it pre-starts the slots' predictor workers too) and wait for its
+    tube_json run; ("SUCCESS" when every run succeeded, else "FAILURE"; the pre-start)."""
     from wsovvis_dagster.gpu.run_tags import BATCH_TAG
     from wsovvis_ops.backfill import queue_mask_runs
 
@@ -325,7 +340,8 @@ def queue_and_wait(instance, env: dict, keys: list[str], wait_for) -> str:
                    and r.is_finished for r in batch_runs())
 
     wait_for(tubes_done, timeout=3600, poll=0.5, what="the tube_json run")
-    return "SUCCESS" if all(r.status.value == "SUCCESS" for r in batch_runs()) else "FAILURE"
+    status = "SUCCESS" if all(r.status.value == "SUCCESS" for r in batch_runs()) else "FAILURE"
+    return status, batch.workers
 
 
 def _mask_filter(key: str):

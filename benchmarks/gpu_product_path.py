@@ -11,10 +11,15 @@ the defaults, recorded under `settings`) is a real `dagster-daemon` on a fresh i
 `mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
 (`gpu_dagster.run_backfill`), with no `WSOVVIS_*` setting but the GPU list (`WSOVVIS_GPUS=0`),
 random weights, and the data/output roots. `first`: no predictor worker runs before the
-backfill (its start is in the wall); `warm`: the workers of every slot were started before the
-clock, as an earlier backfill leaves them. nvidia-smi is sampled every 200 ms over the whole
-scenario (worker start included). The model-only and agreement sections are copied in from
-`benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to --out.
+backfill; queueing it starts them (`gpu.prestart`, as `scripts/backfill.py` does; recorded under
+`worker_prestarted` and `detail.prestart`), so what the runs wait of the build is in the wall;
+`warm`: the workers of every slot were started before the clock, as an earlier backfill leaves
+them. The CPU dry run (`--backend cpu`) runs the cpu backend's defaults (its model is built in
+each run); a scenario suffix `:WSOVVIS_WORKER_IDLE_SECONDS=600` makes it take videocutler's
+worker path, recorded under `settings`. nvidia-smi is sampled every 200 ms
+over the whole scenario (worker start included). The model-only and agreement sections are
+copied in from `benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to
+--out.
 
     # several device calls into one result (later files win per scenario)
     python -m benchmarks.gpu_product_path --combine OUT.json CALL1.json CALL2.json ...
@@ -48,7 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_SCENARIOS = "long:16x200:first,long:16x200:warm,lvvis:96x32:first,lvvis:96x32:warm"
 FIELDS = ("name", "settings", "videos", "frames", "warm", "mask_wall_fps", "in_asset_fps",
-          "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib")
+          "submit_to_tube_json_fps", "queue_to_first_run_s", "tube_json_gap_s", "smi_peak_gib",
+          "worker_prestarted")
 # run_backfill's details shown beside FIELDS when codes are compared
 DETAIL = ("mean_fixed_s", "tube_run_s", "submit_to_tubes_s")
 
@@ -64,6 +70,9 @@ def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
         "queue_to_first_run_s": res["queue_to_first_run_s"],
         "tube_json_gap_s": res.get("tube_run_queued_after_masks_s"),
         "smi_peak_gib": smi_peak,
+        # queueing the batch started the slots' workers and the runs used them (False: the
+        # workers ran before, `warm`, or the model was built in each run)
+        "worker_prestarted": res.get("runs_used_prestarted_workers"),
         "detail": {k: v for k, v in res.items() if k not in ("peak_per_video",)},
     }
 

@@ -22,6 +22,7 @@ from resources.settings import (
     configured_value,
     env_var_name,
     launch_keys,
+    resolved,
     setting_sources,
 )
 from wsovvis_dagster.gpu.leases import (
@@ -30,6 +31,8 @@ from wsovvis_dagster.gpu.leases import (
     cluster_node,
     resolve_slot_dir,
 )
+from wsovvis_dagster.gpu.prestart import WorkerPrestart, prestart_workers
+from wsovvis_dagster.gpu.run_tags import GPU_RUN_TAGS
 from wsovvis_dagster.gpu.session import (
     PredictorSession,
     connect_slot_worker,
@@ -211,7 +214,8 @@ class PredictorResource(ConfigurableResource):
             self._fence = RunFence(context.instance, run_id)
             if float(os.environ.get(WATCH_ENV) or 0) > 0:
                 self._fence.watch(float(os.environ[WATCH_ENV]))
-        request = self.lease_request(context)
+        request = self.lease_request(context.instance.root_directory if context.instance
+                                     else None)
         log = context.log.info if context.log else None
 
         def open_session() -> PredictorSession:
@@ -222,11 +226,27 @@ class PredictorResource(ConfigurableResource):
 
         self._open_session = open_session
 
-    def lease_request(self, context: InitResourceContext | None = None) -> LeaseRequest:
-        """What this run may lease: the lease folder defaults to <DAGSTER_HOME>/gpu_slots."""
-        home = context.instance.root_directory if context and context.instance else None
+    def lease_request(self, home: str | Path | None = None, env=os.environ) -> LeaseRequest:
+        """What this run may lease: the lease folder defaults to <home>/gpu_slots (home: the
+        instance's root, DAGSTER_HOME); leases are keyed by node in a cluster run (`env`)."""
         return LeaseRequest(self.gpus, resolve_slot_dir(self.slot_dir, home),
-                            self.runs_per_gpu, self.lease_timeout_s, cluster_node())
+                            self.runs_per_gpu, self.lease_timeout_s, cluster_node(env))
+
+    def prestart_workers(self, instance, runs: int) -> WorkerPrestart:
+        """Start the predictor workers that the next `runs` mask runs `instance` launches will
+        connect to, without waiting for their models (`gpu.prestart.prestart_workers`), with the
+        settings those runs resolve: this resource's (the code location's, no launch-time
+        config), in the env the instance's run launcher gives a run when it rewrites it
+        (`run_env`: the Ray launcher's turns the worker off)."""
+        try:
+            run_env = getattr(instance.run_launcher, "run_env", None)
+            env = run_env(GPU_RUN_TAGS) if run_env else os.environ
+            run = resolved(type(self), env) if run_env else self
+            return prestart_workers(run.settings(),
+                                    run.lease_request(instance.root_directory, env), runs,
+                                    idle_seconds=run.worker_idle())
+        except Exception as exc:  # noqa: BLE001 - never fails the backfill: the runs start them
+            return WorkerPrestart(error=f"{type(exc).__name__}: {exc}")
 
     def connect_worker(self, slot_dir: str | Path, device: str, slot: int = 0,
                        env: dict | None = None) -> WorkerClient:

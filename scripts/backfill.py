@@ -3,10 +3,18 @@
 The runs go straight on the run queue (`wsovvis_ops.backfill.queue_mask_runs`): the first starts
 within seconds, and the last mask run to end (failed ones too) queues tube_json at once (the
 `tube_json_after_masks` sensor when two end together), instead of the backfill daemon's 30 s
-loop that a UI backfill waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED under the tag limit;
-`--missing` / `--split` pick the videos. Needs the daemon (`dagster dev` or `dagster-daemon run
+loop that a UI backfill waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED
+under the tag limit; `--missing` / `--split` pick the videos. Needs the daemon (`dagster dev` or `dagster-daemon run
 -w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN
 neighbouring videos each (48 with videocutler, else 4), fewer when that leaves a GPU slot idle.
+
+With a backend that keeps its model in a predictor worker (videocutler, by default), it also
+starts the workers of the GPU slots the runs will take, in the background, before it returns (it
+does not wait for the models: 13-19 s each on an H200, docs/gpu.md), so the first runs find
+their model built or building rather than building it themselves; it prints which slots. Those
+workers use this shell's environment: run it with the daemon's WSOVVIS_* settings, or the runs
+(whose settings would then differ) replace them. If starting them fails, it says so and each run
+starts its own.
 
     python -m scripts.backfill                 # every registered video
     python -m scripts.backfill --missing       # videos without masks (imported ones have some)
@@ -68,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         run_config = ({"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
                       if args.overwrite_imported else None)
         batch = queue_mask_runs(instance, keys, tubes=not args.no_tubes, run_config=run_config)
+    print(batch.workers.summary())
     print(f"queued {len(batch.run_ids)} mask_pngs runs for {len(keys)} videos (batch "
           f"{batch.batch_id}{', then tube_json' if batch.tubes else ''}); follow them at "
           f"http://127.0.0.1:{os.environ.get('WSOVVIS_UI_PORT') or 3000}/runs?q%5B0%5D="

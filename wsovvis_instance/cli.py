@@ -51,8 +51,11 @@ def _gpus(args: argparse.Namespace) -> int:
         print(f"  {lease['device']}: {who}" if "free" in lease else f"  {lease['device']}")
     print("predictor workers (the model kept between runs):")
     for w in report["workers"] or [{"pid": None}]:
-        print(f"  {w['device']}: pid {w['pid']}, {w['name']} {w['version']}, model built in "
-              f"{w['built_s']} s, log {w['log']}" if w["pid"] else "  (none running)")
+        print("  (none running)" if not w["pid"] else
+              f"  {w['device']}: pid {w['pid']}, building its model, log {w['log']}"
+              if not w["ready"] else
+              f"  {w['device']}: pid {w['pid']}, {w['name']} {w['version']}, model built in "
+              f"{w['built_s']} s, log {w['log']}")
     for run in report["dead_started_runs"]:
         print(f"STALE run {run['run_id']}: {run['reason']}")
     stale = report["dead_started_runs"] or any(s["stale"] for s in report["claimed"])

@@ -133,6 +133,14 @@ class WsovvisRayRunLauncher(RayRunLauncher):
         self._capacity = (time.monotonic(), total)
         return total
 
+    def run_env(self, tags: Mapping[str, str], runtime_env: Mapping | None = None
+                ) -> dict[str, str]:
+        """The WSOVVIS_* env a run with `tags` gets on its node (`job_env`, then the runtime
+        env's own env_vars); `PredictorResource.prestart_workers` resolves a run's settings
+        from it (the predictor worker is off here)."""
+        runtime_env = self.runtime_env if runtime_env is None else runtime_env
+        return {**job_env(tags), **(runtime_env or {}).get("env_vars", {})}
+
     def ray_config_tag(self, run: DagsterRun) -> dict:
         """The `dagster-ray/config` this run is submitted with: its GPU share, its env, and
         whatever the run's own tag already asks (the run's tag wins)."""
@@ -140,7 +148,7 @@ class WsovvisRayRunLauncher(RayRunLauncher):
         config: dict = {"num_gpus": gpu_share(self.runs_per_gpu) if has_gpu_tags(run.tags)
                         else None}
         runtime_env = dict(own.get("runtime_env") or self.runtime_env or {})
-        runtime_env["env_vars"] = {**job_env(run.tags), **runtime_env.get("env_vars", {})}
+        runtime_env["env_vars"] = self.run_env(run.tags, runtime_env)
         config["runtime_env"] = runtime_env
         return {**config, **{k: v for k, v in own.items() if k != "runtime_env"}}
 

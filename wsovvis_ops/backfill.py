@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from wsovvis_dagster.gpu.prestart import WorkerPrestart
 from wsovvis_dagster.gpu.run_plan import gpu_slots, plan_runs
 from wsovvis_dagster.gpu.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_TAG
 from wsovvis_instance.dagster_private import (
@@ -52,6 +53,7 @@ class QueuedBatch:
     run_ids: tuple[str, ...]
     ranges: tuple[tuple[str, str], ...]  # (first, last) video key of each run
     tubes: bool  # tube_json follows the batch (queue_batch_tubes)
+    workers: WorkerPrestart = WorkerPrestart()  # the slots' predictor workers, started ahead
 
 
 @contextlib.contextmanager
@@ -81,6 +83,9 @@ def queue_mask_runs(
     (`run_plan.plan_runs`). Runs carry definitions.GPU_RUN_TAGS (the queue's `gpu` limit) and
     the batch's tags, from which the batch's last mask run queues `tube_json` when `tubes`
     (`queue_batch_tubes`). `run_config` goes to every mask run (e.g. `overwrite_imported`).
+    First it starts the predictor workers of the slots the runs will take, not waiting for
+    their models (`gpu.prestart`; the result's `workers`): a failure there is reported, never
+    raised.
     """
     from definitions import GPU_RUN_TAGS, loaded_predictor, videos_per_run
 
@@ -92,6 +97,7 @@ def queue_mask_runs(
                          f"{unknown[0]!r}): materialise video_partitions first")
     ranges = plan_runs(order, list(keys), videos_per_run(),
                        gpu_slots(predictor.gpus, predictor.runs_per_gpu))
+    workers = predictor.prestart_workers(instance, len(ranges))  # not waiting for the models
     batch_id = uuid.uuid4().hex[:12]
     batch_tags = {BATCH_TAG: batch_id, BATCH_RUNS_TAG: str(len(ranges)),
                   TUBES_AFTER_TAG: "1" if tubes else "0"}
@@ -102,7 +108,8 @@ def queue_mask_runs(
             run_ids.append(submit({**GPU_RUN_TAGS, **(tags or {}), **batch_tags,
                                    ASSET_PARTITION_RANGE_START_TAG: chunk[0],
                                    ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}))
-    return QueuedBatch(batch_id, tuple(run_ids), tuple((c[0], c[-1]) for c in ranges), tubes)
+    return QueuedBatch(batch_id, tuple(run_ids), tuple((c[0], c[-1]) for c in ranges), tubes,
+                       workers)
 
 
 def _run_submitter(instance: DagsterInstance, workspace, job_name: str,

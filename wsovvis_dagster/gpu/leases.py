@@ -187,6 +187,12 @@ def _write_holder(fd: int, run_id: str, **extra: str) -> None:
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
 
 
+def slot_order(indices: tuple[int, ...], runs_per_gpu: int) -> list[tuple[int, int]]:
+    """(device index, slot) in the order runs lease them: slot 0 of every device, then slot 1,
+    ..., so runs spread over the devices before any two share one."""
+    return [(index, slot) for slot in range(max(1, runs_per_gpu)) for index in indices]
+
+
 def acquire_gpu_slot(
     gpus: str,
     *,
@@ -221,16 +227,15 @@ def acquire_gpu_slot(
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     while True:
-        for slot in range(runs_per_gpu):
-            for index in indices:
-                ident = physical[index]
-                path = folder / (lock_name(index, slot) if not ident else
-                                 lock_name(int(ident), slot) if ident.isdigit() else
-                                 f"gpu-{ident}.slot{slot}.lock")  # a GPU UUID
-                fd = _try_lock(path)
-                if fd is not None:
-                    _write_holder(fd, run_id, node=node, physical=physical[index])
-                    return GpuLease(index, path, fd, slot, node, physical[index])
+        for index, slot in slot_order(indices, runs_per_gpu):
+            ident = physical[index]
+            path = folder / (lock_name(index, slot) if not ident else
+                             lock_name(int(ident), slot) if ident.isdigit() else
+                             f"gpu-{ident}.slot{slot}.lock")  # a GPU UUID
+            fd = _try_lock(path)
+            if fd is not None:
+                _write_holder(fd, run_id, node=node, physical=physical[index])
+                return GpuLease(index, path, fd, slot, node, physical[index])
         if time.monotonic() >= deadline:
             held = slot_holders(gpus, folder, runs_per_gpu=runs_per_gpu)
             busy = ", ".join(f"{i}: {h}" for i, h in held.items())
@@ -299,6 +304,11 @@ def slot_holders(
             key = index if runs_per_gpu == 1 else (index, slot)
             holders[key] = _holder(Path(slot_dir) / lock_name(index, slot))
     return holders
+
+
+def slot_free(slot_dir: str | Path, index: int, slot: int = 0) -> bool:
+    """Whether no run holds the lease of (device `index`, `slot`) in `slot_dir` right now."""
+    return _holder(Path(slot_dir) / lock_name(index, slot)) is None
 
 
 def _holder(path: Path) -> dict | None:

@@ -32,6 +32,13 @@ def connect_slot_worker(settings: PredictorSettings, slot_dir: str | Path, slot:
                           idle_seconds=idle_seconds, env=env)
 
 
+def worker_path_on(idle_seconds: float, request: LeaseRequest) -> bool:
+    """Whether a run keeps its model in its slot's predictor worker (else it builds it itself):
+    a worker idle time (0 under the Ray launcher, and by default for the CPU backends) and a
+    lease folder to hold the workers' state. The runs and `gpu.prestart` both ask this."""
+    return idle_seconds > 0 and bool(request.slot_dir)
+
+
 def _ignore(message: str) -> None:
     return None
 
@@ -64,7 +71,7 @@ class PredictorSession:
             log(f"building predictor backend={settings.backend} on {device} "
                 f"(backend from {backend_source})")
             settings = replace(settings, device=device)
-            if idle_seconds > 0 and request.slot_dir:
+            if worker_path_on(idle_seconds, request):
                 session.worker = connect_slot_worker(
                     settings, request.slot_dir, session.lease.slot if session.lease else 0,
                     idle_seconds=idle_seconds)

@@ -8,9 +8,11 @@ worker's main thread, so cuDNN's per-thread autotuning cache lives as long as th
 them. The run process then never imports torch.
 
 Lifecycle (files under `state_dir`, one folder per device and lease slot, `worker_dir`):
-- started by the first run that finds none (`connect_worker`), detached in its own session with
+- started by the first run that finds none (`connect_worker`), or ahead of a batch's runs by
+  `scripts/backfill.py` (`start_worker`, via `gpu.prestart`), detached in its own session with
   its log in `worker.log`; it builds the model before it listens, so a run that connects finds
-  it ready;
+  it ready. While it builds it holds the slot's spawn lock (handed over by whoever started it),
+  so a run that connects meanwhile waits for it instead of starting a second one;
 - serves one connection at a time (the lease slot already gives it one run at a time); with
   `runs_per_gpu` > 1 each slot of a GPU has its own worker, so two runs' videos overlap on the
   device and fill the gaps the model's host syncs leave (GPU busy 72 % with one loop);
@@ -40,7 +42,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 # how long a worker outlives its last run is a backend's default (predictors.backends)
 LOG_NAME, STATE_NAME, KEY_NAME, LOCK_NAME = "worker.log", "worker.json", "authkey", "spawn.lock"
+STARTING_NAME = "starting.json"  # written by its starter: a worker still building its model
 
 
 class PredictorWorkerError(WsovvisError):
@@ -195,7 +198,7 @@ def connect_worker(
     worker_socket.private_dir(worker_socket.socket_path(state_dir).parent)  # fails fast
     fingerprint = settings_fingerprint(settings)
     with open(state_dir / LOCK_NAME, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_within(lock, start_timeout_s, state_dir)  # a worker still building holds it
         info = _hello(state_dir)
         if info is not None and info.get("fingerprint") == fingerprint:
             return WorkerClient(state_dir, info, reused=True)
@@ -207,24 +210,106 @@ def connect_worker(
                                               start_timeout_s, env), reused=False)
 
 
-def _spawn(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
-           timeout_s: float, env: dict | None) -> dict:
+def _lock_within(lock, timeout_s: float, state_dir: Path) -> None:
+    """Take the slot's spawn lock, waiting up to `timeout_s` (a worker building its model
+    holds it until it listens; the kernel drops it if that worker dies)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise PredictorWorkerError(
+                    f"the predictor worker in {state_dir} was still starting after "
+                    f"{timeout_s:.0f} s; its log {state_dir / LOG_NAME} ends:\n"
+                    f"{_tail(state_dir / LOG_NAME)}") from None
+            time.sleep(0.05)
+
+
+def _live_state(state_dir: Path) -> dict | None:
+    """The worker in `state_dir` if its process runs: its state file with `ready` True, else
+    its starter's record (pid, device, fingerprint) with `ready` False while it builds."""
+    for name, ready in ((STATE_NAME, True), (STARTING_NAME, False)):
+        try:
+            info = json.loads((state_dir / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if process_alive(int(info.get("pid", -1))):
+            return {**info, "ready": ready}
+    return None
+
+
+def _launch(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
+            env: dict | None, lock=None) -> subprocess.Popen:
+    """Start the worker process (its own session: it outlives its starter and is not hit by
+    signals sent to the starter's process group) and record it as building. With `lock` (the
+    spawn lock, held), the worker keeps holding it until it listens."""
     key_path = state_dir / KEY_NAME
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # also when an older key file had other permissions
     with os.fdopen(fd, "wb") as f:
         f.write(secrets.token_bytes(32))
-    log_path = state_dir / LOG_NAME
     cmd = [sys.executable, "-m", "wsovvis_dagster.gpu.worker",
            "--state-dir", str(state_dir), "--idle-seconds", str(idle_seconds),
            "--settings", json.dumps(asdict(settings))]
-    with open(log_path, "ab") as out:
+    if lock is not None:
+        cmd += ["--spawn-lock-fd", str(lock.fileno())]
+    with open(state_dir / LOG_NAME, "ab") as out:
         out.write(f"\n--- starting predictor worker on {settings.device} "
                   f"({time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
-        # own session: outlives this run and is not hit by signals sent to its process group
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(lock.fileno(),) if lock is not None else (),
                                 env=env if env is not None else os.environ.copy())
+    # `list_workers` / `stop_workers` see it while it builds (its own state file once ready)
+    write_json_atomic(state_dir / STARTING_NAME, {
+        "pid": proc.pid, "device": settings.device, "fingerprint": settings_fingerprint(settings),
+        "started_at": round(time.time(), 3)})
+    return proc
+
+
+def start_worker(settings: PredictorSettings, state_dir: str | Path, *, idle_seconds: float,
+                 env: dict | None = None, replace_if: Callable[[], bool] | None = None
+                 ) -> tuple[str, int | None]:
+    """Start the worker for `settings` in `state_dir` if none runs, and return at once, not
+    waiting for its model: ("started", pid). Else ("running", pid): one with these settings
+    runs or builds; ("other settings", pid): one with other settings runs, left alone (the run
+    that needs the slot replaces it); ("replaced", pid): that one was ready and `replace_if()`
+    said it serves no run (its slot's lease is free), so it was stopped and ours started;
+    ("busy", None): a run is starting one. The new worker holds the slot's spawn lock until it
+    listens, so a run connecting meanwhile waits for it (`connect_worker`)."""
+    state_dir = Path(state_dir)
+    worker_socket.private_dir(state_dir)
+    worker_socket.private_dir(worker_socket.socket_path(state_dir).parent)
+    fingerprint = settings_fingerprint(settings)
+    current = _live_state(state_dir)  # read without the lock: a building worker holds it
+    if current is not None and (current.get("fingerprint") == fingerprint
+                                or not current["ready"] or replace_if is None):
+        same = current.get("fingerprint") == fingerprint
+        return ("running" if same else "other settings"), int(current["pid"])
+    with open(state_dir / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "busy", None
+        current, state = _live_state(state_dir), "started"
+        if current is not None:
+            if current.get("fingerprint") == fingerprint:
+                return "running", int(current["pid"])
+            if not (current["ready"] and replace_if is not None and replace_if()):
+                return "other settings", int(current["pid"])
+            log.info("stopping idle predictor worker pid %s: it was built with other settings",
+                     current["pid"])
+            WorkerClient(state_dir, current, reused=True).stop()
+            state = "replaced"
+        return state, _launch(settings, state_dir, idle_seconds, env, lock).pid
+
+
+def _spawn(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
+           timeout_s: float, env: dict | None) -> dict:
+    log_path = state_dir / LOG_NAME
+    proc = _launch(settings, state_dir, idle_seconds, env)  # this caller holds the lock
     deadline = time.monotonic() + timeout_s
     while True:
         info = _hello(state_dir)
@@ -244,15 +329,13 @@ def _spawn(settings: PredictorSettings, state_dir: Path, idle_seconds: float,
 
 
 def list_workers(root: str | Path) -> list[dict]:
-    """The live workers under `root` (their state files: pid, device, model, built_s, log)."""
+    """The live workers under `root` (their state files: pid, device, `ready`, and once ready
+    model, built_s; plus the log), those still building their model included."""
     found = []
-    for state in sorted((Path(root) / "predictor_workers").glob(f"*/{STATE_NAME}")):
-        try:
-            info = json.loads(state.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if process_alive(int(info.get("pid", -1))):
-            found.append({**info, "log": str(state.parent / LOG_NAME)})
+    for folder in sorted((Path(root) / "predictor_workers").glob("*/")):
+        info = _live_state(folder)
+        if info is not None:
+            found.append({**info, "log": str(folder / LOG_NAME)})
     return found
 
 
@@ -269,10 +352,12 @@ def stop_workers(root: str | Path, timeout_s: float = 30.0) -> list[int]:
 
 # -- the worker side -----------------------------------------------------------------------
 class _Worker:
-    def __init__(self, settings: PredictorSettings, state_dir: Path, idle_seconds: float):
+    def __init__(self, settings: PredictorSettings, state_dir: Path, idle_seconds: float,
+                 spawn_lock_fd: int | None = None):
         from wsovvis_dagster.predictors.factory import build_predictor
 
         self.state_dir, self.idle_seconds = state_dir, idle_seconds
+        self.spawn_lock_fd = spawn_lock_fd  # held from its start until it listens
         t0 = time.monotonic()
         self.predictor = build_predictor(settings)
         load_times = getattr(self.predictor, "load_times", None)
@@ -298,6 +383,10 @@ class _Worker:
         # what `list_workers` shows; the counters change per request, the hello has them live
         write_json_atomic(self.state_dir / STATE_NAME,
                           {k: v for k, v in self.info.items() if k not in ("served", "videos")})
+        if self.spawn_lock_fd is not None:  # runs waiting to connect may go on now
+            fcntl.flock(self.spawn_lock_fd, fcntl.LOCK_UN)
+            os.close(self.spawn_lock_fd)
+            self.spawn_lock_fd = None
         threading.Thread(target=self._watch_idle, daemon=True, name="idle-watchdog").start()
         log.info("predictor worker pid %s ready on %s (model built in %s s)", os.getpid(),
                  self.info["device"], self.info["built_s"])
@@ -361,7 +450,8 @@ class _Worker:
                     self._exit(f"idle for {self.idle_seconds:g} s")
 
     def _exit(self, why: str) -> None:
-        for path in (self.state_dir / STATE_NAME, worker_socket.socket_path(self.state_dir)):
+        for path in (self.state_dir / STATE_NAME, self.state_dir / STARTING_NAME,
+                     worker_socket.socket_path(self.state_dir)):
             with contextlib.suppress(OSError):
                 path.unlink()
         log.info("predictor worker pid %s exits: %s", os.getpid(), why)
@@ -378,10 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-seconds", type=float, required=True,
                     help="exit after this long without a request")
     ap.add_argument("--settings", required=True, help="PredictorSettings as JSON")
+    ap.add_argument("--spawn-lock-fd", type=int,
+                    help="an inherited fd holding the slot's spawn lock: released once listening")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.spawn_lock_fd is not None:  # nothing this process starts may keep it
+        os.set_inheritable(args.spawn_lock_fd, False)
     settings = PredictorSettings(**json.loads(args.settings))
-    _Worker(settings, args.state_dir, args.idle_seconds).serve()
+    _Worker(settings, args.state_dir, args.idle_seconds, args.spawn_lock_fd).serve()
     return 0
 
 

@@ -4,9 +4,10 @@ The runs go straight on the run queue (`wsovvis_ops.backfill.queue_mask_runs`): 
 within seconds, and the last mask run to end (failed ones too) queues tube_json at once (the
 `tube_json_after_masks` sensor when two end together), instead of the backfill daemon's 30 s
 loop that a UI backfill waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED
-under the tag limit; `--missing` / `--split` pick the videos. Needs the daemon (`dagster dev` or `dagster-daemon run
--w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to WSOVVIS_VIDEOS_PER_RUN
-neighbouring videos each (48 with videocutler, else 4), fewer when that leaves a GPU slot idle.
+under the tag limit; `--missing` / `--split` pick the videos. Needs the daemon (`dagster dev`
+or `dagster-daemon run -w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to
+WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (48 with videocutler, else 4), fewer when that
+leaves a GPU slot idle.
 
 With a backend that keeps its model in a predictor worker (videocutler, by default), it also
 starts the workers of the GPU slots the runs will take, in the background, before it returns (it

@@ -15,16 +15,20 @@ from pathlib import Path
 from dagster import (
     AssetSelection,
     Definitions,
+    Field,
+    JobDefinition,
     define_asset_job,
-    in_process_executor,
+    executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
+    multi_or_in_process_executor,
 )
 
 from assets import masks, sensors, third_party, training, tubes, videos
 from resources import DatasetPaths, PredictorResource, SacredObserverResource
 from resources.settings import SettingsError, configured, resolved
 from wsovvis_dagster.predictors.backends import backend
+from wsovvis_instance.dagster_private import multiple_process_executor_requirements, process_config
 
 REPO = Path(__file__).resolve().parent
 _MODULES = [third_party, videos, masks, tubes, training]
@@ -77,14 +81,36 @@ mask_pngs_job = define_asset_job(
     "mask_pngs_job", selection=AssetSelection.assets("mask_pngs"), tags=GPU_RUN_TAGS,
     hooks=sensors.tube_json_hooks(),
 )
-# the tube_json runs a batch queues: the asset and its two checks in the run worker, not in a
-# process each that imports this code location again (2-3 s per step on the H200 host). Mask
-# runs keep Dagster's process per step: on SQLite two in-process runs claiming the `gpu` pool
-# at the same instant could both get its last slot (tests/gpu/test_coordination.py)
-tube_json_job = define_asset_job(
-    "tube_json_job", selection=AssetSelection.assets("tube_json"),
-    executor_def=in_process_executor,
+# the tube_json run a scripts/backfill.py batch ends with (its hook or sensor queues this job)
+tube_json_job = define_asset_job("tube_json_job", selection=AssetSelection.assets("tube_json"))
+
+
+def steps_mode(job: JobDefinition) -> str:
+    """How the default executor runs `job`'s steps when the run's config does not say:
+    "multiprocess" (a process per step) if a step claims a concurrency pool, else "in_process"
+    (in the run worker). A step process imports this code location again, 2-3 s per step on the
+    H200 host (3 in a tube_json run: the asset and its 2 checks); but on SQLite two runs that
+    claim the `gpu` pool in-process at the same instant could both get its last slot
+    (docs/gpu.md), which a process per step did not show."""
+    return "multiprocess" if any(n.definition.pool for n in job.graph.nodes) else "in_process"
+
+
+@executor(
+    name="multi_or_in_process_executor",  # Dagster's default, with its config
+    config_schema=Field(multi_or_in_process_executor.config_schema.config_type,
+                        is_required=False),
+    requirements=lambda config: (multiple_process_executor_requirements()
+                                 if "multiprocess" in (config or {}) else []),
 )
+def steps_executor(init_context):
+    """Dagster's default executor; without `execution: config:` in the run, `steps_mode`."""
+    config = init_context.executor_config
+    if not config:
+        chosen = process_config(multi_or_in_process_executor.config_schema.config_type,
+                                {steps_mode(init_context.job.get_definition()): {}})
+        config = chosen.value
+    return multi_or_in_process_executor.executor_creation_fn(
+        init_context._replace(executor_config=config))
 
 _resources = build_resources()
 defs = Definitions(
@@ -102,4 +128,5 @@ defs = Definitions(
         sensors.build_tube_json_after_masks_sensor(tube_json_job),
     ],
     resources=_resources,
+    executor=steps_executor,
 )

@@ -6,14 +6,19 @@ backfill records (no public way to queue an asset backfill from a script), an in
 workspace and job selector (to queue runs from a script as `dagster job launch` does), the
 run-launcher health types and launch context a `RunLauncher` subclass uses, the partial-resource
 type that `configure_at_launch()` returns, a partition's materialisation status (failed or not),
-and the runs table (the fenced run storage's guarded UPDATE). Anything with a public name
-(`DagsterRunStatus`, `RunsFilter`,
+the runs table (the fenced run storage's guarded UPDATE), and what the default executor of
+definitions.py needs to pick a mode per run (config processing, the multiprocess
+requirements). Anything with a public name (`DagsterRunStatus`, `RunsFilter`,
 `QueuedRunCoordinator`, `Field`, ...) is imported from `dagster` directly instead. A Dagster
 upgrade that moves one of these breaks this module alone.
 """
 
+from dagster._config import process_config  # an executor's config with its defaults filled
 from dagster._config.pythonic_config.resource import PartialResource
 from dagster._core.definitions.data_version import DATA_VERSION_TAG  # the tag observations use
+from dagster._core.definitions.executor_definition import (  # what the multiprocess mode needs
+    multiple_process_executor_requirements,
+)
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.instance.ref import InstanceRef
@@ -55,4 +60,6 @@ __all__ = [
     "RunsTable",
     "WorkerStatus",
     "WorkspaceProcessContext",
+    "multiple_process_executor_requirements",
+    "process_config",
 ]

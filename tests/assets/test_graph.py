@@ -101,8 +101,11 @@ def test_cli_materialize_tube_json_with_no_other_flags(synthetic_root, subproces
     # one partition and then tube_json through the CLI (each call is a fresh process)
     r = _cli(["asset", "materialize", "--select", "mask_pngs", "--partition", "val__val0001"], env)
     assert r.returncode == 0, r.stderr[-2000:]
+    # a step that claims the `gpu` pool gets a process of its own (definitions.steps_mode)
+    assert "Executing steps using multiprocess executor" in r.stderr
     r = _cli(["asset", "materialize", "--select", "tube_json"], env)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "Executing steps in process" in r.stderr  # tube_json and its checks: no new process
     data = json.loads((tmp_path / "out" / "val" / "tubes_val.json").read_text())
     assert [v["name"] for v in data["videos"]] == ["val0000", "val0001"]
     with DagsterInstance.get() as inst:  # the same DAGSTER_HOME the CLI used

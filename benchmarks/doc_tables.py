@@ -55,10 +55,9 @@ class Results:
         command = self[name]["context"]["command"]
         # `--code LABEL=DIR` (another checkout, side by side): the commit it held, not its path
         codes = (self[name]["context"].get("sizes") or {}).get("codes")
-        if isinstance(codes, dict):
-            command = re.sub(r"--code (\w+)=\S+",
-                             lambda m: f"--code {m[1]}=<checkout of {codes.get(m[1], '?')}>",
-                             command)
+        codes = codes if isinstance(codes, dict) else {}
+        command = re.sub(r"--code (\w+)=\S+", lambda m: f"--code {m[1]}=<checkout of "
+                         f"{codes.get(m[1], 'the code compared')}>", command)
         for root in re.findall(r"--[\w-]+=(/\S+)", command):
             if not root.startswith(str(REPO)):
                 command = command.replace(str(Path(root).parent).rstrip("/") + "/", "")

@@ -81,6 +81,20 @@ class RayNode:
             self.proc.wait(timeout=10)
 
 
+WORKER_PORTS = 40  # the span of each node's worker port range
+PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port")  # the head's own
+
+
+def worker_port_range(taken: set[int]) -> tuple[int, int]:
+    """(min, max) worker ports of a node: a small range from a free port (a few workers per
+    node) that holds none of the node's other ports, `taken` (Ray refuses to start a node
+    whose ranges overlap: a metrics port drawn inside the worker range failed CI runs)."""
+    lo = free_port()
+    while lo + WORKER_PORTS > 65535 or any(lo <= p <= lo + WORKER_PORTS for p in taken):
+        lo = free_port()
+    return lo, lo + WORKER_PORTS
+
+
 @dataclass
 class LocalRayCluster:
     root: Path
@@ -93,11 +107,11 @@ class LocalRayCluster:
 
     def _start(self, name: str, args: list[str], gpus: int) -> RayNode:
         log = self.root / f"{name}.log"
-        lo, hi = free_port(), None
         ports = {flag: free_port() for flag in (
             "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")}
-        hi = lo + 40  # worker ports: a small range from a free port (a few workers per node)
+        lo, hi = worker_port_range({*ports.values(), *(
+            int(a.split("=", 1)[1]) for a in args if a.split("=", 1)[0] in PORT_FLAGS)})
         cmd = [RAY, "start", "--block", *args, f"--num-gpus={gpus}",
                f"--num-cpus={self.cpus_per_node}", "--object-store-memory=80000000",
                "--disable-usage-stats", f"--min-worker-port={lo}", f"--max-worker-port={hi}",

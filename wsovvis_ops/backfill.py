@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterInstance, RunsFilter
 
 from wsovvis_dagster.gpu.prestart import WorkerPrestart
 from wsovvis_dagster.gpu.run_plan import gpu_slots, plan_runs
@@ -42,7 +42,6 @@ MASK_JOB, TUBE_JOB = "mask_pngs_job", "tube_json_job"
 MASK_PNGS, TUBE_JSON = AssetKey("mask_pngs"), AssetKey("tube_json")
 MASKS_ONLY, TUBES_ONLY = frozenset({MASK_PNGS}), frozenset({TUBE_JSON})
 QUEUED_BY_TAG = "wsovvis/queued_by"  # on a tube_json run: the mask run that queued it
-FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ def batch_tubes_due(instance: DagsterInstance, batch: str,
         return bool(masks), False
     if len(masks) < int(masks[0].tags.get(BATCH_RUNS_TAG, "1")):
         return False, False  # the batch is still being queued
-    if any(r.status not in FINISHED and r.run_id != ending for r in masks):
+    if any(not r.is_finished and r.run_id != ending for r in masks):
         return False, False
     return True, True
 

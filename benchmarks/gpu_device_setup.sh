@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from wsovvis_dagster.vnext.deform_attn import build_deform_attn_op
+from wsovvis_dagster.vnext.deform_attn import OpBuildSettings, build_deform_attn_op
 from wsovvis_dagster.vnext.install import install_vnext
 from wsovvis_dagster.vnext.patch import EDITS, apply_patch
 
@@ -41,7 +41,7 @@ print(f"v1 copy: {len(apply_patch(vnext, Path('third_party/CutLER_v1'), edits=v1
 jobs = max(1, (os.cpu_count() or 2) // 2)
 with ThreadPoolExecutor(2) as pool:
     inst = pool.submit(install_vnext, vnext, max_jobs=jobs)
-    op = pool.submit(build_deform_attn_op, cutler, max_jobs=jobs)
+    op = pool.submit(build_deform_attn_op, cutler, OpBuildSettings(max_jobs=jobs))
     print(f"VNext install {inst.result().seconds:.0f}s; op {op.result().backend} "
           f"{op.result().seconds:.0f}s; total {time.monotonic() - t0:.0f}s", flush=True)
 PY

@@ -289,6 +289,97 @@ def test_a_long_video_streams_in_chunks_with_the_masks_of_the_whole_video_path(
     assert outcome.result.tracks == len(whole.scores) and outcome.result.preview_jpeg
 
 
+def test_the_next_chunk_is_predicted_while_the_last_one_is_stitched(dataset, tmp_path,
+                                                                   monkeypatch):
+    """Stitching a chunk never holds the predictor's thread (on a GPU it would idle): the
+    stitch of chunk k waits until chunk k+1 reaches the predictor, which deadlocks (and fails
+    here after 20 s) if the loop stitched before predicting again. Masks are unchanged."""
+    import shutil
+
+    import wsovvis_dagster.masks.segment as mask_loop
+
+    data, refs = dataset
+    copy = tmp_path / "data"
+    folder = copy / "val" / "JPEGImages" / "long"
+    folder.mkdir(parents=True)
+    source = sorted((data / "val" / "JPEGImages" / refs[0].video_id).iterdir())
+    for t in range(11):  # chunks of 5 sharing 2: 3 chunks and 2 stitches
+        shutil.copy(source[t % len(source)], folder / f"{t:05d}.jpg")
+    ref = VideoRef("val", "long")
+    fake = ChunkedFake()
+    predicted = [threading.Event() for _ in range(3)]
+    real_predict, real_add = fake.predict, mask_loop.ChunkStitcher.add
+    stitched_after: list[bool] = []
+
+    def predict(frames):
+        out = real_predict(frames)
+        predicted[len(fake.calls) - 1].set()
+        return out
+
+    def add(stitcher, output, shared):
+        k = len(stitched_after)
+        stitched_after.append(k + 1 < 3 and predicted[k + 1].wait(20))
+        return real_add(stitcher, output, shared)
+
+    fake.predict = predict
+    monkeypatch.setattr(mask_loop.ChunkStitcher, "add", add)
+    (outcome,) = segment_videos(copy, tmp_path / "out", [ref], fake, workers=2)
+    assert outcome.error is None
+    assert stitched_after == [True, True, False]  # chunks 0 and 1 waited for the next predict
+    monkeypatch.setattr(mask_loop.ChunkStitcher, "add", real_add)
+    from wsovvis_dagster.predictors.chunking import predict_chunked
+
+    whole = predict_chunked(ChunkedFake().predict, read_video(copy, ref).images,
+                            chunk_size=5, overlap=2)
+    assert np.array_equal(_decoded(masks_dir(tmp_path / "out", ref))[0], whole.id_maps)
+
+
+def test_a_launching_predictor_gets_the_next_chunk_before_this_one_is_collected(
+        dataset, tmp_path):
+    """A predictor with `launch` (VideoCutLER: work queued on the GPU) is handed chunk k+1
+    before anything waits for chunk k's result, so the device is never idle between chunks;
+    results are collected in order and the masks are those of `predict`."""
+    import shutil
+
+    from wsovvis_dagster.predictors.chunking import predict_chunked
+
+    data, refs = dataset
+    copy = tmp_path / "data"
+    for name, length in (("long", 11), ("short", 4)):  # 3 chunks of 5 sharing 2; one chunk
+        folder = copy / "val" / "JPEGImages" / name
+        folder.mkdir(parents=True)
+        source = sorted((data / "val" / "JPEGImages" / refs[0].video_id).iterdir())
+        for t in range(length):
+            shutil.copy(source[(t + length) % len(source)], folder / f"{t:05d}.jpg")
+    videos = [VideoRef("val", "long"), VideoRef("val", "short")]
+
+    class Launching(ChunkedFake):
+        def __init__(self):
+            super().__init__()
+            self.launched = [threading.Event() for _ in range(4)]
+            self.collected_after_next_launch: list[bool] = []
+
+        def launch(self, frames):
+            k = len(self.calls)
+            out = self.predict(frames)
+            self.launched[k].set()
+
+            def collect():
+                nxt = self.launched[k + 1] if k + 1 < len(self.launched) else None
+                self.collected_after_next_launch.append(nxt is None or nxt.wait(20))
+                return out
+            return collect
+
+    fake = Launching()
+    outcomes = list(segment_videos(copy, tmp_path / "out", videos, fake, workers=2))
+    assert all(o.error is None for o in outcomes)
+    assert fake.collected_after_next_launch == [True, True, True, True]
+    for ref in videos:
+        whole = predict_chunked(ChunkedFake().predict, read_video(copy, ref).images,
+                                chunk_size=5, overlap=2)
+        assert np.array_equal(_decoded(masks_dir(tmp_path / "out", ref))[0], whole.id_maps)
+
+
 def test_skipped_frames_across_chunks_are_left_out_and_named(dataset, tmp_path):
     import shutil
 

@@ -24,7 +24,7 @@ from wsovvis_dagster.masks.import_masks import ImportedVideo
 from wsovvis_dagster.masks.png_io import MaskFolderWriter
 from wsovvis_dagster.masks.preview import montage_picks, montage_tiles
 from wsovvis_dagster.paths import VideoRef, masks_dir
-from wsovvis_dagster.predictors import VideoPredictor
+from wsovvis_dagster.predictors import PredictorOutput, VideoPredictor
 from wsovvis_dagster.predictors.chunking import STREAM_CHUNK, ChunkStitcher, chunk_spans
 from wsovvis_dagster.video.frames import ChunkedVideoReader, video_frame_files
 
@@ -40,7 +40,7 @@ class VideoMasksResult:
     skipped_frames: tuple[str, ...]
     preview_jpeg: bytes  # overlay montage (wsovvis_dagster.masks.preview)
     decode_seconds: float = 0.0  # reading + decoding its frames (overlaps the previous video)
-    predict_seconds: float = 0.0  # the predictor call (on the loop's own thread)
+    predict_seconds: float = 0.0  # the predictor call, or queueing it and waiting for it
     write_seconds: float = 0.0  # PNG encoding + atomic swap (overlaps the next video)
     peak_gpu_gib: float | None = None  # torch's peak reserved memory during predict (CUDA only)
 
@@ -124,12 +124,16 @@ def segment_videos(
             indices, images = video.reader.read(*video.spans[k])
             return video, indices, images, time.perf_counter() - t0
 
-        def write(video: _StreamedVideo, stems: list[str], maps: np.ndarray, last: bool):
-            """PNGs of frames whose ids are final; on the last chunk, relabel and swap in."""
-            t0 = time.perf_counter()
+        def write(video: _StreamedVideo, k: int, indices: list[int], pending, last: bool):
+            """Collect chunk k's prediction, stitch it, encode the PNGs of frames whose ids are
+            final; on the last chunk, relabel and swap in. Runs on the writer thread, chunks in
+            order, so the loop's thread goes back to the predictor at once (the GPU waits for
+            no stitching or writing)."""
+            t0, waited = time.perf_counter(), video.wait_seconds
             try:
                 if video.write_error is not None:
                     raise video.write_error
+                stems, maps = _stitch_chunk(video, k, indices, pending, last)
                 if video.writer is None:
                     if video.dest.parent not in cleaned:  # leftovers of writers killed > 1 h ago
                         cleaned.add(video.dest.parent)
@@ -154,7 +158,7 @@ def segment_videos(
                     raise
                 return None
             finally:
-                video.write_seconds += time.perf_counter() - t0
+                video.write_seconds += time.perf_counter() - t0 - (video.wait_seconds - waited)
 
         def finish(entry) -> VideoOutcome:
             ref, job, info = entry
@@ -171,7 +175,8 @@ def segment_videos(
                 ref=ref, folder=video.dest, frames=summary.frames, tracks=summary.tracks,
                 mean_area=summary.mean_area, preview_jpeg=preview,
                 skipped_frames=tuple(video.reader.skipped), decode_seconds=video.decode_seconds,
-                predict_seconds=video.predict_seconds, write_seconds=video.write_seconds,
+                predict_seconds=video.predict_seconds + video.wait_seconds,
+                write_seconds=video.write_seconds,
                 peak_gpu_gib=video.peak_gpu_gib, **info))
 
         pending: deque = deque()  # (ref, last write future | error, partial result fields)
@@ -192,7 +197,7 @@ def segment_videos(
             job = loader.submit(load, *nxt) if nxt[0] < len(refs) else None
             if error is None:
                 try:
-                    stems, maps = _predict_chunk(video, k, indices, images, predictor, last)
+                    queued = _predict_chunk(video, indices, images, predictor)
                 except WsovvisError as exc:
                     error = exc
                     if not last:  # the rest of this video is not needed
@@ -202,7 +207,8 @@ def segment_videos(
                         last, nxt = True, (i + 1, 0)
                         job = loader.submit(load, *nxt) if nxt[0] < len(refs) else None
                 else:
-                    video.write_futures.append(writer.submit(write, video, stems, maps, last))
+                    video.write_futures.append(writer.submit(write, video, k, indices, queued,
+                                                             last))
             spent[i] += time.perf_counter() - t0
             if not last:  # bound the frames queued for writing: one chunk behind at most
                 while len(video.write_futures) > 1:
@@ -230,25 +236,51 @@ def _abort_writer(video: _StreamedVideo) -> None:
         video.writer.abort()
 
 
-def _predict_chunk(video: _StreamedVideo, k: int, indices: list[int],
-                   images: np.ndarray | None, predictor: VideoPredictor,
-                   last: bool) -> tuple[list[str], np.ndarray]:
-    """Predict chunk k of `video` and stitch it: (stems, `(n, H, W)` global ids) of the frames
-    whose ids are final now (on the last chunk, all that are left)."""
-    maps = []
-    if images is not None:
-        p0 = time.perf_counter()
-        with _peak_gpu_memory(predictor) as peak:
+def _predict_chunk(video: _StreamedVideo, indices: list[int], images: np.ndarray | None,
+                   predictor: VideoPredictor) -> Callable[[], PredictorOutput] | None:
+    """Start one chunk of `video` on the loop's thread and keep the frames its preview shows;
+    returns what gives its checked prediction (None: no readable frame in it).
+
+    A predictor with `launch` (VideoCutLER) only queues the chunk on its device here: the
+    writer thread waits for the result, so the loop queues the next chunk while the device
+    still computes this one. Any other predictor computes here."""
+    if images is None:
+        return None
+    p0 = time.perf_counter()
+    launch = getattr(predictor, "launch", None)
+    with _peak_gpu_memory(predictor) as peak:  # allocations happen as the work is queued
+        if launch is not None:
+            pending = launch(images)
+        else:
             output = predictor.predict(images)
-        video.predict_seconds += time.perf_counter() - p0
-        if peak.get("gib") is not None:
-            video.peak_gpu_gib = max(video.peak_gpu_gib or 0.0, peak["gib"])
+            pending = lambda: output  # noqa: E731 - the same shape as `launch`'s
+    video.predict_seconds += time.perf_counter() - p0
+    if peak.get("gib") is not None:
+        video.peak_gpu_gib = max(video.peak_gpu_gib or 0.0, peak["gib"])
+    for pos, j in enumerate(indices):
+        if j in video.picks and j not in video.tile_images:
+            video.tile_images[j] = images[pos].copy()
+
+    def collect() -> PredictorOutput:
+        w0 = time.perf_counter()
+        output = pending()
+        video.wait_seconds += time.perf_counter() - w0
         _check_predictor_output(predictor, video.ref, images.shape, output.id_maps)
+        return output
+
+    return collect
+
+
+def _stitch_chunk(video: _StreamedVideo, k: int, indices: list[int],
+                  pending: Callable[[], PredictorOutput] | None,
+                  last: bool) -> tuple[list[str], np.ndarray]:
+    """Stitch chunk k's prediction into `video`'s tracks: (stems, `(n, H, W)` global ids) of
+    the frames whose ids are final now (on the last chunk, all that are left)."""
+    maps = []
+    if pending is not None:
+        output = pending()
         prev_end = video.prev_end
         shared = sum(1 for j in indices if prev_end is not None and j < prev_end)
-        for pos, j in enumerate(indices):
-            if j in video.picks and j not in video.tile_images:
-                video.tile_images[j] = images[pos].copy()
         video.waiting.extend(indices[shared:])
         maps.append(video.stitcher.add(output, shared))
         video.prev_end = video.spans[k][1]
@@ -257,7 +289,8 @@ def _predict_chunk(video: _StreamedVideo, k: int, indices: list[int],
             raise FrameError(f"no readable frame among {len(video.files)} files in "
                              f"{video.files[0].parent}")
         maps.append(video.stitcher.finish())
-    done = np.concatenate(maps) if maps else np.zeros((0, 1, 1), dtype=np.uint16)
+    done = np.concatenate(maps) if len(maps) > 1 else (
+        maps[0] if maps else np.zeros((0, 1, 1), dtype=np.uint16))
     stems = []
     for ids in done:
         j = video.waiting.popleft()
@@ -292,7 +325,8 @@ class _StreamedVideo:
     write_futures: list = field(default_factory=list)
     write_error: WsovvisError | None = None
     decode_seconds: float = 0.0
-    predict_seconds: float = 0.0
+    predict_seconds: float = 0.0  # on the loop's thread: the call, or queueing the work
+    wait_seconds: float = 0.0  # on the writer's: waiting for queued work (`launch`)
     write_seconds: float = 0.0
     peak_gpu_gib: float | None = None
 

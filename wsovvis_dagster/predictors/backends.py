@@ -88,7 +88,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             worker_idle_seconds=0.0, videos_per_run=4, masks_as="cpu",
             output_settings=("max_tracks",), code_facts=_cpu_facts, build=_build_cpu),
     Backend("videocutler", "VideoCutLER (VNext + CutLER)", uses_gpu=True,
-            worker_idle_seconds=600.0, videos_per_run=48, masks_as="videocutler",
+            # 128: a run start costs ~4 s (docs/gpu.md); 48 LV-VIS clips were ~8 s of work
+            worker_idle_seconds=600.0, videos_per_run=128, masks_as="videocutler",
             # every setting but the runtime ones, so a new setting counts until declared not to
             output_settings=tuple(k for k in SETTINGS_FIELDS
                                   if k not in RUNTIME_SETTINGS and k != "backend"),

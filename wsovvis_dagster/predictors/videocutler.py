@@ -10,12 +10,12 @@ length. Per chunk, two interchangeable paths compute the same masks:
 - fast (`fast_path=True`): frames go to the device as uint8 once; resize, normalise and
   padding happen there; only the top-10 query masks are upsampled (upsampling is per mask, so
   they are the same numbers); tracks are composed into the id map on the device, without a
-  data-dependent shape, and the `(T, H, W)` id map comes back with one host sync per chunk
-  (the forward has none: patch version 2). `precision` "bf16"/"fp16" runs the network under
-  autocast;
-  "tf32" keeps fp32 tensors but lets matmuls use TF32 tensor cores (cuDNN's convolutions
-  already do by PyTorch's default; fp32 matmuls were 1.4 of 2.2 kernel-seconds per 400
-  frames in the H200 profile, docs/gpu.md).
+  data-dependent shape, and the `(T, H, W)` id map comes back with one wait per chunk (the
+  forward has none: patch version 2). `launch` queues a chunk and returns its collector, so
+  the mask loop queues the next chunk before it waits for this one. `precision` "bf16"/"fp16"
+  runs the network under autocast; "tf32" keeps fp32 tensors but lets matmuls use TF32
+  tensor cores (cuDNN's convolutions already do by PyTorch's default; fp32 matmuls were 1.4
+  of 2.2 kernel-seconds per 400 frames in the H200 profile, docs/gpu.md).
 
 Both keep tracks scoring >= `confidence` and write ids ordered by score (overlaps go to the
 higher score), as `compose_id_maps` defines.
@@ -28,6 +28,7 @@ import os
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,13 +155,24 @@ class VideoCutLERPredictor:
 
     def predict_clip(self, frames: np.ndarray) -> PredictorOutput:
         """One forward pass over all of `frames` (the model sees them as one clip)."""
+        return self.launch(frames)()
+
+    def launch(self, frames: np.ndarray) -> Callable[[], PredictorOutput]:
+        """`predict_clip`, split in two: queue the clip's work on the device and return at
+        once a call that waits for it and gives its output (the fast path; the reference path
+        computes here). The mask loop launches the next chunk before it collects this one, so
+        the GPU does not idle while the host converts, stitches and writes. Memory stays one
+        chunk's: the device runs the queued work in order and the allocator reuses, in that
+        order, what a launched chunk has freed."""
         if len(frames) == 0:
-            return PredictorOutput(np.zeros((0, *frames.shape[1:3]), np.uint16), {})
+            out = PredictorOutput(np.zeros((0, *frames.shape[1:3]), np.uint16), {})
+            return lambda: out
         if self.settings.fast_path:
-            return self._clip_fast(frames)
+            return self._launch_fast(frames)
         masks, scores = self.clip_reference(frames)
         keep = scores >= self.settings.confidence
-        return compose_id_maps(masks[keep], scores[keep])
+        out = compose_id_maps(masks[keep], scores[keep])
+        return lambda: out
 
     # ------------------------------------------------------------------ reference path
 
@@ -248,7 +260,7 @@ class VideoCutLERPredictor:
             x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)
         return x, (new_h, new_w)
 
-    def _clip_fast(self, frames: np.ndarray) -> PredictorOutput:
+    def _launch_fast(self, frames: np.ndarray) -> Callable[[], PredictorOutput]:
         import torch
         import torch.nn.functional as F
 
@@ -269,7 +281,7 @@ class VideoCutLERPredictor:
             masks = masks > 0.0
             id_map, ordered, present = compose_on_device(
                 masks, scores, keep=scores >= self.settings.confidence)
-            return fetch_composed(id_map, ordered, present)
+            return queue_fetch(id_map, ordered, present)
 
     def forward(self, x):
         """The network on a normalised, padded `(T, 3, Hp, Wp)` chunk: pred_logits/masks."""
@@ -306,24 +318,38 @@ def compose_on_device(masks, scores, keep=None):
 
 
 def fetch_composed(id_map, scores, present) -> PredictorOutput:
-    """`compose_on_device`'s results -> host `PredictorOutput`, with one wait for the device
-    (both copies are queued into pinned memory, then the stream is synchronised once)."""
+    """`compose_on_device`'s results -> host `PredictorOutput`, with one wait for the device."""
+    return queue_fetch(id_map, scores, present)()
+
+
+def queue_fetch(id_map, scores, present) -> Callable[[], PredictorOutput]:
+    """Queue the copies of `compose_on_device`'s results into pinned host memory, behind the
+    work that computes them; the returned call waits for them (one event, not the whole
+    device: work queued after them keeps running) and builds the `PredictorOutput`."""
     import torch
 
     small = torch.cat([scores.float(), present.float()])
+    done = None
     if id_map.is_cuda:
         host = torch.empty(id_map.shape, dtype=id_map.dtype, pin_memory=True)
         host.copy_(id_map, non_blocking=True)
         small_host = torch.empty(small.shape, dtype=small.dtype, pin_memory=True)
         small_host.copy_(small, non_blocking=True)
-        torch.cuda.current_stream(id_map.device).synchronize()
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(id_map.device))
     else:
         host, small_host = id_map, small
-    values = small_host.numpy()
-    n = len(values) // 2
-    kept = values[:n][values[n:] > 0.5]
-    ids = host.numpy().astype(np.uint16)
-    return PredictorOutput(ids, {i + 1: float(s) for i, s in enumerate(kept)})
+
+    def collect() -> PredictorOutput:
+        if done is not None:
+            done.synchronize()  # releases the GIL while it waits
+        values = small_host.numpy()
+        n = len(values) // 2
+        kept = values[:n][values[n:] > 0.5]
+        ids = host.numpy().astype(np.uint16)
+        return PredictorOutput(ids, {i + 1: float(s) for i, s in enumerate(kept)})
+
+    return collect
 
 
 def check_checkpoint_format(path: Path) -> None:

@@ -9,8 +9,12 @@ frames in `--frames` (a video of N frames plays them forward and back, as often 
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,6 +169,47 @@ def loop_videos(data: Path, output: Path, refs, predictor, *,
                        "write_seconds": r.write_seconds, "peak_gpu_gib": r.peak_gpu_gib,
                        "end": time.time()})
     return videos, time.perf_counter() - start
+
+
+def code_commit(checkout: Path) -> str:
+    """The short commit a checkout holds ('+changes' when its tracked files differ from it;
+    '?' when it is no git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def strip_code_args(argv: list[str]) -> list[str]:
+    """`argv` without the side-by-side flags (--code, --repeat, --json, --note, --out) and
+    their values: what each checkout's run is given."""
+    passed = list(argv)
+    for flag in ("--code", "--repeat", "--json", "--note", "--out"):
+        while flag in passed:
+            i = passed.index(flag)
+            del passed[i:i + 2]
+    return passed
+
+
+def run_with_codes(module: str, argv: list[str], codes: list[tuple[str, Path]], repeat: int,
+                   result_file: str) -> list[tuple[str, int, dict]]:
+    """`python -m <module> <argv> --out TMP` run from each checkout, its code first on the
+    path, checkouts alternating within each of `repeat` rounds: (label, round, the `results`
+    of its `result_file`) per run."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="wsovvis-codes-") as tmp:
+        for round_ in range(repeat):
+            for label, code in codes:
+                out = Path(tmp) / f"{label}-{round_}"
+                env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}"
+                       f"{os.environ.get('PYTHONPATH', '')}"}
+                subprocess.run([sys.executable, "-m", module, *argv, "--out", str(out)],
+                               cwd=code, env=env, check=True)
+                runs.append((label, round_,
+                             json.loads((out / result_file).read_text())["results"]))
+    return runs
 
 
 # How to read every GPU result that the machine cannot record itself (its GPU, torch and date

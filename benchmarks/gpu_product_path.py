@@ -39,13 +39,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.gpu_common import GPU_CONDITIONS, write_gpu_result
+from benchmarks.gpu_common import (
+    GPU_CONDITIONS,
+    code_commit,
+    run_with_codes,
+    strip_code_args,
+    write_gpu_result,
+)
 from benchmarks.gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames
 from benchmarks.results_io import add_json_args, context, write_result
 
@@ -135,35 +140,16 @@ def save(path: Path, results: dict) -> None:
         conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
 
 
-def _commit(checkout: Path) -> str:
-    """The short commit a checkout holds ('+changes' when its tracked files differ from it)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
-                              text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
                   json_path: Path | None, note: str | None, command: list[str]) -> list[dict]:
     """Run this benchmark (`argv`, without --code/--repeat/--json) with each checkout's code,
     alternating `repeat` rounds; rows labelled by code and round, printed side by side
     (`command`: this call's arguments, recorded)."""
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="wsovvis-codes-") as tmp:
-        for round_ in range(repeat):
-            for label, code in codes:
-                out = Path(tmp) / f"{label}-{round_}"
-                env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}"
-                       f"{os.environ.get('PYTHONPATH', '')}"}
-                subprocess.run([sys.executable, "-m", "benchmarks.gpu_product_path", *argv,
-                                "--out", str(out)], cwd=code, env=env, check=True)
-                for row in json.loads((out / "gpu_product_path.json").read_text())[
-                        "results"]["scenarios"]:
-                    rows.append({"code": label, "round": round_,
-                                 **{k: row.get(k) for k in FIELDS},
-                                 **{k: row.get("detail", {}).get(k) for k in DETAIL}})
+    rows = [{"code": label, "round": round_, **{k: row.get(k) for k in FIELDS},
+             **{k: row.get("detail", {}).get(k) for k in DETAIL}}
+            for label, round_, results in run_with_codes(
+                "benchmarks.gpu_product_path", argv, codes, repeat, "gpu_product_path.json")
+            for row in results["scenarios"]]
     columns = ("code", "round", "name", "warm", *FIELDS[5:10], *DETAIL)
     print(" | ".join(columns))
     for r in sorted(rows, key=lambda r: (r["name"], r["warm"], r["round"], r["code"])):
@@ -175,7 +161,7 @@ def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
                               "queues them, then tube_json, on a real `dagster-daemon`, with "
                               "each code's defaults, rounds alternating",
                      ctx=context(command, sizes={"repeat": repeat, "codes": {
-                         label: _commit(code) for label, code in codes}}, note=note),
+                         label: code_commit(code) for label, code in codes}}, note=note),
                      results={"rows": rows})
     return rows
 
@@ -204,12 +190,8 @@ def main(argv=None) -> int:
         codes = [(label, Path(d).resolve()) for label, _, d in
                  (c.partition("=") for c in args.code)] + [("this", REPO)]
         command = list(sys.argv[1:] if argv is None else argv)
-        passed = list(command)
-        for flag in ("--code", "--repeat", "--json", "--note", "--out"):
-            while flag in passed:  # flag and its value
-                i = passed.index(flag)
-                del passed[i:i + 2]
-        compare_codes(passed, codes, args.repeat, args.json, args.note, command)
+        compare_codes(strip_code_args(command), codes, args.repeat, args.json, args.note,
+                      command)
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsovvis-product-path-"))
     height, width = (int(x) for x in args.size.split("x"))

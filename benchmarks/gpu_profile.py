@@ -29,6 +29,13 @@ Sections (each skippable with --skip):
   Attempts stop once --model-budget-s is spent.
 
 Writes `gpu_profile.json` (and `gpu_profile_trace.json.gz` when under 10 MB) to --out.
+
+`--code LABEL=DIR` (repeatable) runs the same command with another checkout's code as well as
+this one, rounds alternating (`--repeat`), and prints the steady loops side by side (`--json`:
+one result with every run's loop), e.g. the loop before and after a change on one GPU:
+
+    python3 -m benchmarks.gpu_profile --frames .gpu/frames --skip profiler,pyspy,model \
+        --videos 8 --code before=/tmp/before --repeat 2 --json $OUT/gpu_loop_codes.json
 """
 
 from __future__ import annotations
@@ -52,11 +59,15 @@ from pathlib import Path
 from benchmarks.gpu_common import (
     GPU_CONDITIONS,
     build_from_env,
+    code_commit,
     cuda_median,
     loop_videos,
+    run_with_codes,
+    strip_code_args,
     write_gpu_result,
 )
-from benchmarks.gpu_dagster import GpuSampler, make_videos, source_frames
+from benchmarks.gpu_dagster import REPO, GpuSampler, make_videos, source_frames
+from benchmarks.results_io import add_json_args, context, write_result
 
 SECTIONS = ("profiler", "pyspy", "model")
 RUNTIME_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -563,6 +574,37 @@ def summary_lines(r: dict) -> list[str]:
     return lines
 
 
+def compare_loops(command: list[str], codes: list[tuple[str, Path]], repeat: int,
+                  json_path: Path | None, note: str | None) -> list[dict]:
+    """The steady loop of each checkout's run (`gpu_common.run_with_codes`), side by side, with
+    its fps as a ratio of the first checkout's mean."""
+    runs = run_with_codes("benchmarks.gpu_profile", strip_code_args(command), codes, repeat,
+                          "gpu_profile.json")
+    rows = [{"code": label, "round": round_, "build_s": res.get("build_s"), **res["loop"]}
+            for label, round_, res in runs]
+    first = [r["fps"] for r in rows if r["code"] == codes[0][0]]
+    base = sum(first) / len(first)
+    for r in rows:
+        r["fps_vs_" + codes[0][0]] = round(r["fps"] / base, 3)
+    columns = ("code", "round", "fps", f"fps_vs_{codes[0][0]}", "mean_predict_s",
+               "mean_decode_s", "mean_write_s", "predict_share_of_wall", "frames")
+    print(" | ".join(columns))
+    for r in rows:
+        print(" | ".join(str(r.get(k)) for k in columns))
+    if json_path:
+        write_result(json_path, benchmark="gpu_loop_codes",
+                     title="The mask loop on one GPU with two codes, side by side",
+                     measures="library: `segment_videos` in one fresh process per run (model "
+                              "built first), the steady loop after a warm-up video; rounds "
+                              "alternating between the codes",
+                     ctx=context(command, sizes={"repeat": repeat, "codes": {
+                         label: code_commit(code) for label, code in codes}}, note=note,
+                                 conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, "
+                                            "confidence 0.6"),
+                     results={"rows": rows})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -581,7 +623,17 @@ def main(argv=None) -> int:
     ap.add_argument("--pyspy-rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for gpu_profile.json (default: a temp folder)")
+    ap.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run with this checkout's code; loops printed side by side")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, with --code")
+    add_json_args(ap)
     args = ap.parse_args(argv)
+    if args.code:
+        command = list(sys.argv[1:] if argv is None else argv)
+        compare_loops(command, [(label, Path(d).resolve()) for label, _, d in
+                                (c.partition("=") for c in args.code)] + [("this", REPO)],
+                      args.repeat, args.json, args.note)
+        return 0
     skip = set(filter(None, args.skip.split(",")))
     if skip - set(SECTIONS):
         ap.error(f"unknown --skip {sorted(skip - set(SECTIONS))}")

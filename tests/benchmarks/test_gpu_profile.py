@@ -39,3 +39,25 @@ def test_cpu_dry_run_writes_every_section(tmp_path):
     spy = result["pyspy"]
     # py-spy is optional: missing, refused by ptrace (error recorded), or per-thread shares
     assert "skipped" in spy or "error" in spy or spy["share_by_thread"].get("main", 0) > 0, spy
+
+
+def test_code_mode_runs_each_checkout_and_writes_the_loops_side_by_side(tmp_path):
+    """`--code LABEL=DIR`: one run per checkout and round (here this checkout twice, under two
+    labels), each its own process, rows with the fps ratio to the first checkout."""
+    pytest.importorskip("torch")
+    out = tmp_path / "codes.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_profile", "--backend", "cpu",
+         "--size", "96x128", "--videos", "4", "--length", "6",
+         "--skip", "profiler,pyspy,model", "--code", f"first={REPO}", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    envelope = json.loads(out.read_text())
+    assert envelope["benchmark"] == "gpu_loop_codes"
+    rows = envelope["results"]["rows"]
+    assert [(r["code"], r["round"]) for r in rows] == [("first", 0), ("this", 0)]
+    assert all(r["frames"] == 6 and r["fps"] > 0 for r in rows)
+    assert rows[0]["fps_vs_first"] == 1.0
+    assert rows[1]["fps_vs_first"] == round(rows[1]["fps"] / rows[0]["fps"], 3)
+    assert set(envelope["context"]["sizes"]["codes"]) == {"first", "this"}
+    assert "fps_vs_first" in proc.stdout  # the side-by-side table

@@ -173,3 +173,29 @@ def test_compose_on_device_keep_is_the_confidence_filter():
     none = fetch_composed(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores),
                                              keep=torch.zeros(8, dtype=torch.bool)))
     assert not none.id_maps.any() and none.scores == {}
+
+
+@pytest.mark.gpu
+def test_composing_and_queueing_the_fetch_on_cuda_never_waits_for_the_device():
+    """`compose_on_device` + `queue_fetch` queue work only (CUDA's sync debug mode raises on
+    any host sync), so the mask loop can queue the next chunk behind them; the collector then
+    waits once and gives `compose_id_maps`' result."""
+    torch = pytest.importorskip("torch")
+    from wsovvis_dagster.predictors.videocutler import compose_on_device, queue_fetch
+
+    rng = np.random.default_rng(7)
+    masks = rng.random((10, 4, 33, 45)) > 0.7
+    scores = rng.random(10).astype(np.float32)
+    keep = scores >= 0.3
+    dev_masks = torch.from_numpy(masks).cuda()
+    dev_scores, dev_keep = torch.from_numpy(scores).cuda(), torch.from_numpy(keep).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        collect = queue_fetch(*compose_on_device(dev_masks, dev_scores, keep=dev_keep))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    out = collect()
+    ref = compose_id_maps(masks[keep], scores[keep])
+    np.testing.assert_array_equal(out.id_maps, ref.id_maps)
+    assert list(out.scores.values()) == pytest.approx(list(ref.scores.values()))

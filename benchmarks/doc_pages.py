@@ -24,6 +24,7 @@ from benchmarks.doc_tables import (
     render_predictor_block,
     table,
 )
+from wsovvis_dagster.predictors.backends import BACKENDS
 
 # --- issue 26: every other figure of README.md and docs/*.md -------------------------------
 
@@ -248,9 +249,10 @@ def multihost_scale(results: Results) -> list[str]:
             "videos amortise it: for the engine to cost at most 10 % of a GPU's time, a run "
             f"needs about 9 x the fixed cost of GPU work, ~{9 * max(fixed_1):.0f} s at the 1-node "
             f"figure here; the benchmark puts that at {min(need):,}–{max(need):,} LV-VIS-sized "
-            "videos per run at 0.11 s of GPU each. The default `WSOVVIS_VIDEOS_PER_RUN=48` "
-            "leaves most of a GPU's time to start-up under Ray; use a few hundred and weigh it "
-            "against what a lost node costs (its run's videos are redone).", ""]
+            "videos per run at 0.11 s of GPU each. The default `WSOVVIS_VIDEOS_PER_RUN="
+            f"{BACKENDS['videocutler'].videos_per_run}` leaves much of a GPU's time to start-up "
+            "under Ray for clips that short; use a few hundred and weigh it against what a "
+            "lost node costs (its run's videos are redone).", ""]
     return out
 
 
@@ -276,7 +278,7 @@ def gpu_loop_bound(results: Results) -> str:
     pp = results.body(PRODUCT_PATH)
     tf32 = pp["model_only"]["model"]["tf32"]["forward_fps"]
     ceiling = tf32 * 200 / 256  # chunks of 64 with overlap 8 compute 256 of 200 frames
-    return (f"in-asset {_span([s['in_asset_fps'] for s in _rows(pp, queued=None, name='long')])}"
+    return (f"in-asset {_span([s['in_asset_fps'] for s in _rows(pp, name='long')])}"
             f" fps for 16 × 200 against a model ceiling of {tf32} × 200 / 256 = "
             f"{ceiling:.0f} fps of video")
 
@@ -294,26 +296,43 @@ def gpu_per_run(results: Results) -> str:
     """The first backfill's worker start, run start-up, queue and tube_json gaps."""
     pp = results.body(PRODUCT_PATH)
     first, warm = _rows(pp, warm=False), _rows(pp, warm=True)
-    built = [json.loads(w)["built_s"] for s in first for w in s["detail"]["workers"]
-             if not json.loads(w)["reused"]]
+    # a first backfill's worker is started by the script (reused by its run) or by the run
+    built = [json.loads(w)["built_s"] for s in first for w in s["detail"]["workers"]]
     fixed = [r["fixed_s"] for s in warm for r in s["detail"]["fixed_per_run"]]
     lv = next(s for s in warm if s["name"] == "lvvis")
     work = lv["frames"] / lv["in_asset_fps"]
+    runs = lv["detail"]["mask_runs"]
     backfill = _rows(pp, queued="asset backfill (30 s daemon loop)")
     return (f"the first backfill pays the worker's start ({_span(built, ' s')}: imports, model "
             "build, the warm-up chunk) inside its wall, hence "
             f"{_span([s['mask_wall_fps'] for s in first])} frames/s first against "
             f"{_span([s['mask_wall_fps'] for s in warm])} warm. A run's own start and teardown "
             f"cost ~{_span(fixed, ' s')} (Dagster's run process): LV-VIS-shaped "
-            f"{lv['videos']} × {lv['frames'] // lv['videos']} makes {lv['detail']['mask_runs']} "
-            f"runs that run one after the other, {lv['detail']['mask_wall_s']:.1f} s of wall for "
+            f"{lv['videos']} × {lv['frames'] // lv['videos']} is {runs} run"
+            f"{'s, one after the other' if runs > 1 else ''}, "
+            f"{lv['detail']['mask_wall_s']:.1f} s of wall for "
             f"{work:.1f} s of video work. The first mask run starts "
             f"{_span([s['queue_to_first_run_s'] for s in first + warm], ' s')} after "
             "`scripts/backfill.py` returns (queue poll + run process start); `tube_json` starts "
             f"{_span([s['tube_json_gap_s'] for s in first + warm], ' s', 1)} after the last mask "
-            "run (the sensor daemon's 5 s loop + a run start), against "
+            "run (its hook queues it; the sensor's 5 s loop when runs end together), against "
             f"{_span([s['tube_json_gap_s'] for s in backfill], ' s')} on the asset backfill's "
             "30 s loop")
+
+
+SYNC_FIX = "gpu_loop_codes_sync_fix"  # the loop before and after 1db9ea1, one device call
+
+
+def gpu_after_sync_fix(results: Results) -> str:
+    """What the loop gained once `launch` could run ahead (or that it is not measured)."""
+    if SYNC_FIX not in results.names():
+        return ("That fix is not measured on a GPU: this session's device time ran out before "
+                "a call with it could run.")
+    rows = results.body(SYNC_FIX)["rows"]
+    before, after = rows[0], rows[-1]
+    ratio = next(k for k in after if k.startswith("fps_vs_"))
+    return (f"With it, the steady loop went from {before['fps']} to {after['fps']} fps "
+            f"(×{after[ratio]:.2f}; `{SYNC_FIX}.json`).")
 
 
 # the gpu_dagster calls before issue 24, newest first
@@ -490,6 +509,7 @@ BLOCKS: dict[str, Callable[[Results], list[str] | str]] = {
     "gpu_loop_bound": gpu_loop_bound,
     "gpu_two_runs": gpu_two_runs,
     "gpu_per_run": gpu_per_run,
+    "gpu_after_sync_fix": gpu_after_sync_fix,
     "gpu_dagster_history": gpu_dagster_history,
     "gpu_dagster_targets": gpu_dagster_targets,
     "gpu_profile_model": gpu_profile_model,

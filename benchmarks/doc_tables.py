@@ -566,6 +566,10 @@ def _defaults(data: dict, name: str, warm: bool) -> dict | None:
     return next((s for s in rows if s.get("queued_by") == "run queue"), rows[0] if rows else None)
 
 
+def _span_fps(values: list[float]) -> str:
+    return f"{min(values):.0f}–{max(values):.0f}" if values else "-"
+
+
 def readme_gpu_row(data: dict) -> list[str]:
     """The README's GPU row (what, figure, measured by), from the defaults' scenarios."""
     parts = []
@@ -582,12 +586,14 @@ def readme_gpu_row(data: dict) -> list[str]:
     smi = max((s["smi_peak_gib"] or 0) for s in rows) if rows else 0
     model = (data.get("model_only") or {}).get("model", {}).get("tf32", {})
     return ["VideoCutLER on one H200, `scripts/backfill.py` on defaults (product path: tf32, 1 "
-            "run per GPU, 18 GiB cap)",
+            "run per GPU, up to 128 videos per run, 18 GiB cap)",
             f"{'; '.join(parts)}; submit → `tube_json` up to {tube:.0f} frames/s, first mask run "
             f"≤ {first:.1f} s after the script, `tube_json` ≤ {gap:.1f} s after the last mask "
             f"run; nvidia-smi peak {smi:.1f} GiB. Model alone {model.get('forward_fps', '-')} "
             f"frames/s with {model.get('predict_clip_syncs', '-')} host syncs per chunk. What "
-            "bounds it: one loop's host work (decode, stitching, PNG) beside the model "
+            f"bounds it: the mask loop ({_span_fps([s['in_asset_fps'] for s in queued])} "
+            "frames/s inside the asset), a run's ~4 s start and teardown, "
+            "and on a first backfill the worker's model build "
             "([docs/gpu.md](docs/gpu.md#what-bounds-it-now))",
             "`python -m benchmarks.gpu_product_path`, `python -m benchmarks.gpu_model_only` "
             f"({json_link('gpu_product_path', 'README')}); [docs/gpu.md](docs/gpu.md)"]
@@ -669,6 +675,18 @@ def conditions_line(ctx: dict) -> str:
     return text
 
 
+def render_gpu_loop_codes(data: dict) -> list[str]:
+    """`gpu_profile --code`: one row per checkout and round, fps as a ratio of the first."""
+    rows = data["rows"]
+    ratio = next(k for k in rows[0] if k.startswith("fps_vs_"))
+    return table(["code", "round", "frames", "steady loop fps", ratio.replace("_", " "),
+                  "predict s / video", "decode s / video", "write s / video",
+                  "predict share of wall", "model build s"],
+                 [[r["code"], r["round"], r["frames"], r["fps"], r[ratio], r["mean_predict_s"],
+                   r["mean_decode_s"], r["mean_write_s"], r["predict_share_of_wall"],
+                   r.get("build_s")] for r in rows])
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "tube_conversion": render_tube_conversion,
     "evaluator": render_evaluator,
@@ -680,6 +698,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "gpu_throughput": render_gpu_throughput,
     "gpu_dagster": render_gpu_dagster,
     "gpu_profile": render_gpu_profile,
+    "gpu_loop_codes": render_gpu_loop_codes,
     "gpu_product_path": render_gpu_product_path,
     "predictor_quality": render_predictor_quality,
     "predictor_speed": render_predictor_speed,

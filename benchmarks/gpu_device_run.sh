@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # One device call of issue 24, from the repository root on the GPU machine (carry .gpu):
-#   bash benchmarks/gpu_device_run.sh [model] [product] [SCENARIOS]
-# setup (benchmarks/gpu_device_setup.sh), then the model-only figures of the model before
-# (CutLER_v1) and after the sync removal, the mask agreement of the new defaults with today's
-# fp32, and the product path on defaults (benchmarks/gpu_product_path.py). Everything lands in
-# $OUT; each step is time-boxed so the call ends inside its 10 minutes.
+#   bash benchmarks/gpu_device_run.sh [tests] [product] [loop] [model] [SCENARIOS]
+# setup (benchmarks/gpu_device_setup.sh), then, in this order, what the words ask for:
+#   tests    the `gpu`-marked tests of $GPU_TESTS (default: tests/predictors), with pytest from
+#            .gpu/wheels;
+#   model    the model-only figures of the model before (CutLER_v1) and after the sync
+#            removal, and the mask agreement of the new defaults with today's fp32;
+#   product  the product path on defaults (benchmarks/gpu_product_path.py; SCENARIOS: its
+#            --scenarios), leaving 140 s for `loop` when it is asked for too;
+#   loop     the steady loop of this tree against the code in .gpu/before_code.tar.xz
+#            (`git archive <commit> wsovvis_dagster | xz`, its commit in .gpu/before_code.commit),
+#            side by side (benchmarks/gpu_profile.py --code).
+# Everything lands in $OUT; each step is time-boxed so the call ends inside its 10 minutes
+# (CALL_LIMIT_S, default 570).
 set -uo pipefail
 T0=$SECONDS
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -12,8 +20,16 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 WSOVVIS_ALLOW_RANDOM_WEIGHTS=1
 bash benchmarks/gpu_device_setup.sh .gpu 2>&1 | tail -5 || exit 1
 echo "setup done at $((SECONDS - T0)) s"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
+asked() { [[ " $ARGS " == *" $1 "* ]]; }
+ARGS="$*"
+if asked tests; then
+  python3 -m pip install -q --no-index --find-links .gpu/wheels pytest pytest-timeout
+  timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu "${GPU_TESTS:-tests/predictors}" \
+    2>&1 | tail -5 | tee "$OUT/gpu_tests.txt"
+  echo "tests done at $((SECONDS - T0)) s"
+fi
 M=/tmp/masks
-if [[ " $* " == *" model "* ]]; then
+if asked model; then
   timeout 150 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label v1 \
     --cutler-root third_party/CutLER_v1 --precisions fp32 --no-graph \
     --agreement-precisions fp32 --out "$OUT" --masks-dir $M 2>&1 | grep -v Warning | tail -8
@@ -23,8 +39,9 @@ if [[ " $* " == *" model "* ]]; then
   echo "v2 done at $((SECONDS - T0)) s"
   python3 -m benchmarks.gpu_model_only --agreement-of $M --out "$OUT"
 fi
-if [[ " $* " == *" product "* ]]; then
-  LEFT=$((${CALL_LIMIT_S:-570} - (SECONDS - T0)))
+if asked product; then
+  RESERVE=0; asked loop && RESERVE=140
+  LEFT=$((${CALL_LIMIT_S:-570} - (SECONDS - T0) - RESERVE))
   echo "product path with $LEFT s left"
   SC=""
   for a in "$@"; do [[ "$a" == *:* ]] && SC=$a; done
@@ -35,5 +52,17 @@ if [[ " $* " == *" product "* ]]; then
   timeout $LEFT python3 -m benchmarks.gpu_product_path --frames .gpu/frames --out "$OUT" \
     ${SC:+--scenarios "$SC"} --model-only "$MO" --baseline "$BL" --agreement "$AG" 2>&1 \
     | grep -v "Warning\|warn(" | tail -25
+fi
+if asked loop && [ -f .gpu/before_code.tar.xz ]; then
+  B=/tmp/before_code; BEFORE=$(cat .gpu/before_code.commit 2>/dev/null || echo before)
+  rm -rf $B; mkdir -p $B  # this tree but wsovvis_dagster, which comes from the archive
+  for e in $(ls -A); do
+    [ "$e" = wsovvis_dagster ] || [ "$e" = .git ] || ln -s "$PWD/$e" "$B/$e"
+  done
+  tar -C $B -xJf .gpu/before_code.tar.xz
+  timeout 130 python3 -m benchmarks.gpu_profile --frames .gpu/frames --skip profiler,pyspy,model \
+    --videos 8 --code "$BEFORE=$B" --json "$OUT/gpu_loop_codes.json" 2>&1 \
+    | grep -v "Warning\|warn(\|USDT" | tail -4
+  echo "loop done at $((SECONDS - T0)) s"
 fi
 echo "total $((SECONDS - T0)) s"

@@ -212,6 +212,22 @@ def run_with_codes(module: str, argv: list[str], codes: list[tuple[str, Path]], 
     return runs
 
 
+def report_codes(rows: list[dict], columns: tuple, json_path: Path | None, *, benchmark: str,
+                 title: str, measures: str, command: list[str], codes: list[tuple[str, Path]],
+                 repeat: int, note: str | None, conditions: str | None = None) -> None:
+    """Print `rows` (one per checkout and round) side by side; with `json_path`, save them
+    with each checkout's commit."""
+    print(" | ".join(columns))
+    for r in rows:
+        print(" | ".join(str(r.get(k)) for k in columns))
+    if json_path:
+        write_result(json_path, benchmark=benchmark, title=title, measures=measures,
+                     ctx=context(command, sizes={"repeat": repeat, "codes": {
+                         label: code_commit(code) for label, code in codes}}, note=note,
+                                 conditions=conditions),
+                     results={"rows": rows})
+
+
 # How to read every GPU result that the machine cannot record itself (its GPU, torch and date
 # the result file's context records)
 GPU_CONDITIONS = ("**random weights** (the real ones cannot be downloaded here); 640x360 JPEG "

@@ -46,13 +46,13 @@ from pathlib import Path
 
 from benchmarks.gpu_common import (
     GPU_CONDITIONS,
-    code_commit,
+    report_codes,
     run_with_codes,
     strip_code_args,
     write_gpu_result,
 )
 from benchmarks.gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames
-from benchmarks.results_io import add_json_args, context, write_result
+from benchmarks.results_io import add_json_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,18 +151,13 @@ def compare_codes(argv: list[str], codes: list[tuple[str, Path]], repeat: int,
                 "benchmarks.gpu_product_path", argv, codes, repeat, "gpu_product_path.json")
             for row in results["scenarios"]]
     columns = ("code", "round", "name", "warm", *FIELDS[5:10], *DETAIL)
-    print(" | ".join(columns))
-    for r in sorted(rows, key=lambda r: (r["name"], r["warm"], r["round"], r["code"])):
-        print(" | ".join(str(r.get(k)) for k in columns))
-    if json_path:
-        write_result(json_path, benchmark="product_path_codes",
-                     title="The product path on two codes, side by side",
-                     measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` "
-                              "queues them, then tube_json, on a real `dagster-daemon`, with "
-                              "each code's defaults, rounds alternating",
-                     ctx=context(command, sizes={"repeat": repeat, "codes": {
-                         label: code_commit(code) for label, code in codes}}, note=note),
-                     results={"rows": rows})
+    rows.sort(key=lambda r: (r["name"], r["warm"], r["round"], r["code"]))
+    report_codes(rows, columns, json_path, benchmark="product_path_codes",
+                 title="The product path on two codes, side by side",
+                 measures="product path: `mask_pngs` runs queued as `scripts/backfill.py` "
+                          "queues them, then tube_json, on a real `dagster-daemon`, with each "
+                          "code's defaults, rounds alternating",
+                 command=command, codes=codes, repeat=repeat, note=note)
     return rows
 
 

@@ -59,15 +59,15 @@ from pathlib import Path
 from benchmarks.gpu_common import (
     GPU_CONDITIONS,
     build_from_env,
-    code_commit,
     cuda_median,
     loop_videos,
+    report_codes,
     run_with_codes,
     strip_code_args,
     write_gpu_result,
 )
 from benchmarks.gpu_dagster import REPO, GpuSampler, make_videos, source_frames
-from benchmarks.results_io import add_json_args, context, write_result
+from benchmarks.results_io import add_json_args
 
 SECTIONS = ("profiler", "pyspy", "model")
 RUNTIME_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -588,20 +588,13 @@ def compare_loops(command: list[str], codes: list[tuple[str, Path]], repeat: int
         r["fps_vs_" + codes[0][0]] = round(r["fps"] / base, 3)
     columns = ("code", "round", "fps", f"fps_vs_{codes[0][0]}", "mean_predict_s",
                "mean_decode_s", "mean_write_s", "predict_share_of_wall", "frames")
-    print(" | ".join(columns))
-    for r in rows:
-        print(" | ".join(str(r.get(k)) for k in columns))
-    if json_path:
-        write_result(json_path, benchmark="gpu_loop_codes",
-                     title="The mask loop on one GPU with two codes, side by side",
-                     measures="library: `segment_videos` in one fresh process per run (model "
-                              "built first), the steady loop after a warm-up video; rounds "
-                              "alternating between the codes",
-                     ctx=context(command, sizes={"repeat": repeat, "codes": {
-                         label: code_commit(code) for label, code in codes}}, note=note,
-                                 conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, "
-                                            "confidence 0.6"),
-                     results={"rows": rows})
+    report_codes(rows, columns, json_path, benchmark="gpu_loop_codes",
+                 title="The mask loop on one GPU with two codes, side by side",
+                 measures="library: `segment_videos` in one fresh process per run (model built "
+                          "first), the steady loop after a warm-up video; rounds alternating "
+                          "between the codes",
+                 command=command, codes=codes, repeat=repeat, note=note,
+                 conditions=f"{GPU_CONDITIONS}; chunk 64 / overlap 8, confidence 0.6")
     return rows
 
 

@@ -146,15 +146,37 @@ ORCHESTRATION_BATCH = "orchestration_batch"
 _BATCH_FIGURES = ("queue_to_first_run_s", "tube_json_gap_s", "tube_run_s", "submit_to_tubes_s")
 
 
-def _batch_means(results: Results) -> dict[tuple[str, str], dict]:
-    """(scenario, code) -> round count, frames and the mean of each `_BATCH_FIGURES`."""
+def _batch_means(results: Results, name: str = ORCHESTRATION_BATCH,
+                 figures: tuple[str, ...] | None = None) -> dict[tuple[str, str], dict]:
+    """(scenario, code) -> round count, frames and the mean of each of `figures` (default
+    `_BATCH_FIGURES`) over the rows of `gpu_product_path --code` result `name`."""
+    figures = figures or _BATCH_FIGURES
     groups: dict[tuple[str, str], list[dict]] = {}
-    for row in results.body(ORCHESTRATION_BATCH)["rows"]:
+    for row in results.body(name)["rows"]:
         groups.setdefault((f"{row['videos']} × {row['frames'] // row['videos']}", row["code"]),
                           []).append(row)
     return {key: {"rounds": len(rows), "frames": rows[0]["frames"],
-                  **{k: sum(r[k] for r in rows) / len(rows) for k in _BATCH_FIGURES}}
+                  **{k: sum(r[k] for r in rows) / len(rows) for k in figures}}
             for key, rows in groups.items()}
+
+
+ORCHESTRATION_MASK_RUNS = "orchestration_mask_runs_in_process"
+
+
+def orchestration_mask_runs_block(results: Results) -> list[str]:
+    """docs/gpu.md: a batch's mask runs with their step in a process of its own (before) and
+    in the run worker (this), on the embedded predictor."""
+    means = _batch_means(results, ORCHESTRATION_MASK_RUNS,
+                         ("mean_fixed_s", "mask_wall_fps", "submit_to_tubes_s"))
+    rows = [[scenario, code, m["rounds"], f"{m['mean_fixed_s']:.2f} s",
+             f"{m['mask_wall_fps']:.1f}", f"{m['submit_to_tubes_s']:.1f} s"]
+            for (scenario, code), m in sorted(means.items(), key=lambda kv: (kv[0][0],
+                                                                            kv[0][1] != "before"))]
+    return ["", *table(["videos × frames", "code", "rounds",
+                        "a mask run's start and teardown", "mask wall fps",
+                        "submit → tube_json materialised"], rows),
+            f"`{results.command(ORCHESTRATION_MASK_RUNS)}` "
+            f"({json_link(ORCHESTRATION_MASK_RUNS)}; means over rounds, alternating codes).", ""]
 
 
 def orchestration_batch_block(results: Results) -> list[str]:
@@ -499,6 +521,7 @@ BLOCKS: dict[str, Callable[[Results], list[str] | str]] = {
     "dead_run_command": dead_run_command,
     "orchestration": orchestration_block,
     "orchestration_batch": orchestration_batch_block,
+    "orchestration_mask_runs": orchestration_mask_runs_block,
     "multihost_lost_node": multihost_lost_node,
     "multihost_scale": multihost_scale,
     "gpu_loop_bound": gpu_loop_bound,

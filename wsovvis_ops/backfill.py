@@ -67,6 +67,14 @@ def _workspace(instance: DagsterInstance) -> Iterator:
         yield context.create_request_context()
 
 
+# The queue caps these runs at the `gpu` pool's limit (the coordinator's `gpu` tag limit is
+# the same WSOVVIS_GPU_LIMIT), so a pool claim of theirs never contends for a last slot, and
+# their step can run in the run worker instead of a process that imports the code location
+# again (definitions.steps_mode keeps that for mask runs started outside the queue: on SQLite
+# two simultaneous claims of the last slot can both succeed). GPU leases hold either way.
+IN_RUN_WORKER = {"execution": {"config": {"in_process": {}}}}
+
+
 def queue_mask_runs(
     instance: DagsterInstance,
     keys: Sequence[str],
@@ -81,7 +89,8 @@ def queue_mask_runs(
     and fewer when the batch is small, so every GPU slot (GPUs x runs per GPU) gets a run
     (`run_plan.plan_runs`). Runs carry definitions.GPU_RUN_TAGS (the queue's `gpu` limit) and
     the batch's tags, from which the batch's last mask run queues `tube_json` when `tubes`
-    (`queue_batch_tubes`). `run_config` goes to every mask run (e.g. `overwrite_imported`).
+    (`queue_batch_tubes`). `run_config` goes to every mask run (e.g. `overwrite_imported`);
+    unless it says otherwise, they execute their step in the run worker (`IN_RUN_WORKER`).
     First it starts the predictor workers of the slots the runs will take, not waiting for
     their models (`gpu.prestart`; the result's `workers`): a failure there is reported, never
     raised.
@@ -102,7 +111,8 @@ def queue_mask_runs(
                   TUBES_AFTER_TAG: "1" if tubes else "0"}
     run_ids = []
     with _workspace(instance) as workspace:
-        submit = _run_submitter(instance, workspace, MASK_JOB, MASKS_ONLY, run_config)
+        submit = _run_submitter(instance, workspace, MASK_JOB, MASKS_ONLY,
+                                {**IN_RUN_WORKER, **(run_config or {})})
         for chunk in ranges:
             run_ids.append(submit({**GPU_RUN_TAGS, **(tags or {}), **batch_tags,
                                    ASSET_PARTITION_RANGE_START_TAG: chunk[0],

@@ -157,6 +157,10 @@ def test_tube_json_follows_the_batch_on_a_real_daemon_even_after_a_failed_run(
             assert tube.tags["dagster/sensor_name"] == "tube_json_after_masks"
             assert created >= max(r.end_time for r in masks)
         logs = [e for r in masks for e in instance.all_logs(r.dagster_run.run_id)]
+        for r in masks:  # queued runs execute their step in the run worker: no step process
+            messages = [e.user_message or "" for e in instance.all_logs(r.dagster_run.run_id)]
+            assert any(m.startswith("Executing steps in process") for m in messages)
+            assert not any("multiprocess executor" in m for m in messages)
         assert not [e.user_message for e in logs  # the hooks never fail
                     if "could not queue tube_json" in (e.user_message or "") or (
                         e.dagster_event and e.dagster_event.event_type_value == "HOOK_ERRORED")]

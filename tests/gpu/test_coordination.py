@@ -107,19 +107,35 @@ def _dataset(root: Path, videos: int) -> list[str]:
 @pytest.mark.slow
 def test_cli_runs_outside_the_queue_are_capped_by_the_pool(dagster_home, subprocess_env, tmp_path):
     """`dagster asset materialize` runs in the CLI process (no queue, no run tags): only the
-    pool limits it. With a limit of 1, two concurrent CLI runs never overlap their GPU step."""
+    pool limits it. With a limit of 1, a CLI run started while another holds the slot waits
+    for it: their GPU steps never overlap. (The second starts once the first's step runs:
+    two claims of the last slot at the same instant can both succeed on SQLite, which reads,
+    then writes the slot: docs/gpu.md.)"""
     render_instance(dagster_home, gpu_limit=1)
     keys = _dataset(tmp_path / "data", 2)
-    env = _env(subprocess_env, tmp_path / "data", tmp_path / "out", hold=2)
+    # the first run holds the slot 8 s, well past the second CLI process's start (2-4 s)
+    env = _env(subprocess_env, tmp_path / "data", tmp_path / "out", hold=8)
+
+    def materialize(key: str) -> subprocess.Popen:
+        return subprocess.Popen(["dagster", "asset", "materialize", "--select", "mask_pngs",
+                                 "--partition", key], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.add_dynamic_partitions("videos", keys)
-        procs = [
-            subprocess.Popen(["dagster", "asset", "materialize", "--select", "mask_pngs",
-                              "--partition", key], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for key in keys
-        ]
-        logs = [p.communicate(timeout=240)[0] for p in procs]
+        procs = [materialize(keys[0])]
+        try:
+            wait_for(lambda: [s for s in run_spans(instance, [r.run_id for r in
+                                                              instance.get_runs()])
+                              if s.step_start is not None],
+                     timeout=120, poll=0.2, what="the first CLI run's GPU step")
+            procs.append(materialize(keys[1]))
+            logs = [p.communicate(timeout=240)[0] for p in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         assert all(p.returncode == 0 for p in procs), logs
         spans = run_spans(instance, [r.run_id for r in instance.get_runs()])
         assert len(spans) == 2 and all(s.status == "SUCCESS" for s in spans)

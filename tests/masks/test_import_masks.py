@@ -407,7 +407,7 @@ def test_backfill_missing_leaves_imported_videos_out(tmp_path, instance, resourc
     assert backfill["main"](["--overwrite-imported"]) == 0
     latest = queued_batch()
     assert latest and all(
-        r.run_config == {"ops": {"mask_pngs": {"config": {"overwrite_imported": True}}}}
+        r.run_config["ops"] == {"mask_pngs": {"config": {"overwrite_imported": True}}}
         and r.asset_selection == {AssetKey("mask_pngs")} for r in latest)
 
 

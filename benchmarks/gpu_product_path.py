@@ -52,7 +52,7 @@ from benchmarks.gpu_common import (
     write_gpu_result,
 )
 from benchmarks.gpu_dagster import GpuSampler, make_videos, run_backfill, source_frames
-from benchmarks.results_io import add_json_args
+from benchmarks.results_io import add_json_args, code_checkouts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -182,8 +182,7 @@ def main(argv=None) -> int:
     add_json_args(ap)
     args = ap.parse_args(argv)
     if args.code:
-        codes = [(label, Path(d).resolve()) for label, _, d in
-                 (c.partition("=") for c in args.code)] + [("this", REPO)]
+        codes = code_checkouts(args.code, REPO)
         command = list(sys.argv[1:] if argv is None else argv)
         compare_codes(strip_code_args(command), codes, args.repeat, args.json, args.note,
                       command)

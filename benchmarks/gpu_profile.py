@@ -67,7 +67,7 @@ from benchmarks.gpu_common import (
     write_gpu_result,
 )
 from benchmarks.gpu_dagster import REPO, GpuSampler, make_videos, source_frames
-from benchmarks.results_io import add_json_args
+from benchmarks.results_io import add_json_args, code_checkouts
 
 SECTIONS = ("profiler", "pyspy", "model")
 RUNTIME_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -623,9 +623,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.code:
         command = list(sys.argv[1:] if argv is None else argv)
-        compare_loops(command, [(label, Path(d).resolve()) for label, _, d in
-                                (c.partition("=") for c in args.code)] + [("this", REPO)],
-                      args.repeat, args.json, args.note)
+        compare_loops(command, code_checkouts(args.code, REPO), args.repeat, args.json,
+                      args.note)
         return 0
     skip = set(filter(None, args.skip.split(",")))
     if skip - set(SECTIONS):

@@ -47,6 +47,12 @@ def add_json_args(parser: argparse.ArgumentParser) -> None:
                         help="recorded in the JSON context, e.g. 'machine shared with other jobs'")
 
 
+def code_checkouts(specs: list[str], this: Path) -> list[tuple[str, Path]]:
+    """`--code LABEL=DIR` values as (label, checkout) pairs, this checkout last as "this"."""
+    return [(label, Path(d).resolve()) for label, _, d in (c.partition("=") for c in specs)] \
+        + [("this", this)]
+
+
 def context(argv: list[str], sizes: dict | None = None, note: str | None = None,
             conditions: str | None = None) -> dict:
     """The conditions of this run (`run_context`) with its reproducible command."""

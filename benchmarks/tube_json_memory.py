@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.results_io import add_json_args, context, write_result
+from benchmarks.results_io import add_json_args, code_checkouts, context, write_result
 from wsovvis_dagster.masks.png_io import write_mask_pngs
 from wsovvis_dagster.training.launch import process_tree
 from wsovvis_ops.instance import render_instance
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run another checkout's code (measured before this one)")
     add_json_args(parser)
     args = parser.parse_args(argv)
-    codes = [(label, Path(d).resolve()) for label, _, d in (c.partition("=") for c in args.code)]
-    codes.append(("this", REPO))
+    codes = code_checkouts(args.code, REPO)
     rows = []
     with tempfile.TemporaryDirectory(prefix="wsovvis-tubemem-") as tmp:
         tmp = Path(tmp)

@@ -139,7 +139,7 @@ def test_wrong_shape_from_predictor_is_an_error():
 
 def test_compose_on_device_matches_compose_id_maps():
     torch = pytest.importorskip("torch")
-    from wsovvis_dagster.predictors.videocutler import compose_on_device, fetch_composed
+    from wsovvis_dagster.predictors.videocutler import compose_on_device, queue_fetch
 
     rng = np.random.default_rng(3)
     masks = rng.random((6, 3, 10, 12)) > 0.7
@@ -147,7 +147,7 @@ def test_compose_on_device_matches_compose_id_maps():
     masks[5] = masks[0]  # covered by a better track: vanishes
     scores = np.array([0.9, 0.5, 0.5, 0.7, 0.95, 0.3], np.float32)  # a tie, kept in order
     ref = compose_id_maps(masks, scores)
-    out = fetch_composed(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores)))
+    out = queue_fetch(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores)))()
     np.testing.assert_array_equal(out.id_maps, ref.id_maps)
     assert out.id_maps.dtype == np.uint16
     assert list(out.scores.values()) == pytest.approx(list(ref.scores.values()))
@@ -158,7 +158,7 @@ def test_compose_on_device_keep_is_the_confidence_filter():
     """Tracks left out by `keep` (under the confidence) own no pixel: the same id map as
     composing only the kept tracks, though no boolean indexing (a host sync) happens."""
     torch = pytest.importorskip("torch")
-    from wsovvis_dagster.predictors.videocutler import compose_on_device, fetch_composed
+    from wsovvis_dagster.predictors.videocutler import compose_on_device, queue_fetch
 
     rng = np.random.default_rng(5)
     masks = rng.random((8, 4, 9, 11)) > 0.6
@@ -166,12 +166,12 @@ def test_compose_on_device_keep_is_the_confidence_filter():
     keep = scores >= 0.5
     keep[np.argmax(scores)] = False  # the best-scoring track is under the threshold here
     ref = compose_id_maps(masks[keep], scores[keep])
-    out = fetch_composed(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores),
-                                            keep=torch.from_numpy(keep)))
+    out = queue_fetch(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores),
+                                         keep=torch.from_numpy(keep)))()
     np.testing.assert_array_equal(out.id_maps, ref.id_maps)
     assert list(out.scores.values()) == pytest.approx(list(ref.scores.values()))
-    none = fetch_composed(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores),
-                                             keep=torch.zeros(8, dtype=torch.bool)))
+    none = queue_fetch(*compose_on_device(torch.from_numpy(masks), torch.from_numpy(scores),
+                                          keep=torch.zeros(8, dtype=torch.bool)))()
     assert not none.id_maps.any() and none.scores == {}
 
 

@@ -295,7 +295,7 @@ def compose_on_device(masks, scores, keep=None):
 
     Returns, all on the device: the `(T, H, W)` id map (uint8 when N < 256, else int32; ids
     1..M by descending score, tracks that own no pixel dropped), the N scores sorted
-    descending and an `(N,)` bool telling which of them got an id (`fetch_composed` reads the
+    descending and an `(N,)` bool telling which of them got an id (`queue_fetch` reads the
     three back in one sync). Ties keep the input order, like the stable sort of
     `compose_id_maps`.
     """
@@ -317,11 +317,6 @@ def compose_on_device(masks, scores, keep=None):
     lut = torch.cumsum(present, 0, dtype=torch.int32) * present  # rank among present tracks
     id_map = lut[ids].to(torch.uint8 if n < 256 else torch.int32)
     return id_map, scores, present[1:].bool()
-
-
-def fetch_composed(id_map, scores, present) -> PredictorOutput:
-    """`compose_on_device`'s results -> host `PredictorOutput`, with one wait for the device."""
-    return queue_fetch(id_map, scores, present)()
 
 
 def queue_fetch(id_map, scores, present) -> Callable[[], PredictorOutput]:

@@ -28,6 +28,7 @@ from assets.partitions import videos_partitions
 from resources import DatasetPaths
 from wsovvis_dagster.video.frames import current_frame_versions, scan_videos
 from wsovvis_instance.dagster_private import DATA_VERSION_TAG  # the tag observations use
+from wsovvis_ops.backfill import prestart_mask_workers, videos_without_masks
 
 VIDEO_FRAMES = AssetKey("video_frames")
 
@@ -79,7 +80,10 @@ def video_frames(context, paths: DatasetPaths) -> DataVersionsByPartition:
 )
 def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> MaterializeResult:
     """Scan `<data_root>/{train,val}/JPEGImages/<video_id>/` and register one `videos` partition
-    per video folder. Nothing is removed: videos that disappeared are reported as missing."""
+    per video folder. Nothing is removed: videos that disappeared are reported as missing. With
+    a backend that keeps its model in a predictor worker (videocutler), the workers of the slots
+    that the mask runs of the videos without masks would take start building, in the
+    background."""
     report = scan_videos(paths.data)
     keys = [v.ref.partition_key for v in report.videos]
     registered = context.instance.get_dynamic_partitions(videos_partitions.name)
@@ -96,6 +100,11 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
         context.log.warning(f"not registered: {where}: {reason}")
     for key in missing:
         context.log.warning(f"registered video {key} is no longer on disk")
+    # the predictor workers (GPU models) that these videos' mask runs will use start building
+    # now, not waited for: a backfill queued after this finds them built (docs/gpu.md)
+    workers = prestart_mask_workers(context.instance,
+                                    videos_without_masks(context.instance, keys, paths.outputs))
+    context.log.info(workers.summary("the mask runs of the videos without masks"))
     stats = report.frame_stats()
     return MaterializeResult(
         metadata={
@@ -109,5 +118,6 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
             "frames_max": stats["max"],
             "missing_videos": MetadataValue.json(missing),
             "rejected_folders": MetadataValue.json(report.rejected),
+            "predictor_workers": workers.summary("the mask runs of the videos without masks"),
         }
     )

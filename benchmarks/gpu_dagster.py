@@ -233,7 +233,9 @@ def start_workers(env: dict, slot_root: Path, runs_per_gpu: int) -> list[dict]:
 
 def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: GpuSampler,
                  runs_per_gpu: int, warm: bool = False) -> dict:
-    """One daemon backfill of `keys`; `warm`: the predictor workers of every slot are started
+    """One daemon backfill of `keys` (the videos of the scenario's data root), registered as
+    a user does (`dagster asset materialize --select video_partitions`, which starts the slots'
+    predictor workers) and queued right after; `warm`: the workers of every slot are started
     first (not timed), as any earlier backfill of the day would have left them."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
@@ -244,7 +246,6 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
     render_instance(home, gpu_limit=runs_per_gpu)
     env = {**env, "DAGSTER_HOME": str(home)}
     with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("videos", keys)
         daemon = start_daemon(env, workdir / f"daemon-{name}.log")
         try:
             time.sleep(3)  # let the daemon come up before the clock starts
@@ -252,8 +253,11 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
                 for info in start_workers(env, home / "gpu_slots", runs_per_gpu):
                     print(f"worker pid {info['pid']} ready (built in {info['built_s']} s)",
                           flush=True)
+            registered = register_videos(instance, env, keys)
             submitted = time.time()
             status, prestart = queue_and_wait(instance, env, keys, wait_for)
+            time.sleep(2)  # the workers idle now: what they hold between backfills
+            idle_gib = sampler.peak_gib(time.time() - 1.0, time.time())
         finally:
             stop_daemon(daemon)
             stop_workers(home / "gpu_slots")  # the next scenario starts from a free GPU
@@ -267,7 +271,10 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
         runs = []
         for record in instance.get_run_records():
             run = record.dagster_run
-            is_tubes = AssetKey("tube_json") in (run.asset_selection or set())
+            selection = run.asset_selection or set()
+            if not selection & {AssetKey("mask_pngs"), AssetKey("tube_json")}:
+                continue  # the registration's run
+            is_tubes = AssetKey("tube_json") in selection
             logs = instance.all_logs(run.run_id)
             step_start = next((e.timestamp for e in logs if e.dagster_event and
                                e.dagster_event.event_type == DagsterEventType.STEP_START), None)
@@ -296,19 +303,48 @@ def run_backfill(name: str, env: dict, keys: list[str], workdir: Path, sampler: 
         tube = instance.fetch_materializations(AssetKey("tube_json"), limit=1).records
         tube_at = tube[0].timestamp if tube else None
     out = summarize(name, status, submitted, runs, meta, tube_at, sampler, runs_per_gpu, keys)
-    return {**out, **prestart_record(prestart, out["workers"])}
+    if tube_at:
+        out["register_to_tubes_s"] = round(tube_at - registered["at"], 2)
+    out["idle_workers_smi_gib"] = idle_gib  # workers alive, between requests
+    return {**out, "registration": registered,
+            **prestart_record(prestart, out["workers"], registered["worker_pids"])}
 
 
-def prestart_record(prestart, used: list[str]) -> dict:
-    """What `queue_mask_runs` pre-started (`gpu.prestart`) and whether the runs used workers it
-    started (their `predictor_worker` metadata names those pids; False when the workers ran
-    before, as in `warm`)."""
+def register_videos(instance, env: dict, keys: list[str]) -> dict:
+    """`dagster asset materialize --select video_partitions`, as a user registers videos (it
+    also starts the predictor workers of the videos without masks); its wall time, what its
+    metadata says of the workers, and the pids of the workers it started."""
+    from dagster import AssetKey
+
+    from wsovvis_dagster.gpu.worker import list_workers
+
+    slots = Path(env["DAGSTER_HOME"]) / "gpu_slots"
+    before = {w["pid"] for w in list_workers(slots)}
+    at = time.time()
+    done = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m",
+                           "definitions", "--select", "video_partitions"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    wall = time.time() - at
+    if done.returncode != 0:
+        raise RuntimeError(f"registering the videos failed:\n{done.stderr[-3000:]}")
+    if sorted(instance.get_dynamic_partitions("videos")) != sorted(keys):
+        raise RuntimeError("the data root holds other videos than the scenario's")
+    (record,) = instance.fetch_materializations(AssetKey("video_partitions"), limit=1).records
+    summary = record.asset_materialization.metadata["predictor_workers"].value
+    return {"at": at, "register_s": round(wall, 2), "workers": summary,
+            "worker_pids": sorted({w["pid"] for w in list_workers(slots)} - before)}
+
+
+def prestart_record(prestart, used: list[str], registered_pids=()) -> dict:
+    """What `queue_mask_runs` pre-started (`gpu.prestart`) and whether the runs used workers
+    started ahead of them, by registering the videos or by queueing (their `predictor_worker`
+    metadata names those pids; False when the workers ran before, as in `warm`)."""
     workers = [{"device": w.device, "slot": w.slot, "state": w.state, "pid": w.pid}
                for w in prestart.workers]
     pids = {json.loads(u)["pid"] for u in used}
+    ahead = {w["pid"] for w in workers if w["state"] in ("started", "replaced")}
     return {"prestart": {"summary": prestart.summary(), "workers": workers},
-            "runs_used_prestarted_workers": bool(pids) and pids <= {
-                w["pid"] for w in workers if w["state"] in ("started", "replaced")}}
+            "runs_used_prestarted_workers": bool(pids) and pids <= ahead | set(registered_pids)}
 
 
 def queue_and_wait(instance, env: dict, keys: list[str], wait_for):

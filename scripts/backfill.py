@@ -6,15 +6,17 @@ within seconds, and the last mask run to end (failed ones too) queues tube_json 
 loop that a UI backfill waits on. Every run is tagged `gpu=true`, so surplus runs stay QUEUED
 under the tag limit; `--missing` / `--split` pick the videos. Needs the daemon (`dagster dev`
 or `dagster-daemon run -w workspace.yaml`) on the same DAGSTER_HOME. Runs hold up to
-WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (48 with videocutler, else 4), fewer when that
+WSOVVIS_VIDEOS_PER_RUN neighbouring videos each (128 with videocutler, else 4), fewer when that
 leaves a GPU slot idle.
 
 With a backend that keeps its model in a predictor worker (videocutler, by default), it also
 starts the workers of the GPU slots the runs will take, in the background, before it returns (it
-does not wait for the models: 13-19 s each on an H200, docs/gpu.md), so the first runs find
-their model built or building rather than building it themselves; it prints which slots. Those
-workers use this shell's environment: run it with the daemon's WSOVVIS_* settings, or the runs
-(whose settings would then differ) replace them. If starting them fails, it says so and each run
+does not wait for the models: 13-22 s each on an H200, docs/gpu.md), so the first runs find
+their model built or building rather than building it themselves; it prints which slots.
+Registering videos (`video_partitions`) already started them when it found videos without
+masks, so a backfill queued after that usually finds them built. Workers this script starts
+use this shell's environment: run it with the daemon's WSOVVIS_* settings, or the runs (whose
+settings would then differ) replace them. If starting them fails, it says so and each run
 starts its own.
 
     python -m scripts.backfill                 # every registered video
@@ -29,24 +31,9 @@ import argparse
 import os
 import sys
 
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 
-from wsovvis_dagster.errors import UnsafeNameError
-from wsovvis_dagster.masks.import_loop import find_imported_masks
-from wsovvis_dagster.paths import VideoRef
-from wsovvis_ops.backfill import configured_paths, queue_mask_runs
-
-
-def _imported_keys(keys: list[str]) -> set[str]:
-    """The keys whose mask folder holds imported masks (keys that name no video are left to
-    the mask runs, which report them)."""
-    refs = []
-    for key in keys:
-        try:
-            refs.append(VideoRef.from_partition_key(key))
-        except UnsafeNameError:
-            continue
-    return {r.partition_key for r in find_imported_masks(configured_paths().outputs, refs)}
+from wsovvis_ops.backfill import configured_paths, queue_mask_runs, videos_without_masks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.split:
             keys = [k for k in keys if k.startswith(f"{args.split}__")]
         if args.missing:
-            done = instance.get_materialized_partitions(AssetKey("mask_pngs"))
-            imported = _imported_keys(keys)
-            keys = [k for k in keys if k not in done and k not in imported]
+            keys = videos_without_masks(instance, keys, configured_paths().outputs)
         if not keys:
             print("nothing to backfill (materialise video_partitions to register videos)")
             return 0

@@ -22,9 +22,12 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, RunsFilter
 
+from wsovvis_dagster.errors import UnsafeNameError
 from wsovvis_dagster.gpu.prestart import WorkerPrestart
 from wsovvis_dagster.gpu.run_plan import gpu_slots, plan_runs
 from wsovvis_dagster.gpu.run_tags import BATCH_RUNS_TAG, BATCH_TAG, TUBES_AFTER_TAG
+from wsovvis_dagster.masks.import_loop import find_imported_masks
+from wsovvis_dagster.paths import VideoRef
 from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -95,16 +98,9 @@ def queue_mask_runs(
     their models (`gpu.prestart`; the result's `workers`): a failure there is reported, never
     raised.
     """
-    from definitions import GPU_RUN_TAGS, loaded_predictor, videos_per_run
+    from definitions import GPU_RUN_TAGS
 
-    predictor = loaded_predictor()
-    order = instance.get_dynamic_partitions("videos")
-    unknown = sorted(set(keys) - set(order))
-    if unknown:
-        raise ValueError(f"{len(unknown)} keys are not registered videos partitions (e.g. "
-                         f"{unknown[0]!r}): materialise video_partitions first")
-    ranges = plan_runs(order, list(keys), videos_per_run(),
-                       gpu_slots(predictor.gpus, predictor.runs_per_gpu))
+    ranges, predictor = _plan(instance, keys)
     workers = predictor.prestart_workers(instance, len(ranges))  # not waiting for the models
     batch_id = uuid.uuid4().hex[:12]
     batch_tags = {BATCH_TAG: batch_id, BATCH_RUNS_TAG: str(len(ranges)),
@@ -119,6 +115,48 @@ def queue_mask_runs(
                                    ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}))
     return QueuedBatch(batch_id, tuple(run_ids), tuple((c[0], c[-1]) for c in ranges), tubes,
                        workers)
+
+
+def _plan(instance: DagsterInstance, keys: Sequence[str]):
+    """(the key ranges of the mask runs of `keys`, the code location's predictor resource)."""
+    from definitions import loaded_predictor, videos_per_run
+
+    predictor = loaded_predictor()
+    order = instance.get_dynamic_partitions("videos")
+    unknown = sorted(set(keys) - set(order))
+    if unknown:
+        raise ValueError(f"{len(unknown)} keys are not registered videos partitions (e.g. "
+                         f"{unknown[0]!r}): materialise video_partitions first")
+    return plan_runs(order, list(keys), videos_per_run(),
+                     gpu_slots(predictor.gpus, predictor.runs_per_gpu)), predictor
+
+
+def videos_without_masks(instance: DagsterInstance, keys: Sequence[str],
+                         output_root: Path) -> list[str]:
+    """`keys` with no masks: `mask_pngs` never materialised, and none imported under
+    `output_root` (`wsovvis import-masks`; mask runs keep those). A key naming no video is
+    kept: the mask run reports it."""
+    done = instance.get_materialized_partitions(MASK_PNGS)
+    refs = []
+    for key in keys:
+        with contextlib.suppress(UnsafeNameError):
+            refs.append(VideoRef.from_partition_key(key))
+    imported = {r.partition_key for r in find_imported_masks(output_root, refs)}
+    return [k for k in keys if k not in done and k not in imported]
+
+
+def prestart_mask_workers(instance: DagsterInstance, keys: Sequence[str]) -> WorkerPrestart:
+    """Start the predictor workers that the mask runs of `keys` would take (as
+    `queue_mask_runs` plans them), without waiting for their models, and without queueing
+    anything: `video_partitions` calls it for the videos it finds without masks, so a backfill
+    queued later finds its models built. Never raises: an error is in the result."""
+    if not keys:
+        return WorkerPrestart(skipped="every registered video has masks")
+    try:
+        ranges, predictor = _plan(instance, keys)
+    except Exception as exc:  # noqa: BLE001 - a registration never fails for this
+        return WorkerPrestart(error=f"{type(exc).__name__}: {exc}")
+    return predictor.prestart_workers(instance, len(ranges))
 
 
 def _run_submitter(instance: DagsterInstance, workspace, job_name: str,

@@ -113,6 +113,46 @@ def test_queueing_starts_the_slot_workers_without_waiting_and_a_run_waits_for_th
     assert log.count("--- starting predictor worker") == 1  # never a second one
 
 
+def test_registering_videos_starts_the_workers_of_the_videos_without_masks(
+        instance, slots, gate, monkeypatch, tmp_path, resources_for):
+    """`video_partitions` starts the slots' workers for the videos that have no masks, without
+    waiting for them; a backfill queued next finds them; once every video has masks, a new
+    registration starts none."""
+    from dagster import AssetMaterialization, materialize
+
+    from definitions import defs
+    from wsovvis_dagster.video.synthetic import generate_dataset
+
+    for k, v in gate.env({**WORKER_ENV, "WSOVVIS_GPUS": "0,1"}).items():
+        monkeypatch.setenv(k, v)
+    data = tmp_path / "data"
+    generate_dataset(data, seed=3, num_frames=2, videos_per_split={"train": 3})
+
+    def register():
+        result = materialize(list(defs.assets), selection=["video_partitions"],
+                             instance=instance, resources=resources_for(data))
+        return result.asset_materializations_for_node("video_partitions")[0].metadata
+
+    md = register()  # 3 videos, 4 per run on cpu, 2 slots: 2 runs, so 2 workers
+    assert md["predictor_workers"].value.startswith(
+        "starting 2 predictor worker(s) in the background for the mask runs of the videos "
+        "without masks (cuda:0, cuda:1)")
+    building = list_workers(slots)
+    assert len(building) == 2 and not any(w["ready"] for w in building)  # not waited for
+    batch = queue_mask_runs(instance, instance.get_dynamic_partitions("videos"))
+    assert sorted((w.state, w.pid) for w in batch.workers.workers) == sorted(
+        ("running", w["pid"]) for w in building)
+    gate.open()
+    stop_workers(slots)
+
+    for key in instance.get_dynamic_partitions("videos"):  # as if every mask run had ended
+        instance.report_runless_asset_event(AssetMaterialization("mask_pngs", partition=key))
+    md = register()
+    assert md["predictor_workers"].value == (
+        "no predictor worker to pre-start: every registered video has masks")
+    assert list_workers(slots) == []
+
+
 def test_an_idle_worker_of_other_settings_is_replaced_and_one_serving_a_run_is_not(
         instance, slots, monkeypatch):
     from definitions import loaded_predictor

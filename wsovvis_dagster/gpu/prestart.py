@@ -11,6 +11,10 @@ with other settings is replaced when no run holds the slot (else the run that ne
 it, as before). It returns at once, without waiting for any model. Nothing here can fail the
 backfill: an error is reported in the result, and the runs then start their own workers as they
 would have.
+
+`video_partitions` calls it too (`wsovvis_ops.backfill.prestart_mask_workers`), for the
+registered videos without masks: registering usually comes some time before the backfill, so
+the models are built by then. A worker nobody uses exits after its idle time.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class WorkerPrestart:
     skipped: str = ""  # why no worker is pre-started (the runs build their model themselves)
     error: str = ""  # the pre-start failed: each run starts its slot's worker as it would have
 
-    def summary(self) -> str:
-        """One line for the person who queued the batch."""
+    def summary(self, whose: str = "the batch's slots") -> str:
+        """One line for the person who queued the batch (or registered the videos: `whose`
+        names the slots' runs)."""
         if self.error:
             return (f"could not pre-start the predictor workers ({self.error}); each run "
                     "starts its own")
@@ -56,9 +61,9 @@ class WorkerPrestart:
         others = ", ".join(f"{w.name}: {w.state}" + (f" (pid {w.pid})" if w.pid else "")
                            for w in self.workers if w.state not in ("started", "replaced"))
         if not started:
-            return f"predictor workers of the batch's slots: {others}"
-        return (f"starting {len(started)} predictor worker(s) in the background for the "
-                f"batch's slots ({', '.join(started)}); the runs use them, waiting for any "
+            return f"predictor workers of {whose}: {others}"
+        return (f"starting {len(started)} predictor worker(s) in the background for "
+                f"{whose} ({', '.join(started)}); the runs use them, waiting for any "
                 "still building its model" + (f"; {others}" if others else ""))
 
 

@@ -3,7 +3,7 @@
 A multi-partition run covers a key *range*, so only neighbours in the instance's key order can
 share a run (`contiguous_chunks`). `run_size` splits a small batch so that every GPU slot gets a
 run: 16 videos on one GPU with 2 runs per GPU become 2 runs of 8, not one run of 16 (the
-default of 48 videos per run would otherwise leave the second slot idle).
+default of 128 videos per run would otherwise leave the second slot idle).
 """
 
 from __future__ import annotations

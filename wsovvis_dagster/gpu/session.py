@@ -125,11 +125,14 @@ class PredictorSession:
 
     @property
     def worker_info(self) -> dict | None:
-        """The worker serving this run (pid, reused, build seconds, ...), or None."""
+        """The worker serving this run (pid, reused, build seconds and where they went:
+        `load_times` imports / build / weights / warmup, ...), or None."""
         if self.worker is None:
             return None
         info = self.worker.info
+        phases = info.get("load_times") or {}
         return {"pid": info["pid"], "reused": self.worker.reused, "built_s": info["built_s"],
+                **({"load_times": {k: round(v, 2) for k, v in phases.items()}} if phases else {}),
                 "started_at": info["started_at"], "log": str(self.worker.log_path)}
 
     def close(self) -> None:

@@ -147,10 +147,15 @@ def test_cli_runs_outside_the_queue_are_capped_by_the_pool(dagster_home, subproc
 
 
 def _kill_a_run_mid_video(instance, slot_dir: Path, hold: float, daemon_pid: int) -> dict:
-    """SIGKILL the run worker and step process of a run that is past its first video."""
+    """SIGKILL the run worker and step process of a run that is past its first video, once
+    every GPU is held (so the runs' overlap is 4 whatever the machine's load: a run that
+    started late would otherwise start after the victim ended)."""
 
     def victim():
-        for index, holder in slot_holders(GPUS, slot_dir).items():
+        holders = slot_holders(GPUS, slot_dir)
+        if not all(h and h.get("pid") for h in holders.values()):
+            return None
+        for index, holder in holders.items():
             if holder and holder.get("pid") and time.time() - holder["since"] > 1.5 * hold:
                 return {**holder, "index": index}
         return None

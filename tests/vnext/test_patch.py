@@ -325,24 +325,40 @@ def test_checkout_errors_name_the_fix(tmp_path):
         checkout_pinned(replace(VNEXT, commit=commit), tmp_path / "d", str(tmp_path / "nope"))
 
 
-def test_patched_vnext_asset_is_idempotent(tmp_path, monkeypatch):
-    """The Dagster asset on fake local sources (install and import check stubbed)."""
-    from dagster import materialize
-
-    from assets.third_party import patched_vnext
-    from wsovvis_dagster.vnext import install, toolchain
+@pytest.fixture
+def toolchain_config(tmp_path, monkeypatch):
+    """Run config of the third_party assets on fake local sources; VNext's install, the import
+    checks and the op build are stubbed (the op: the CPU's PyTorch path)."""
+    from wsovvis_dagster.vnext import deform_attn, install, toolchain
 
     src = tmp_path / "upstream"
     vnext_src, cutler_src, vc, cc = make_fake_checkouts(src, git=True)
     installs = []
     monkeypatch.setattr(toolchain, "install_vnext", lambda path, **k: installs.append(path)
                         or install.InstallResult("python", 0.0, None, skipped=len(installs) > 1))
-    monkeypatch.setattr(install, "verify_imports", lambda v, c, **k: install.ImportReport(
-        str(v / "detectron2/__init__.py"), "0.6", str(c / "m2f.py"), None, None, 0.1))
-    config = {"ops": {"patched_vnext": {"config": {
-        "root": str(tmp_path / "tp"), "vnext_source": str(vnext_src),
-        "cutler_source": str(cutler_src), "vnext_commit": vc, "cutler_commit": cc}}}}
+    fake_imports = lambda v, c, **k: install.ImportReport(  # noqa: E731
+        str(v / "detectron2/__init__.py"), "0.6", str(c / "m2f.py"), None, None, 0.1)
+    monkeypatch.setattr(install, "verify_imports", fake_imports)
+    monkeypatch.setattr(toolchain, "verify_imports", fake_imports)
+    monkeypatch.setattr(toolchain, "build_deform_attn_op", lambda *a, **k: deform_attn.OpBuild(
+        "pytorch", True, "2.13.0", None, None, None, None, 0.0, ()))
+    root = str(tmp_path / "tp")
+    return {"ops": {
+        "patched_vnext": {"config": {"root": root, "vnext_source": str(vnext_src),
+                                     "cutler_source": str(cutler_src), "vnext_commit": vc,
+                                     "cutler_commit": cc}},
+        "deform_attn_ops": {"config": {"root": root}}}}
 
+
+def test_patched_vnext_asset_is_idempotent(toolchain_config):
+    """The Dagster asset on fake local sources (install and import check stubbed)."""
+    from dagster import materialize
+
+    from assets.third_party import patched_vnext
+
+    config = {"ops": {"patched_vnext": toolchain_config["ops"]["patched_vnext"]}}
+    vc, cc = (config["ops"]["patched_vnext"]["config"][k] for k in ("vnext_commit",
+                                                                     "cutler_commit"))
     metas = []
     for _ in range(2):
         result = materialize([patched_vnext], run_config=config)
@@ -357,3 +373,45 @@ def test_patched_vnext_asset_is_idempotent(tmp_path, monkeypatch):
     assert second["files_changed_this_run"] == 0 and "unchanged" in second["checkout"]
     assert second["files_patched"] == first["files_patched"]
     assert "skipped" in second["install"]
+
+
+def test_speed_only_patch_version_leaves_masks_fresh(toolchain_config, monkeypatch):
+    """A new PATCH_VERSION marks patched_vnext and deform_attn_ops stale, not the masks made
+    after them (their data version is what the sources compute); OUTPUT_VERSION marks both."""
+    from dagster import AssetKey, DagsterInstance, StaticPartitionsDefinition, asset, materialize
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from assets.third_party import deform_attn_ops, patched_vnext
+    from wsovvis_dagster.vnext import patch
+
+    # reads deform_attn_ops as mask_pngs does: a dependency of a per-video partitioned asset
+    @asset(deps=[deform_attn_ops], partitions_def=StaticPartitionsDefinition(["v1"]),
+           code_version="1")
+    def masks() -> None:
+        pass
+
+    def graph(version: str) -> list:
+        return [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
+                for a in (patched_vnext, deform_attn_ops)] + [masks]
+
+    def status(assets: list, key: str) -> StaleStatus:
+        resolver = get_stale_status_resolver(instance, assets)
+        return resolver.get_status(AssetKey(key), "v1" if key == "masks" else None)
+
+    def toolchain(assets: list) -> None:
+        assert materialize(assets, selection=["patched_vnext", "deform_attn_ops"],
+                           instance=instance, run_config=toolchain_config).success
+
+    instance = DagsterInstance.ephemeral()
+    old = graph("2")
+    toolchain(old)
+    assert materialize(old, selection=["masks"], partition_key="v1", instance=instance).success
+    new = graph("3")
+    assert status(new, "patched_vnext") == status(new, "deform_attn_ops") == StaleStatus.STALE
+    toolchain(new)
+    assert {status(new, k) for k in ("patched_vnext", "deform_attn_ops", "masks")} == {
+        StaleStatus.FRESH}
+    monkeypatch.setattr(patch, "OUTPUT_VERSION", "2")  # an edit that changes the numbers
+    toolchain(new)
+    assert status(new, "masks") == StaleStatus.STALE

@@ -20,6 +20,14 @@ What it changes (see `EDITS`):
   layer) is gone; the video decoder clears fully masked attention rows with `masked_fill`
   instead of `attn_mask[torch.where(...)]` (a `nonzero` per layer) and, in inference, keeps
   only the current layer's mask logits (the earlier ones only feed the training loss).
+- imports that inference does not need load on first use (patch version 3; issue 24): torchvision
+  (its ops import torch._dynamo), scipy.optimize (training matcher), timm (Swin backbone) and
+  mask2former_video.data_video (YouTube-VIS registrations, pycocotools, matplotlib). On the CPU
+  VideoCutLER's imports went from ~2.7 s to ~0.45 s (benchmarks/videocutler_imports.py).
+
+`PATCH_VERSION` is the code version of `patched_vnext` / `deform_attn_ops`; their data version
+(`output_version`) moves only with `OUTPUT_VERSION` and the pinned commits, so an edit that
+changes speed only does not mark the masks stale.
 """
 
 from __future__ import annotations

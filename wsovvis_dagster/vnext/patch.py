@@ -22,8 +22,8 @@ What it changes (see `EDITS`):
   only the current layer's mask logits (the earlier ones only feed the training loss).
 - imports that inference does not need load on first use (patch version 3; issue 24): torchvision
   (its ops import torch._dynamo), scipy.optimize (training matcher), timm (Swin backbone) and
-  mask2former_video.data_video (YouTube-VIS registrations, pycocotools, matplotlib). On the CPU
-  VideoCutLER's imports went from ~2.7 s to ~0.45 s (benchmarks/videocutler_imports.py).
+  mask2former_video.data_video (YouTube-VIS registrations, pycocotools, matplotlib); the
+  seconds saved: benchmarks/videocutler_imports.py.
 
 `PATCH_VERSION` is the code version of `patched_vnext` / `deform_attn_ops`; their data version
 (`output_version`) moves only with `OUTPUT_VERSION` and the pinned commits, so an edit that

@@ -687,6 +687,34 @@ def render_gpu_loop_codes(data: dict) -> list[str]:
                    r.get("build_s")] for r in rows])
 
 
+def render_videocutler_imports(res: dict) -> list[str]:
+    """Patch versions side by side: import seconds, the predictor build's load_times, and the
+    self seconds of the packages that the older patch imported."""
+    versions = res["versions"]
+    names = list(versions)
+    head = ["", *(f"patch v{v}" for v in names)]
+    rows = [["`import torch` s (median)", *(versions[v]["torch_s"] for v in names)],
+            ["VideoCutLER imports s (median)", *(versions[v]["videocutler_s"] for v in names)]]
+    if all("build" in versions[v] for v in names):
+        for key in ("imports", "build"):
+            rows.append([f"`build_videocutler_predictor` {key} s",
+                         *(versions[v]["build"]["load_times"][key] for v in names)])
+        rows.append(["heavy modules loaded after a clip",
+                     *(", ".join(versions[v]["build"]["heavy_loaded"]) or "none"
+                       for v in names)])
+    out = table(head, rows)
+    by = [versions[v]["importtime"]["by_package"] for v in names]
+    top = sorted(by[0], key=lambda k: -by[0][k])[:12]
+    out += ["Self seconds by top-level package under `-X importtime` (after torch; `torch`: "
+            "what torch imports lazily, e.g. `torch._dynamo` through torchvision's ops):", ""]
+    out += table(["package", *(f"v{v}" for v in names)],
+                 [[f"`{k}`", *(b.get(k, 0.0) for b in by)] for k in top])
+    if "masks_identical" in res:
+        out += [f"Masks of a synthetic clip identical across versions: {res['masks_identical']} "
+                f"(new/old import seconds: {res['videocutler_import_ratio']:.2f}).", ""]
+    return out
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "tube_conversion": render_tube_conversion,
     "evaluator": render_evaluator,
@@ -699,6 +727,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "gpu_dagster": render_gpu_dagster,
     "gpu_profile": render_gpu_profile,
     "gpu_loop_codes": render_gpu_loop_codes,
+    "videocutler_imports": render_videocutler_imports,
     "gpu_product_path": render_gpu_product_path,
     "predictor_quality": render_predictor_quality,
     "predictor_speed": render_predictor_speed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,6 +111,86 @@ def test_patch_removes_the_forwards_host_syncs(fake):
     assert torch.equal(mask, upstream)
 
 
+# what patch version 3 defers: (file, module, its names used, a function of the file
+# that uses them, its arguments)
+_DEFERRED = [
+    ("VNext", "detectron2/layers/roi_align.py", "torchvision.ops", "align", ("roi_align",),
+     (1, 2)),
+    ("VNext", "detectron2/layers/deform_conv.py", "torchvision.ops", "conv", ("deform_conv2d",),
+     (1, 2, 3)),
+    ("VNext", "detectron2/layers/nms.py", "torchvision.ops.boxes", "batched_nms",
+     ("batched_nms",), (1, 2, 3, 4)),
+    ("VNext", "detectron2/modeling/poolers.py", "torchvision.ops", "pooler", ("RoIPool",),
+     (1, 2)),
+    ("CutLER", "videocutler/mask2former/modeling/matcher.py", "scipy.optimize", "match",
+     ("linear_sum_assignment",), (1,)),
+    ("CutLER", "videocutler/mask2former_video/modeling/matcher.py", "scipy.optimize", "match",
+     ("linear_sum_assignment",), (1,)),
+]
+
+
+def _recording_module(name: str, attrs: tuple[str, ...], calls: list) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for attr in attrs:
+        setattr(module, attr, lambda *a, _attr=attr, **k: calls.append((_attr, a, k)) or _attr)
+    return module
+
+
+def test_patch_defers_imports_inference_does_not_need(fake, monkeypatch):
+    """Patch version 3: torchvision, scipy.optimize, timm and the YouTube-VIS data package are
+    not imported with the model's modules; the stand-ins import them on first use and pass
+    every argument through."""
+    vnext, cutler = fake
+    roots = {"VNext": vnext, "CutLER": cutler}
+    upstream = {(repo, rel): (roots[repo] / rel).read_text() for repo, rel, *_ in _DEFERRED}
+    apply_patch(vnext, cutler)
+    heavy = ("torchvision", "torchvision.ops", "torchvision.ops.boxes", "scipy.optimize",
+             "timm.models.layers")
+    for name in heavy:  # importing any of them now fails
+        monkeypatch.setitem(sys.modules, name, None)
+    namespaces = {}
+    for repo, rel, *_ in _DEFERRED:
+        with pytest.raises(ImportError):
+            exec(upstream[repo, rel], {})  # the test would see an import at load time
+        namespaces[repo, rel] = ns = {}
+        exec((roots[repo] / rel).read_text(), ns)
+    swin, misc, env = ({} for _ in range(3))
+    exec((cutler / "videocutler/mask2former/modeling/backbone/swin.py").read_text(), swin)
+    exec((cutler / "videocutler/mask2former/utils/misc.py").read_text(), misc)
+    exec((vnext / "detectron2/utils/collect_env.py").read_text(), env)
+
+    for name in heavy:  # importable again: plain modules, then the recording ones
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    calls: list = []
+    for repo, rel, module, use, attrs, args in _DEFERRED:
+        monkeypatch.setitem(sys.modules, module, _recording_module(module, attrs, calls))
+        calls.clear()
+        assert namespaces[repo, rel][use](*args) == attrs[0], rel
+        ((name, got_args, got_kwargs),) = calls
+        assert name == attrs[0] and [*got_args, *got_kwargs.values()] == list(args), rel
+    layers = _recording_module("timm.models.layers", ("DropPath", "to_2tuple", "trunc_normal_"),
+                               calls)
+    monkeypatch.setitem(sys.modules, "timm.models.layers", layers)
+    assert swin["block"](0.1, 7)[:2] == ("DropPath", "to_2tuple")
+    tv = _recording_module("torchvision", ("_is_tracing",), calls)
+    tv.__version__ = "0.29.1"
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    assert misc["tracing"]() == "_is_tracing" and env["collect_env_info"]() == "0.29.1"
+
+    # mask2former_video: data_video loads when one of its names is first used
+    monkeypatch.syspath_prepend(str(cutler / "videocutler"))
+    try:
+        package = importlib.import_module("mask2former_video")
+        assert "mask2former_video.data_video" not in sys.modules
+        assert package.YTVISEvaluator is object
+        assert "mask2former_video.data_video" in sys.modules
+        with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+            package.nothing  # noqa: B018
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "mask2former_video"]:
+            del sys.modules[name]
+
+
 def test_older_patch_version_is_a_subset(fake):
     """Benchmarks compare with the patch as it was: `edits` applies only those given."""
     from wsovvis_dagster.vnext.patch import EDITS
@@ -118,9 +199,10 @@ def test_older_patch_version_is_a_subset(fake):
     apply_patch(vnext, cutler, edits=[e for e in EDITS if e.since == "1"])
     assert "torch.where" in (cutler / VIDEO_DECODER).read_text()
     assert "def set_backend(" in (cutler / OPS / "functions/ms_deform_attn_func.py").read_text()
-    assert {c.path for c in apply_patch(vnext, cutler).changes} == {
-        f"CutLER/{PIXEL_DECODER}", f"CutLER/{OPS}/modules/ms_deform_attn.py",
-        f"CutLER/{VIDEO_DECODER}"}
+    later = {f"{e.repo}/{path}" for e in EDITS if e.since != "1" for path in e.patterns}
+    assert {f"CutLER/{PIXEL_DECODER}", f"CutLER/{OPS}/modules/ms_deform_attn.py",
+            f"CutLER/{VIDEO_DECODER}"} <= later
+    assert {c.path for c in apply_patch(vnext, cutler).changes} == later
 
 
 def test_second_run_changes_nothing(fake):
@@ -243,24 +325,40 @@ def test_checkout_errors_name_the_fix(tmp_path):
         checkout_pinned(replace(VNEXT, commit=commit), tmp_path / "d", str(tmp_path / "nope"))
 
 
-def test_patched_vnext_asset_is_idempotent(tmp_path, monkeypatch):
-    """The Dagster asset on fake local sources (install and import check stubbed)."""
-    from dagster import materialize
-
-    from assets.third_party import patched_vnext
-    from wsovvis_dagster.vnext import install, toolchain
+@pytest.fixture
+def toolchain_config(tmp_path, monkeypatch):
+    """Run config of the third_party assets on fake local sources; VNext's install, the import
+    checks and the op build are stubbed (the op: the CPU's PyTorch path)."""
+    from wsovvis_dagster.vnext import deform_attn, install, toolchain
 
     src = tmp_path / "upstream"
     vnext_src, cutler_src, vc, cc = make_fake_checkouts(src, git=True)
     installs = []
     monkeypatch.setattr(toolchain, "install_vnext", lambda path, **k: installs.append(path)
                         or install.InstallResult("python", 0.0, None, skipped=len(installs) > 1))
-    monkeypatch.setattr(install, "verify_imports", lambda v, c, **k: install.ImportReport(
-        str(v / "detectron2/__init__.py"), "0.6", str(c / "m2f.py"), None, None, 0.1))
-    config = {"ops": {"patched_vnext": {"config": {
-        "root": str(tmp_path / "tp"), "vnext_source": str(vnext_src),
-        "cutler_source": str(cutler_src), "vnext_commit": vc, "cutler_commit": cc}}}}
+    fake_imports = lambda v, c, **k: install.ImportReport(  # noqa: E731
+        str(v / "detectron2/__init__.py"), "0.6", str(c / "m2f.py"), None, None, 0.1)
+    monkeypatch.setattr(install, "verify_imports", fake_imports)
+    monkeypatch.setattr(toolchain, "verify_imports", fake_imports)
+    monkeypatch.setattr(toolchain, "build_deform_attn_op", lambda *a, **k: deform_attn.OpBuild(
+        "pytorch", True, "2.13.0", None, None, None, None, 0.0, ()))
+    root = str(tmp_path / "tp")
+    return {"ops": {
+        "patched_vnext": {"config": {"root": root, "vnext_source": str(vnext_src),
+                                     "cutler_source": str(cutler_src), "vnext_commit": vc,
+                                     "cutler_commit": cc}},
+        "deform_attn_ops": {"config": {"root": root}}}}
 
+
+def test_patched_vnext_asset_is_idempotent(toolchain_config):
+    """The Dagster asset on fake local sources (install and import check stubbed)."""
+    from dagster import materialize
+
+    from assets.third_party import patched_vnext
+
+    config = {"ops": {"patched_vnext": toolchain_config["ops"]["patched_vnext"]}}
+    vc, cc = (config["ops"]["patched_vnext"]["config"][k] for k in ("vnext_commit",
+                                                                     "cutler_commit"))
     metas = []
     for _ in range(2):
         result = materialize([patched_vnext], run_config=config)
@@ -275,3 +373,45 @@ def test_patched_vnext_asset_is_idempotent(tmp_path, monkeypatch):
     assert second["files_changed_this_run"] == 0 and "unchanged" in second["checkout"]
     assert second["files_patched"] == first["files_patched"]
     assert "skipped" in second["install"]
+
+
+def test_speed_only_patch_version_leaves_masks_fresh(toolchain_config, monkeypatch):
+    """A new PATCH_VERSION marks patched_vnext and deform_attn_ops stale, not the masks made
+    after them (their data version is what the sources compute); OUTPUT_VERSION marks both."""
+    from dagster import AssetKey, DagsterInstance, StaticPartitionsDefinition, asset, materialize
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from assets.third_party import deform_attn_ops, patched_vnext
+    from wsovvis_dagster.vnext import patch
+
+    # reads deform_attn_ops as mask_pngs does: a dependency of a per-video partitioned asset
+    @asset(deps=[deform_attn_ops], partitions_def=StaticPartitionsDefinition(["v1"]),
+           code_version="1")
+    def masks() -> None:
+        pass
+
+    def graph(version: str) -> list:
+        return [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
+                for a in (patched_vnext, deform_attn_ops)] + [masks]
+
+    def status(assets: list, key: str) -> StaleStatus:
+        resolver = get_stale_status_resolver(instance, assets)
+        return resolver.get_status(AssetKey(key), "v1" if key == "masks" else None)
+
+    def toolchain(assets: list) -> None:
+        assert materialize(assets, selection=["patched_vnext", "deform_attn_ops"],
+                           instance=instance, run_config=toolchain_config).success
+
+    instance = DagsterInstance.ephemeral()
+    old = graph("2")
+    toolchain(old)
+    assert materialize(old, selection=["masks"], partition_key="v1", instance=instance).success
+    new = graph("3")
+    assert status(new, "patched_vnext") == status(new, "deform_attn_ops") == StaleStatus.STALE
+    toolchain(new)
+    assert {status(new, k) for k in ("patched_vnext", "deform_attn_ops", "masks")} == {
+        StaleStatus.FRESH}
+    monkeypatch.setattr(patch, "OUTPUT_VERSION", "2")  # an edit that changes the numbers
+    toolchain(new)
+    assert status(new, "masks") == StaleStatus.STALE

@@ -20,6 +20,14 @@ What it changes (see `EDITS`):
   layer) is gone; the video decoder clears fully masked attention rows with `masked_fill`
   instead of `attn_mask[torch.where(...)]` (a `nonzero` per layer) and, in inference, keeps
   only the current layer's mask logits (the earlier ones only feed the training loss).
+- imports that inference does not need load on first use (patch version 3; issue 24): torchvision
+  (its ops import torch._dynamo), scipy.optimize (training matcher), timm (Swin backbone) and
+  mask2former_video.data_video (YouTube-VIS registrations, pycocotools, matplotlib); the
+  seconds saved: benchmarks/videocutler_imports.py.
+
+`PATCH_VERSION` is the code version of `patched_vnext` / `deform_attn_ops`; their data version
+(`output_version`) moves only with `OUTPUT_VERSION` and the pinned commits, so an edit that
+changes speed only does not mark the masks stale.
 """
 
 from __future__ import annotations
@@ -35,7 +43,10 @@ from wsovvis_dagster.errors import PatchError
 from wsovvis_dagster.vnext import d2_projects
 
 MARK = "wsovvis patch"
-PATCH_VERSION = "2"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
+PATCH_VERSION = "3"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
+# bump when an edit changes what the model computes (not only how fast or how soon it loads):
+# it is in those assets' data version (`output_version`), so it marks every mask_pngs stale
+OUTPUT_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -332,6 +343,82 @@ _DECODER = _chain(
         "            predictions_mask.append(outputs_mask)\n",
     ),
 )
+
+
+# ---- imports that inference does not need, deferred to first use (PATCH_VERSION 3) ---------
+# Building the model imported torchvision (~1.5 s on a CPU core: its ops import torch._dynamo),
+# scipy.optimize (the training matcher), timm (the Swin backbone) and the YouTube-VIS data and
+# evaluation code (pycocotools, matplotlib, dataset registrations). The same objects load on
+# their first use; what inference runs, and so the masks, is unchanged.
+
+
+def _defer_import(line: str, module: str, *names: str, alias: str = "") -> Transform:
+    """Replace the top-level import `line` with stand-ins that import `module` on first use:
+    a function per name (they are only called: functions, classes built), or, with `alias`,
+    an object whose attributes come from the module."""
+    if alias:
+        stand_ins = (f"class _Deferred{alias.title().replace('_', '')}:\n"
+                     f"    def __getattr__(self, attr):  # {MARK}: imported on first use\n"
+                     f"        import {module} as deferred\n\n"
+                     "        return getattr(deferred, attr)\n\n\n"
+                     f"{alias} = _Deferred{alias.title().replace('_', '')}()\n")
+    else:
+        stand_ins = "".join(
+            f"def {name}(*args, **kwargs):  # {MARK}: {module} imported on first use\n"
+            f"    from {module} import {name} as deferred\n\n"
+            "    return deferred(*args, **kwargs)\n\n\n" for name in names)
+    return _ensure_replaced(f"\n{line}\n", f"\n# {MARK}: import time, see patch.py\n{stand_ins}")
+
+
+_DATA_VIDEO_OLD = (
+    "from .data_video import (\n"
+    "    YTVISDatasetMapper,\n"
+    "    YTVISEvaluator,\n"
+    "    build_detection_train_loader,\n"
+    "    build_detection_test_loader,\n"
+    "    get_detection_dataset_dicts,\n"
+    ")\n"
+)
+_DATA_VIDEO_NEW = f'''# {MARK}: data_video (YouTube-VIS registrations, pycocotools,
+# matplotlib) is imported when one of these names is first used, not with the model
+_DATA_VIDEO = ("YTVISDatasetMapper", "YTVISEvaluator", "build_detection_train_loader",
+               "build_detection_test_loader", "get_detection_dataset_dicts")
+
+
+def __getattr__(name):
+    if name in _DATA_VIDEO:
+        from . import data_video
+
+        return getattr(data_video, name)
+    raise AttributeError(f"module {{__name__!r}} has no attribute {{name!r}}")
+'''
+_TV_OPS = "torchvision.ops"
+_LSA = ("from scipy.optimize import linear_sum_assignment", "scipy.optimize",
+        "linear_sum_assignment")
+_DEFERRED_IMPORTS: tuple[tuple[str, str, Transform], ...] = (
+    ("VNext", "detectron2/layers/roi_align.py",
+     _defer_import(f"from {_TV_OPS} import roi_align", _TV_OPS, "roi_align")),
+    ("VNext", "detectron2/layers/deform_conv.py",
+     _defer_import(f"from {_TV_OPS} import deform_conv2d", _TV_OPS, "deform_conv2d")),
+    ("VNext", "detectron2/layers/nms.py", _chain(
+        _defer_import(f"from {_TV_OPS} import boxes as box_ops", f"{_TV_OPS}.boxes",
+                      alias="box_ops"),
+        _defer_import(f"from {_TV_OPS} import nms  # noqa . for compatibility", _TV_OPS, "nms"))),
+    ("VNext", "detectron2/modeling/poolers.py",
+     _defer_import(f"from {_TV_OPS} import RoIPool", _TV_OPS, "RoIPool")),
+    ("VNext", "detectron2/utils/collect_env.py",
+     _defer_import("import torchvision", "torchvision", alias="torchvision")),
+    ("CutLER", "videocutler/mask2former/utils/misc.py",
+     _defer_import("import torchvision", "torchvision", alias="torchvision")),
+    ("CutLER", "videocutler/mask2former/modeling/matcher.py", _defer_import(*_LSA)),
+    ("CutLER", "videocutler/mask2former_video/modeling/matcher.py", _defer_import(*_LSA)),
+    ("CutLER", "videocutler/mask2former/modeling/backbone/swin.py",
+     _defer_import("from timm.models.layers import DropPath, to_2tuple, trunc_normal_",
+                   "timm.models.layers", "DropPath", "to_2tuple", "trunc_normal_")),
+    ("CutLER", "videocutler/mask2former_video/__init__.py",
+     _ensure_replaced(_DATA_VIDEO_OLD, _DATA_VIDEO_NEW)),
+)
+
 _PIXEL_DECODER_FILE = "videocutler/mask2former/modeling/pixel_decoder/msdeformattn.py"
 _VIDEO_DECODER_FILE = ("videocutler/mask2former_video/modeling/transformer_decoder/"
                        "video_mask2former_transformer_decoder.py")
@@ -364,6 +451,8 @@ EDITS: tuple[Edit, ...] = (
     Edit("CutLER", (_VIDEO_DECODER_FILE,), _DECODER,
          "masked_fill instead of a nonzero per layer; inference keeps one layer's masks",
          since="2"),
+    *(Edit(repo, (path,), transform, "imports that inference does not need, on first use",
+           since="3") for repo, path, transform in _DEFERRED_IMPORTS),
 )
 
 
@@ -442,6 +531,14 @@ def apply_patch(vnext_root: Path, cutler_root: Path, *,
     if link:
         changes.append(link)
     return PatchReport(tuple(changes))
+
+
+def output_version(vnext_commit: str, cutler_commit: str) -> str:
+    """What the patched sources compute: Dagster's data version of `patched_vnext` (and, with
+    the op's backend, `deform_attn_ops`). Without it Dagster derives one from the code version,
+    so a new PATCH_VERSION, e.g. faster imports with bit-identical masks, would mark every
+    `mask_pngs` partition stale once the two assets are re-materialised."""
+    return f"out{OUTPUT_VERSION}-vnext@{vnext_commit[:12]}-cutler@{cutler_commit[:12]}"
 
 
 def patched_files(vnext_root: Path, cutler_root: Path) -> list[str]:

@@ -44,6 +44,29 @@ VNEXT_FILES = {
         "  float* p = input.data<float>();\n"
         "}\n"
     ),
+    # imports deferred by the patch (version 3): the import lines, one use of each name
+    "detectron2/layers/roi_align.py": (
+        "from torch import nn\nfrom torchvision.ops import roi_align\n\n\n"
+        "def align(x, rois):\n    return roi_align(x, rois)\n"
+    ),
+    "detectron2/layers/deform_conv.py": (
+        "import math\nfrom torchvision.ops import deform_conv2d\n\n\n"
+        "def conv(x, offset, weight):\n    return deform_conv2d(x, offset, weight)\n"
+    ),
+    "detectron2/layers/nms.py": (
+        "import math\nfrom torchvision.ops import boxes as box_ops\n"
+        "from torchvision.ops import nms  # noqa . for compatibility\n\n\n"
+        "def batched_nms(boxes, scores, idxs, iou_threshold):\n"
+        "    return box_ops.batched_nms(boxes, scores, idxs, iou_threshold)\n"
+    ),
+    "detectron2/modeling/poolers.py": (
+        "import math\nfrom torchvision.ops import RoIPool\n\n\n"
+        "def pooler(size, scale):\n    return RoIPool(size, spatial_scale=scale)\n"
+    ),
+    "detectron2/utils/collect_env.py": (
+        "import os\nimport torchvision\n\n\n"
+        "def collect_env_info():\n    return torchvision.__version__\n"
+    ),
     "assets/demo.gif": "GIF89a fake\n",
 }
 
@@ -147,6 +170,38 @@ CUTLER_FILES = {
         "}\n"
     ),
     f"{OPS}/src/cuda/ms_deform_im2col_cuda.cuh": "#include <THC/THCAtomics.cuh>\n",
+    "videocutler/mask2former/utils/misc.py": (
+        "import torch\nimport torchvision\n\n\n"
+        "def tracing():\n    return torchvision._is_tracing()\n"
+    ),
+    "videocutler/mask2former/modeling/matcher.py": (
+        "import torch\nfrom scipy.optimize import linear_sum_assignment\n\n\n"
+        "def match(cost):\n    return linear_sum_assignment(cost)\n"
+    ),
+    "videocutler/mask2former_video/modeling/matcher.py": (
+        "import torch\nfrom scipy.optimize import linear_sum_assignment\n\n\n"
+        "def match(cost):\n    return linear_sum_assignment(cost)\n"
+    ),
+    "videocutler/mask2former/modeling/backbone/swin.py": (
+        "import torch\nfrom timm.models.layers import DropPath, to_2tuple, trunc_normal_\n\n\n"
+        "def block(p, size):\n    return DropPath(p), to_2tuple(size), trunc_normal_\n"
+    ),
+    "videocutler/mask2former_video/__init__.py": (
+        "from . import modeling\n\n"
+        "# video\n"
+        "from .data_video import (\n"
+        "    YTVISDatasetMapper,\n"
+        "    YTVISEvaluator,\n"
+        "    build_detection_train_loader,\n"
+        "    build_detection_test_loader,\n"
+        "    get_detection_dataset_dicts,\n"
+        ")\n"
+    ),
+    "videocutler/mask2former_video/modeling/__init__.py": "",
+    "videocutler/mask2former_video/data_video/__init__.py": (
+        "YTVISDatasetMapper = YTVISEvaluator = build_detection_train_loader = object\n"
+        "build_detection_test_loader = get_detection_dataset_dicts = object\n"
+    ),
     "docs/demo.gif": "GIF89a fake\n",
 }
 

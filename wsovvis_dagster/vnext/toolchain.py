@@ -18,11 +18,17 @@ from wsovvis_dagster.vnext.deform_attn import (
     compare_with_pytorch,
 )
 from wsovvis_dagster.vnext.install import ImportReport, InstallResult, install_vnext, verify_imports
-from wsovvis_dagster.vnext.patch import PatchReport, apply_patch, patched_files
+from wsovvis_dagster.vnext.patch import (
+    PatchReport,
+    apply_patch,
+    output_version,
+    patched_files,
+)
 from wsovvis_dagster.vnext.sources import (
     CUTLER,
     VNEXT,
     CheckoutResult,
+    _head,
     checkout_pinned,
     diff_stat,
 )
@@ -35,6 +41,9 @@ class PatchedVNext:
     patch: PatchReport
     files: list[str]  # every file the patch owns, this run or earlier
     install: InstallResult
+
+    def data_version(self) -> str:
+        return output_version(self.vnext.commit, self.cutler.commit)
 
     def metadata(self) -> dict:
         return {
@@ -81,6 +90,10 @@ class DeformAttn:
     build: OpBuild
     imports: ImportReport
     max_abs_err: float | None  # CUDA op vs float64 PyTorch reference (None without CUDA)
+    sources: str  # output_version of the checkouts it was built from
+
+    def data_version(self) -> str:
+        return f"{self.sources}-{self.build.backend}"
 
     def metadata(self) -> dict:
         b = self.build
@@ -109,4 +122,5 @@ def prepare_deform_attn(root: Path, settings: OpBuildSettings | None = None) -> 
     err = None
     if build.backend == "cuda":
         err = compare_with_pytorch(root / "CutLER", python=python)
-    return DeformAttn(build, imports, err)
+    sources = output_version(_head(root / "VNext") or "none", _head(root / "CutLER") or "none")
+    return DeformAttn(build, imports, err, sources)

@@ -102,13 +102,17 @@ def test_mask_pngs_asset_runs_with_the_videocutler_backend(patched_install, synt
     """The whole graph (video_partitions -> mask_pngs -> tube_json) with backend=videocutler."""
     from dagster import AssetKey, AssetRecordsFilter
 
+    from wsovvis_dagster.gpu.worker import stop_workers
     from wsovvis_dagster.ytvis.tubes import load_tube_json
 
     resources = resources_for(
         synthetic_root, backend="videocutler", vnext_root=str(VNEXT), cutler_root=str(CUTLER),
         allow_random_weights=True, confidence=0.0, chunk_size=6, chunk_overlap=2,
     )
-    run_graph(resources)
+    try:
+        run_graph(resources)
+    finally:  # the mask run started a predictor worker (videocutler keeps one): not left behind
+        stop_workers(Path(instance.root_directory) / "gpu_slots")
     (record,) = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("mask_pngs"), asset_partitions=["val__val0000"]),
         limit=1,

@@ -214,6 +214,34 @@ def test_second_run_changes_nothing(fake):
     assert _snapshot(vnext, cutler) == before
 
 
+def test_an_edit_rewritten_since_the_checkout_was_patched_still_applies(tmp_path):
+    """Each file is patched from its committed (upstream) text where an earlier patch changed
+    it, so an edit whose new text changed finds the upstream lines, and the whole patch then
+    leaves the tree exactly as on a fresh checkout."""
+    from wsovvis_dagster.vnext.patch import Edit, _ensure_replaced
+
+    vnext, cutler, _, _ = make_fake_checkouts(tmp_path / "old", git=True)
+    matcher = "videocutler/mask2former/modeling/matcher.py"
+    line = "from scipy.optimize import linear_sum_assignment"
+
+    def edit(new: str) -> list[Edit]:
+        return [Edit("CutLER", (matcher,), _ensure_replaced(line, new), "test edit")]
+
+    apply_patch(vnext, cutler)
+    apply_patch(vnext, cutler, edits=edit("# first text"))
+    report = apply_patch(vnext, cutler, edits=edit("# second text"))
+    text = (cutler / matcher).read_text()
+    assert "# second text" in text and "# first text" not in text and line not in text
+    assert [c.path for c in report.changes] == [f"CutLER/{matcher}"]
+
+    assert apply_patch(vnext, cutler).changed  # back to the real patch
+    fresh = make_fake_checkouts(tmp_path / "fresh", git=True)[:2]
+    apply_patch(*fresh)
+    old_tree, new_tree = ({str(Path(k).relative_to(r)): v for k, v in _snapshot(r).items()}
+                          for r in (tmp_path / "old", tmp_path / "fresh"))
+    assert old_tree == new_tree
+
+
 def test_patch_refuses_unknown_upstream_text(fake):
     vnext, cutler = fake
     (cutler / OPS / "modules/ms_deform_attn.py").write_text("class MSDeformAttn:\n    pass\n")

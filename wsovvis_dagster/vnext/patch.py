@@ -41,6 +41,7 @@ from pathlib import Path
 
 from wsovvis_dagster.errors import PatchError
 from wsovvis_dagster.vnext import d2_projects
+from wsovvis_dagster.vnext.sources import committed_text, tracked_changes
 
 MARK = "wsovvis patch"
 PATCH_VERSION = "3"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
@@ -497,6 +498,11 @@ def _fix_model_zoo_link(vnext: Path) -> FileChange | None:
                       "dangling absolute symlink -> ../../configs")
 
 
+def _changed_since_checkout(root: Path) -> set[str]:
+    """Tracked files of git checkout `root` that differ from HEAD; none when not a checkout."""
+    return set(tracked_changes(root)) if (root / ".git").exists() else set()
+
+
 def apply_patch(vnext_root: Path, cutler_root: Path, *,
                 edits: Iterable[Edit] = EDITS) -> PatchReport:
     """Apply every edit to the two checkouts; return what this run changed (empty if none).
@@ -508,7 +514,9 @@ def apply_patch(vnext_root: Path, cutler_root: Path, *,
         if not root.is_dir():
             raise PatchError(f"{root} does not exist: materialise patched_vnext to check out "
                              f"{name}")
-    changes: list[FileChange] = []
+    # every file's edits, in order, applied to its committed text where an earlier patch
+    # changed it: an edit whose new text changed since then still finds the upstream lines
+    per_file: dict[tuple[str, Path], list[Edit]] = {}
     for edit in edits:
         root = roots[edit.repo]
         files = _files(root, edit.patterns)
@@ -516,12 +524,19 @@ def apply_patch(vnext_root: Path, cutler_root: Path, *,
             raise PatchError(f"{edit.repo}: no file matches {edit.patterns} under {root}; is the "
                              "checkout at the pinned commit?")
         for path in files:
-            rel = path.relative_to(root).as_posix()
-            old = path.read_text(encoding="utf-8")
-            new = edit.transform(old, f"{edit.repo}/{rel}")
-            change = _write_if_changed(path, new, f"{edit.repo}/{rel}", edit.reason)
-            if change:
-                changes.append(change)
+            per_file.setdefault((edit.repo, path), []).append(edit)
+    patched_before = {name: _changed_since_checkout(root) for name, root in roots.items()}
+    changes: list[FileChange] = []
+    for (repo, path), file_edits in per_file.items():
+        rel = path.relative_to(roots[repo]).as_posix()
+        text = (committed_text(roots[repo], rel) if rel in patched_before[repo]
+                else path.read_text(encoding="utf-8"))
+        for edit in file_edits:
+            text = edit.transform(text, f"{repo}/{rel}")
+        change = _write_if_changed(path, text, f"{repo}/{rel}",
+                                   "; ".join(dict.fromkeys(e.reason for e in file_edits)))
+        if change:
+            changes.append(change)
     for rel, text in d2_projects.FILES.items():
         change = _write_if_changed(roots["VNext"] / rel, text, f"VNext/{rel}",
                                    "minimal DeepLab / PointRend project written by us")
@@ -543,8 +558,6 @@ def output_version(vnext_commit: str, cutler_commit: str) -> str:
 
 def patched_files(vnext_root: Path, cutler_root: Path) -> list[str]:
     """Every file our patch owns or touched, whether by this run or an earlier one."""
-    from wsovvis_dagster.vnext.sources import tracked_changes
-
     out = [f"VNext/{p}" for p in tracked_changes(Path(vnext_root))]
     out += [f"CutLER/{p}" for p in tracked_changes(Path(cutler_root))]
     out += [f"VNext/{rel}" for rel in d2_projects.FILES if (Path(vnext_root) / rel).exists()]

@@ -144,6 +144,15 @@ def tracked_changes(path: Path) -> list[str]:
     return sorted(line for line in out.splitlines() if line)
 
 
+def committed_text(root: Path, rel: str) -> str:
+    """File `rel` of checkout `root` as HEAD has it (the upstream text under our patch)."""
+    proc = _git(["show", f"HEAD:{rel}"], Path(root))
+    if proc.returncode != 0:
+        raise SourceCheckoutError(f"reading {rel} at HEAD of {root} failed: "
+                                  f"{proc.stderr.strip()[-300:]}")
+    return proc.stdout
+
+
 def diff_stat(path: Path) -> str:
     """`git diff --shortstat` of the work tree against HEAD (tracked files only)."""
     return _run(["diff", "--shortstat", "HEAD"], Path(path), f"diff summary of {path}")

@@ -146,14 +146,16 @@ def test_cli_runs_outside_the_queue_are_capped_by_the_pool(dagster_home, subproc
         assert len(leases) == 2 and leases[0][2] <= leases[1][1]
 
 
-def _kill_a_run_mid_video(instance, slot_dir: Path, hold: float, daemon_pid: int) -> dict:
-    """SIGKILL the run worker and step process of a run that is past its first video, once
-    every GPU is held (so the runs' overlap is 4 whatever the machine's load: a run that
-    started late would otherwise start after the victim ended)."""
+def _kill_a_run_mid_video(instance, slot_dir: Path, hold: float, daemon_pid: int, *,
+                          gpus: str = GPUS, all_held: bool = False) -> dict:
+    """SIGKILL the run worker and step process of a run that is past its first video; with
+    `all_held`, only once every GPU of `gpus` is held (so the runs' overlap reaches that count
+    whatever the machine's load: a run starting late would otherwise start after the victim
+    ended)."""
 
     def victim():
-        holders = slot_holders(GPUS, slot_dir)
-        if not all(h and h.get("pid") for h in holders.values()):
+        holders = slot_holders(gpus, slot_dir)
+        if all_held and not all(h and h.get("pid") for h in holders.values()):
             return None
         for index, holder in holders.items():
             if holder and holder.get("pid") and time.time() - holder["since"] > 1.5 * hold:
@@ -189,7 +191,7 @@ def test_backfill_runs_four_gpu_runs_at_a_time_and_survives_a_killed_run(
         backfill_id = launch_backfill(instance, keys, assets=["mask_pngs", "tube_json"])
         daemon = start_daemon(env, tmp_path / "daemon.log")
         try:
-            killed = _kill_a_run_mid_video(instance, slot_dir, hold, daemon.pid)
+            killed = _kill_a_run_mid_video(instance, slot_dir, hold, daemon.pid, all_held=True)
             killed_run = instance.get_run_by_id(killed["run_id"])
             killed_keys = keys[keys.index(killed_run.tags["dagster/asset_partition_range_start"]):
                                keys.index(killed_run.tags["dagster/asset_partition_range_end"]) + 1]

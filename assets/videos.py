@@ -28,7 +28,7 @@ from assets.partitions import videos_partitions
 from resources import DatasetPaths
 from wsovvis_dagster.video.frames import current_frame_versions, scan_videos
 from wsovvis_instance.dagster_private import DATA_VERSION_TAG  # the tag observations use
-from wsovvis_ops.backfill import prestart_mask_workers, videos_without_masks
+from wsovvis_ops.backfill import prestart_mask_workers
 
 VIDEO_FRAMES = AssetKey("video_frames")
 
@@ -102,8 +102,7 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
         context.log.warning(f"registered video {key} is no longer on disk")
     # the predictor workers (GPU models) that these videos' mask runs will use start building
     # now, not waited for: a backfill queued after this finds them built (docs/gpu.md)
-    workers = prestart_mask_workers(context.instance,
-                                    videos_without_masks(context.instance, keys, paths.outputs))
+    workers = prestart_mask_workers(context.instance, keys, paths.outputs)
     context.log.info(workers.summary("the mask runs of the videos without masks"))
     stats = report.frame_stats()
     return MaterializeResult(

@@ -145,16 +145,19 @@ def videos_without_masks(instance: DagsterInstance, keys: Sequence[str],
     return [k for k in keys if k not in done and k not in imported]
 
 
-def prestart_mask_workers(instance: DagsterInstance, keys: Sequence[str]) -> WorkerPrestart:
-    """Start the predictor workers that the mask runs of `keys` would take (as
-    `queue_mask_runs` plans them), without waiting for their models, and without queueing
-    anything: `video_partitions` calls it for the videos it finds without masks, so a backfill
-    queued later finds its models built. Never raises: an error is in the result."""
-    if not keys:
-        return WorkerPrestart(skipped="every registered video has masks")
+def prestart_mask_workers(instance: DagsterInstance, keys: Sequence[str],
+                          output_root: Path) -> WorkerPrestart:
+    """Start the predictor workers that the mask runs of those of `keys` without masks
+    (`videos_without_masks`) would take, as `queue_mask_runs` plans them, without waiting for
+    their models and without queueing anything: `video_partitions` calls it as it registers
+    videos, so a backfill queued later finds its models built. Never raises (a registration
+    never fails for this): an error is in the result."""
     try:
-        ranges, predictor = _plan(instance, keys)
-    except Exception as exc:  # noqa: BLE001 - a registration never fails for this
+        missing = videos_without_masks(instance, keys, output_root)
+        if not missing:
+            return WorkerPrestart(skipped="every registered video has masks")
+        ranges, predictor = _plan(instance, missing)
+    except Exception as exc:  # noqa: BLE001
         return WorkerPrestart(error=f"{type(exc).__name__}: {exc}")
     return predictor.prestart_workers(instance, len(ranges))
 

@@ -153,6 +153,26 @@ def test_registering_videos_starts_the_workers_of_the_videos_without_masks(
     assert list_workers(slots) == []
 
 
+def test_a_failed_prestart_does_not_fail_the_registration(instance, monkeypatch, tmp_path,
+                                                          resources_for):
+    from dagster import materialize
+
+    from definitions import defs
+    from wsovvis_dagster.video.synthetic import generate_dataset
+
+    blocker = tmp_path / "not_a_folder"  # the lease folder cannot be made
+    blocker.write_text("")
+    for k, v in {**WORKER_ENV, "WSOVVIS_GPUS": "0", "WSOVVIS_SLOT_DIR": str(blocker)}.items():
+        monkeypatch.setenv(k, v)
+    generate_dataset(tmp_path / "data", seed=3, num_frames=2, videos_per_split={"val": 1})
+    result = materialize(list(defs.assets), selection=["video_partitions"], instance=instance,
+                         resources=resources_for(tmp_path / "data"))
+    assert result.success and instance.get_dynamic_partitions("videos") == ["val__val0000"]
+    said = result.asset_materializations_for_node("video_partitions")[0].metadata
+    assert "could not pre-start the predictor workers" in said["predictor_workers"].value
+    assert str(blocker) in said["predictor_workers"].value
+
+
 def test_an_idle_worker_of_other_settings_is_replaced_and_one_serving_a_run_is_not(
         instance, slots, monkeypatch):
     from definitions import loaded_predictor

@@ -29,7 +29,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +56,14 @@ WEIGHTS_HELP = (
 
 @dataclass(frozen=True)
 class LoadTimes:
-    """Seconds spent importing VNext/VideoCutLER, building the model and loading weights."""
+    """Seconds spent importing torch (0 when this process had), then VNext/VideoCutLER,
+    building the model, loading weights and warming up."""
 
     imports: float
     build: float
     weights: float
     warmup: float = 0.0
+    torch: float = 0.0
 
 
 def _import_videocutler(cutler_root: Path):
@@ -364,7 +366,10 @@ def check_checkpoint_format(path: Path) -> None:
 
 def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredictor:
     """Import the patched VNext/VideoCutLER, build the model once on `settings.device`."""
+    t_torch = time.monotonic()
     import torch
+
+    torch_s = time.monotonic() - t_torch
 
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {settings.precision!r}")
@@ -419,15 +424,14 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
         # process-wide; a worker or run serves one precision (it is in the worker's settings)
         torch.backends.cuda.matmul.allow_tf32 = settings.precision == "tf32"
     t3 = time.monotonic()
-    pred = VideoCutLERPredictor(settings, model, cfg, mods, deform_attn,
-                                LoadTimes(imports=t1 - t0, build=t2 - t1, weights=t3 - t2))
+    times = LoadTimes(imports=t1 - t0, build=t2 - t1, weights=t3 - t2, torch=torch_s)
+    pred = VideoCutLERPredictor(settings, model, cfg, mods, deform_attn, times)
     if on_cuda and settings.warmup:
         warm_up(pred)
-    pred.load_times = times = LoadTimes(imports=t1 - t0, build=t2 - t1, weights=t3 - t2,
-                                        warmup=time.monotonic() - t3)
-    log.info("VideoCutLER ready on %s (deformable attention: %s; imports %.1fs, build %.1fs, "
-             "weights %.1fs, warm-up %.1fs)", settings.device, deform_attn, times.imports,
-             times.build, times.weights, times.warmup)
+    pred.load_times = times = replace(times, warmup=time.monotonic() - t3)
+    log.info("VideoCutLER ready on %s (deformable attention: %s; torch %.1fs, imports %.1fs, "
+             "build %.1fs, weights %.1fs, warm-up %.1fs)", settings.device, deform_attn,
+             times.torch, times.imports, times.build, times.weights, times.warmup)
     return pred
 
 

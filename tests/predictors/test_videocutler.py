@@ -36,14 +36,14 @@ def patched_install():
     from wsovvis_dagster.vnext.patch import apply_patch
     from wsovvis_dagster.vnext.sources import CUTLER as CUTLER_PIN
     from wsovvis_dagster.vnext.sources import VNEXT as VNEXT_PIN
-    from wsovvis_dagster.vnext.sources import _head
+    from wsovvis_dagster.vnext.sources import head_commit
 
     problem = _torchvision_ops_load()
     if problem:
         pytest.skip(f"torchvision ops do not load in this environment ({problem}); "
                     "see third_party/README.md for a CPU torch + torchvision pair")
     for root, pin in ((VNEXT, VNEXT_PIN), (CUTLER, CUTLER_PIN)):
-        if _head(root) != pin.commit:
+        if head_commit(root) != pin.commit:
             pytest.skip(f"{root} is not at the pinned commit {pin.commit[:7]}")
     apply_patch(VNEXT, CUTLER)
     assert not apply_patch(VNEXT, CUTLER).changed, "second patch run changed files"

@@ -71,7 +71,8 @@ def _run(args: list[str], cwd: Path | None, what: str) -> str:
     return proc.stdout.strip()
 
 
-def _head(path: Path) -> str | None:
+def head_commit(path: Path) -> str | None:
+    """The commit checked out in `path`, or None (not a git checkout, or no commit yet)."""
     proc = _git(["rev-parse", "--verify", "-q", "HEAD"], path)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
@@ -112,7 +113,7 @@ def checkout_pinned(pin: RepoPin, dest: Path, source: str | None = None) -> Chec
             f"{dest} exists but is not a git checkout: move it away (it is not ours to delete) "
             f"and materialise again to clone {pin.name} from {src}"
         )
-    if dest.exists() and _head(dest) == pin.commit:
+    if dest.exists() and head_commit(dest) == pin.commit:
         return CheckoutResult(pin.name, dest, pin.commit, src, "unchanged")
 
     action = "moved"
@@ -130,7 +131,7 @@ def checkout_pinned(pin: RepoPin, dest: Path, source: str | None = None) -> Chec
     patterns = ["/*", *(f"!{p}" for p in pin.sparse_exclude)]
     _run(["sparse-checkout", "set", "--no-cone", *patterns], dest, f"sparse set-up of {pin.name}")
     _run(["checkout", "-q", "--force", "--detach", pin.commit], dest, f"checking out {pin.name}")
-    head = _head(dest)
+    head = head_commit(dest)
     if head != pin.commit:
         raise SourceCheckoutError(
             f"{dest} is at {head}, not the pinned {pin.commit}, after checkout; inspect it by hand"

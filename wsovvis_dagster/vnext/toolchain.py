@@ -28,9 +28,9 @@ from wsovvis_dagster.vnext.sources import (
     CUTLER,
     VNEXT,
     CheckoutResult,
-    _head,
     checkout_pinned,
     diff_stat,
+    head_commit,
 )
 
 
@@ -122,5 +122,6 @@ def prepare_deform_attn(root: Path, settings: OpBuildSettings | None = None) -> 
     err = None
     if build.backend == "cuda":
         err = compare_with_pytorch(root / "CutLER", python=python)
-    sources = output_version(_head(root / "VNext") or "none", _head(root / "CutLER") or "none")
+    sources = output_version(head_commit(root / "VNext") or "none",
+                             head_commit(root / "CutLER") or "none")
     return DeformAttn(build, imports, err, sources)

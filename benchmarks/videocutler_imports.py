@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.results_io import add_json_args, context, write_result
 from wsovvis_dagster.vnext.patch import EDITS, PATCH_VERSION, apply_patch
-from wsovvis_dagster.vnext.sources import tracked_changes
+from wsovvis_dagster.vnext.sources import committed_bytes, tracked_changes
 
 REPO = Path(__file__).resolve().parents[1]
 # modules inference does not need; listed when a run has them loaded
@@ -83,9 +83,7 @@ def patched_copy(version: str, third_party: Path, dest: Path) -> tuple[Path, Pat
         for rel in tracked_changes(src):  # upstream text back (the patch relinks links)
             if (src / rel).is_symlink():
                 continue
-            upstream = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=src, check=True,
-                                      capture_output=True).stdout
-            (out / rel).write_bytes(upstream)
+            (out / rel).write_bytes(committed_bytes(src, rel))
         roots.append(out)
     apply_patch(*roots, edits=[e for e in EDITS if int(e.since) <= int(version)])
     return roots[0], roots[1]

@@ -33,6 +33,7 @@ changes speed only does not mark the masks stale.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -41,7 +42,7 @@ from pathlib import Path
 
 from wsovvis_dagster.errors import PatchError
 from wsovvis_dagster.vnext import d2_projects
-from wsovvis_dagster.vnext.sources import committed_text, tracked_changes
+from wsovvis_dagster.vnext.sources import committed_bytes, tracked_changes
 
 MARK = "wsovvis patch"
 PATCH_VERSION = "3"  # bump when an edit changes: marks patched_vnext / deform_attn_ops stale
@@ -529,8 +530,10 @@ def apply_patch(vnext_root: Path, cutler_root: Path, *,
     changes: list[FileChange] = []
     for (repo, path), file_edits in per_file.items():
         rel = path.relative_to(roots[repo]).as_posix()
-        text = (committed_text(roots[repo], rel) if rel in patched_before[repo]
-                else path.read_text(encoding="utf-8"))
+        # decoded as `read_text` does (UTF-8, universal newlines), so both compare alike
+        text = (io.TextIOWrapper(io.BytesIO(committed_bytes(roots[repo], rel)),
+                                 encoding="utf-8").read()
+                if rel in patched_before[repo] else path.read_text(encoding="utf-8"))
         for edit in file_edits:
             text = edit.transform(text, f"{repo}/{rel}")
         change = _write_if_changed(path, text, f"{repo}/{rel}",

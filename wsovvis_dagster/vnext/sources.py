@@ -56,10 +56,11 @@ class CheckoutResult:
     action: str
 
 
-def _git(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _git(args: list[str], cwd: Path | None = None, *, text: bool = True
+         ) -> subprocess.CompletedProcess:
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
     cmd = ["git", "-c", "advice.detachedHead=false", "-c", "core.hooksPath=/dev/null", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=text, check=False)
 
 
 def _run(args: list[str], cwd: Path | None, what: str) -> str:
@@ -145,12 +146,12 @@ def tracked_changes(path: Path) -> list[str]:
     return sorted(line for line in out.splitlines() if line)
 
 
-def committed_text(root: Path, rel: str) -> str:
+def committed_bytes(root: Path, rel: str) -> bytes:
     """File `rel` of checkout `root` as HEAD has it (the upstream text under our patch)."""
-    proc = _git(["show", f"HEAD:{rel}"], Path(root))
+    proc = _git(["show", f"HEAD:{rel}"], Path(root), text=False)
     if proc.returncode != 0:
         raise SourceCheckoutError(f"reading {rel} at HEAD of {root} failed: "
-                                  f"{proc.stderr.strip()[-300:]}")
+                                  f"{proc.stderr.decode(errors='replace').strip()[-300:]}")
     return proc.stdout
 
 

@@ -102,8 +102,9 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
         context.log.warning(f"registered video {key} is no longer on disk")
     # the predictor workers (GPU models) that these videos' mask runs will use start building
     # now, not waited for: a backfill queued after this finds them built (docs/gpu.md)
-    workers = prestart_mask_workers(context.instance, keys, paths.outputs)
-    context.log.info(workers.summary("the mask runs of the videos without masks"))
+    workers = prestart_mask_workers(context.instance, keys, paths.outputs).summary(
+        "the mask runs of the videos without masks")
+    context.log.info(workers)
     stats = report.frame_stats()
     return MaterializeResult(
         metadata={
@@ -117,6 +118,6 @@ def video_partitions(context: AssetExecutionContext, paths: DatasetPaths) -> Mat
             "frames_max": stats["max"],
             "missing_videos": MetadataValue.json(missing),
             "rejected_folders": MetadataValue.json(report.rejected),
-            "predictor_workers": workers.summary("the mask runs of the videos without masks"),
+            "predictor_workers": workers,
         }
     )

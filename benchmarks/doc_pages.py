@@ -22,6 +22,7 @@ from benchmarks.doc_tables import (
     json_link,
     readme_gpu_row,
     render_predictor_block,
+    span,
     table,
 )
 from wsovvis_dagster.predictors.backends import BACKENDS
@@ -200,18 +201,19 @@ def orchestration_batch_row(results: Results) -> list[str]:
     (spans over the scenarios' means)."""
     means = _batch_means(results)
 
-    def span(code: str, key: str) -> str:
-        return _span([m[key] for (_, c), m in means.items() if c == code], " s", 1)
+    def code_span(code: str, key: str) -> str:
+        return span([m[key] for (_, c), m in means.items() if c == code], " s", 1)
 
     scenarios = " and ".join(sorted({s for s, _ in means}))
     return [f"a `scripts/backfill.py` batch ({scenarios} videos × frames) of the embedded "
             "predictor: orchestration alone, 2-core machine; before → after tube_json was queued "
             "by the last mask run and run in one process",
-            f"`tube_json` starts {span('before', 'tube_json_gap_s')} → "
-            f"**{span('this', 'tube_json_gap_s')}** after the last mask run; its run (asset + "
-            f"2 checks) takes {span('before', 'tube_run_s')} → **{span('this', 'tube_run_s')}**"
-            f"; submit → `tube_json` {span('before', 'submit_to_tubes_s')} → "
-            f"**{span('this', 'submit_to_tubes_s')}**",
+            f"`tube_json` starts {code_span('before', 'tube_json_gap_s')} → "
+            f"**{code_span('this', 'tube_json_gap_s')}** after the last mask run; its run "
+            f"(asset + 2 checks) takes {code_span('before', 'tube_run_s')} → "
+            f"**{code_span('this', 'tube_run_s')}**; submit → `tube_json` "
+            f"{code_span('before', 'submit_to_tubes_s')} → "
+            f"**{code_span('this', 'submit_to_tubes_s')}**",
             f"`{results.command(ORCHESTRATION_BATCH)}` "
             f"({json_link(ORCHESTRATION_BATCH, 'README')}); [docs/gpu.md](docs/gpu.md)"]
 
@@ -288,19 +290,12 @@ def _rows(pp: dict, *, queued: str | None = "run queue", warm: bool | None = Non
             and (warm is None or s["warm"] == warm) and (name is None or s["name"] == name)]
 
 
-def _span(values: list[float], unit: str = "", digits: int = 0) -> str:
-    lo, hi = min(values), max(values)
-    text = f"{lo:.{digits}f}" if round(lo, digits) == round(hi, digits) \
-        else f"{lo:.{digits}f}–{hi:.{digits}f}"
-    return text + unit
-
-
 def gpu_loop_bound(results: Results) -> str:
     """In-asset fps of one loop (16 × 200, defaults) against the model's ceiling per video."""
     pp = results.body(PRODUCT_PATH)
     tf32 = pp["model_only"]["model"]["tf32"]["forward_fps"]
     ceiling = tf32 * 200 / 256  # chunks of 64 with overlap 8 compute 256 of 200 frames
-    return (f"in-asset {_span([s['in_asset_fps'] for s in _rows(pp, name='long')])}"
+    return (f"in-asset {span([s['in_asset_fps'] for s in _rows(pp, name='long')])}"
             f" fps for 16 × 200 against a model ceiling of {tf32} × 200 / 256 = "
             f"{ceiling:.0f} fps of video")
 
@@ -316,20 +311,20 @@ def gpu_per_run(results: Results) -> str:
     work = lv["frames"] / lv["in_asset_fps"]
     runs = lv["detail"]["mask_runs"]
     backfill = _rows(pp, queued="asset backfill (30 s daemon loop)")
-    return (f"the first backfill pays the worker's start ({_span(built, ' s')}: imports, model "
+    return (f"the first backfill pays the worker's start ({span(built, ' s')}: imports, model "
             "build, the warm-up chunk) inside its wall, hence "
-            f"{_span([s['mask_wall_fps'] for s in first])} frames/s first against "
-            f"{_span([s['mask_wall_fps'] for s in warm])} warm. A run's own start and teardown "
-            f"cost ~{_span(fixed, ' s')} (Dagster's run process): LV-VIS-shaped "
+            f"{span([s['mask_wall_fps'] for s in first])} frames/s first against "
+            f"{span([s['mask_wall_fps'] for s in warm])} warm. A run's own start and teardown "
+            f"cost ~{span(fixed, ' s')} (Dagster's run process): LV-VIS-shaped "
             f"{lv['videos']} × {lv['frames'] // lv['videos']} is {runs} run"
             f"{'s, one after the other' if runs > 1 else ''}, "
             f"{lv['detail']['mask_wall_s']:.1f} s of wall for "
             f"{work:.1f} s of video work. The first mask run starts "
-            f"{_span([s['queue_to_first_run_s'] for s in first + warm], ' s')} after "
+            f"{span([s['queue_to_first_run_s'] for s in first + warm], ' s')} after "
             "`scripts/backfill.py` returns (queue poll + run process start); `tube_json` starts "
-            f"{_span([s['tube_json_gap_s'] for s in first + warm], ' s', 1)} after the last mask "
+            f"{span([s['tube_json_gap_s'] for s in first + warm], ' s', 1)} after the last mask "
             "run (its hook queues it; the sensor's 5 s loop when runs end together), against "
-            f"{_span([s['tube_json_gap_s'] for s in backfill], ' s')} on the asset backfill's "
+            f"{span([s['tube_json_gap_s'] for s in backfill], ' s')} on the asset backfill's "
             "30 s loop")
 
 
@@ -435,16 +430,16 @@ def gpu_run_start_before(results: Results) -> str:
     warm = [s["mean_fixed_s"] for s in rows if s.get("worker_mode") == "warm"]
     loads = [v["load_times"] for v in
              results.body("gpu_dagster_no_worker_1_run_per_gpu")["cudnn_variants"].values()]
-    return (f"Each run used to pay {_span(none, ' s')} before its first video (VNext imports "
-            f"{_span([x['imports'] for x in loads], ' s', 1)}, model build "
-            f"~{_span([x['build'] for x in loads], ' s')}, cuDNN warm-up "
-            f"{_span([x['warmup'] for x in loads], ' s', 1)}, then the process start). The "
-            f"worker pays that once; a run on a warm worker costs {_span(warm, ' s')} (Dagster's "
+    return (f"Each run used to pay {span(none, ' s')} before its first video (VNext imports "
+            f"{span([x['imports'] for x in loads], ' s', 1)}, model build "
+            f"~{span([x['build'] for x in loads], ' s')}, cuDNN warm-up "
+            f"{span([x['warmup'] for x in loads], ' s', 1)}, then the process start). The "
+            f"worker pays that once; a run on a warm worker costs {span(warm, ' s')} (Dagster's "
             "run process start and teardown) in the figures below")
 
 
 def gpu_queue_to_first_run(results: Results) -> str:
-    return _span([s["queue_to_first_run_s"] for s in _rows(results.body(PRODUCT_PATH))], " s")
+    return span([s["queue_to_first_run_s"] for s in _rows(results.body(PRODUCT_PATH))], " s")
 
 
 def gpu_two_runs_vs_one(results: Results) -> str:
@@ -477,7 +472,7 @@ def val_fragments(results: Results) -> str:
     if not split:
         return f"no val sequence that `{was}` split is one track now"
     return (f"{', '.join(split)}, which `{was}` spread over several tracks (best track "
-            f"{_span([old[n]['J_best'] for n in split], '', 3)}, up to "
+            f"{span([old[n]['J_best'] for n in split], '', 3)}, up to "
             f"{max(old[n]['tracks'] for n in split):g} tracks), are one track each now")
 
 

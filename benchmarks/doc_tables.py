@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from wsovvis_dagster.predictors.backends import BACKENDS
+
 REPO = Path(__file__).resolve().parents[1]
 
 BASELINE_SUFFIX = "_cpu3"  # the same command over the previous predictor: shown side by side
@@ -566,8 +568,12 @@ def _defaults(data: dict, name: str, warm: bool) -> dict | None:
     return next((s for s in rows if s.get("queued_by") == "run queue"), rows[0] if rows else None)
 
 
-def _span_fps(values: list[float]) -> str:
-    return f"{min(values):.0f}–{max(values):.0f}" if values else "-"
+def span(values: list[float], unit: str = "", digits: int = 0) -> str:
+    """'lo–hi' of `values` (one number when they round alike), with `unit`."""
+    lo, hi = min(values), max(values)
+    text = f"{lo:.{digits}f}" if round(lo, digits) == round(hi, digits) \
+        else f"{lo:.{digits}f}–{hi:.{digits}f}"
+    return text + unit
 
 
 def readme_gpu_row(data: dict) -> list[str]:
@@ -585,13 +591,15 @@ def readme_gpu_row(data: dict) -> list[str]:
     first = max((s["queue_to_first_run_s"] or 0) for s in queued) if queued else 0
     smi = max((s["smi_peak_gib"] or 0) for s in rows) if rows else 0
     model = (data.get("model_only") or {}).get("model", {}).get("tf32", {})
+    loop = span([s["in_asset_fps"] for s in queued]) if queued else "-"
     return ["VideoCutLER on one H200, `scripts/backfill.py` on defaults (product path: tf32, 1 "
-            "run per GPU, up to 128 videos per run, 18 GiB cap)",
+            f"run per GPU, up to {BACKENDS['videocutler'].videos_per_run} videos per run, 18 "
+            "GiB cap)",
             f"{'; '.join(parts)}; submit → `tube_json` up to {tube:.0f} frames/s, first mask run "
             f"≤ {first:.1f} s after the script, `tube_json` ≤ {gap:.1f} s after the last mask "
             f"run; nvidia-smi peak {smi:.1f} GiB. Model alone {model.get('forward_fps', '-')} "
             f"frames/s with {model.get('predict_clip_syncs', '-')} host syncs per chunk. What "
-            f"bounds it: the mask loop ({_span_fps([s['in_asset_fps'] for s in queued])} "
+            f"bounds it: the mask loop ({loop} "
             "frames/s inside the asset), a run's ~4 s start and teardown, "
             "and on a first backfill the worker's model build "
             "([docs/gpu.md](docs/gpu.md#what-bounds-it-now))",

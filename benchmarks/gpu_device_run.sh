@@ -8,9 +8,9 @@
 #            removal, and the mask agreement of the new defaults with today's fp32;
 #   product  the product path on defaults (benchmarks/gpu_product_path.py; SCENARIOS: its
 #            --scenarios), leaving 140 s for `loop` when it is asked for too;
-#   loop     the steady loop of this tree against the code in .gpu/before_code.tar.xz
-#            (`git archive <commit> wsovvis_dagster | xz`, its commit in .gpu/before_code.commit),
-#            side by side (benchmarks/gpu_profile.py --code).
+#   loop     the steady loop of this tree on the patch before the attention-mask resize
+#            (third_party/CutLER_v3) and on this patch, side by side
+#            (benchmarks/gpu_profile.py --code).
 # Everything lands in $OUT; each step is time-boxed so the call ends inside its 10 minutes
 # (CALL_LIMIT_S, default 570).
 set -uo pipefail
@@ -24,8 +24,8 @@ asked() { [[ " $ARGS " == *" $1 "* ]]; }
 ARGS="$*"
 if asked tests; then
   python3 -m pip install -q --no-index --find-links .gpu/wheels pytest pytest-timeout
-  timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu "${GPU_TESTS:-tests/predictors}" \
-    2>&1 | tail -5 | tee "$OUT/gpu_tests.txt"
+  timeout 120 python3 -m pytest -q -s -p no:cacheprovider -m gpu ${GPU_TESTS:-tests/predictors tests/vnext} \
+    2>&1 | tee "$OUT/gpu_tests.txt" | grep -v "Warning\|warn(" | tail -8
   echo "tests done at $((SECONDS - T0)) s"
 fi
 M=/tmp/masks
@@ -40,7 +40,7 @@ if asked model; then
   python3 -m benchmarks.gpu_model_only --agreement-of $M --out "$OUT"
 fi
 if asked product; then
-  RESERVE=0; asked loop && RESERVE=140
+  RESERVE=0; asked loop && RESERVE=110
   LEFT=$((${CALL_LIMIT_S:-570} - (SECONDS - T0) - RESERVE))
   echo "product path with $LEFT s left"
   SC=""
@@ -53,15 +53,15 @@ if asked product; then
     ${SC:+--scenarios "$SC"} --model-only "$MO" --baseline "$BL" --agreement "$AG" 2>&1 \
     | grep -v "Warning\|warn(" | tail -25
 fi
-if asked loop && [ -f .gpu/before_code.tar.xz ]; then
-  B=/tmp/before_code; BEFORE=$(cat .gpu/before_code.commit 2>/dev/null || echo before)
-  rm -rf $B; mkdir -p $B  # this tree but wsovvis_dagster, which comes from the archive
+if asked loop; then
+  B=/tmp/patch_v3; rm -rf $B; mkdir -p $B/third_party  # this tree, CutLER as patch version 3
   for e in $(ls -A); do
-    [ "$e" = wsovvis_dagster ] || [ "$e" = .git ] || ln -s "$PWD/$e" "$B/$e"
+    [ "$e" = third_party ] || [ "$e" = .git ] || ln -s "$PWD/$e" "$B/$e"
   done
-  tar -C $B -xJf .gpu/before_code.tar.xz
-  timeout 130 python3 -m benchmarks.gpu_profile --frames .gpu/frames --skip profiler,pyspy,model \
-    --videos 8 --code "$BEFORE=$B" --json "$OUT/gpu_loop_codes.json" 2>&1 \
+  ln -s "$PWD/third_party/VNext" $B/third_party/VNext
+  ln -s "$PWD/third_party/CutLER_v3" $B/third_party/CutLER
+  timeout 100 python3 -m benchmarks.gpu_profile --frames .gpu/frames --skip profiler,pyspy,model \
+    --videos 6 --code "patch_v3=$B" --json "$OUT/gpu_loop_codes.json" 2>&1 \
     | grep -v "Warning\|warn(\|USDT" | tail -4
   echo "loop done at $((SECONDS - T0)) s"
 fi

@@ -7,9 +7,11 @@
 #   $1/polars_stripped.tar.xz   polars-runtime-32 unpacked, its .so stripped (fits the carry)
 #   $1/third_party.tar.xz       VNext@db33833 + CutLER@cca0a27 (no .git, no images)
 # Then: patch (as patched_vnext), VNext editable install and the deformable-attention op
-# build (as deform_attn_ops), the two builds side by side; and third_party/CutLER_v1, the
+# build (as deform_attn_ops), the two builds side by side; third_party/CutLER_v1, the
 # checkout with the version-1 edits only (the model before the host-sync removal, for
-# benchmarks/gpu_model_only.py's baseline). Idempotent: a second run changes nothing.
+# benchmarks/gpu_model_only.py's baseline); and third_party/CutLER_v3, with the edits up to
+# version 3 (before the attention-mask resize, for the `loop` of gpu_device_run.sh).
+# Idempotent: a second run changes nothing.
 set -euo pipefail
 G=$(realpath "${1:?folder with wheels/ and the tarballs}")
 SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -21,6 +23,7 @@ python3 -m pip install -q --no-index --no-cache-dir --find-links "$G/wheels" \
 if [ ! -d third_party/CutLER_v1 ]; then
   mkdir -p third_party && tar -C third_party -xJf "$G/third_party.tar.xz"
   cp -r third_party/CutLER third_party/CutLER_v1
+  cp -r third_party/CutLER third_party/CutLER_v3
 fi
 PYTHONPATH=$PWD python3 - <<'PY'
 import os
@@ -37,6 +40,9 @@ t0 = time.monotonic()
 print(f"patch: {len(apply_patch(vnext, cutler).changes)} files", flush=True)
 v1 = [e for e in EDITS if e.since == "1"]
 print(f"v1 copy: {len(apply_patch(vnext, Path('third_party/CutLER_v1'), edits=v1).changes)} "
+      "files", flush=True)
+v3 = [e for e in EDITS if int(e.since) <= 3]
+print(f"v3 copy: {len(apply_patch(vnext, Path('third_party/CutLER_v3'), edits=v3).changes)} "
       "files", flush=True)
 jobs = max(1, (os.cpu_count() or 2) // 2)
 with ThreadPoolExecutor(2) as pool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,6 +110,61 @@ def test_patch_removes_the_forwards_host_syncs(fake):
     upstream[torch.where(upstream.sum(-1) == upstream.shape[-1])] = False
     mask.masked_fill_(mask.all(-1, keepdim=True), False)
     assert torch.equal(mask, upstream)
+
+
+def _resize_functions(cutler: Path) -> dict:
+    """The patched decoder's `_resize_mask_logits`, and upstream's resize as `upstream`."""
+    video = (cutler / VIDEO_DECODER).read_text()
+    ns: dict = {}
+    exec("import torch\nfrom torch.nn import functional as F\n"
+         + video[video.index("\ndef _resize_mask_logits("):], ns)
+    exec("from torch.nn import functional as F\n"
+         "def upstream(outputs_mask, attn_mask_target_size):\n"
+         "    b, q, t, _, _ = outputs_mask.shape\n"
+         "    attn_mask = F.interpolate(outputs_mask.flatten(0, 1), size=attn_mask_target_size, "
+         'mode="bilinear", align_corners=False).view(\n'
+         "        b, q, t, attn_mask_target_size[0], attn_mask_target_size[1])\n"
+         "    return attn_mask\n", ns)
+    return ns
+
+
+def test_patch_resizes_the_attention_masks_as_upstream(fake):
+    """Patch version 4: the decoder's attention-mask resize goes through `_resize_mask_logits`;
+    on the CPU it is upstream's call, bit for bit, batches of several clips included."""
+    torch = pytest.importorskip("torch")
+    vnext, cutler = fake
+    apply_patch(vnext, cutler)
+    video = (cutler / VIDEO_DECODER).read_text()
+    assert "attn_mask = _resize_mask_logits(outputs_mask, attn_mask_target_size)" in video
+    assert "F.interpolate(outputs_mask.flatten(0, 1)" not in video
+    ns = _resize_functions(cutler)
+    logits = torch.randn(2, 5, 3, 24, 40)
+    for size in ((6, 10), (12, 20), (23, 40)):
+        got = ns["_resize_mask_logits"](logits, size)
+        assert got.shape == (2, 5, 3, *size)
+        assert torch.equal(got, ns["upstream"](logits, size))
+
+
+@pytest.mark.gpu
+def test_attention_mask_resize_on_cuda_matches_upstream(fake):
+    """On CUDA the channels-last resize gives upstream's attention masks (logit < 0 where the
+    sigmoid is < 0.5) on the decoder's shapes, and its values to float rounding."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    vnext, cutler = fake
+    apply_patch(vnext, cutler)
+    ns = _resize_functions(cutler)
+    torch.manual_seed(0)
+    logits = torch.randn(1, 100, 64, 96, 160, device="cuda") * 4  # B, Q, T, H/4, W/4
+    for size in ((12, 20), (24, 40), (48, 80)):
+        got, want = ns["_resize_mask_logits"](logits, size), ns["upstream"](logits, size)
+        assert got.shape == want.shape
+        assert torch.equal(got.sigmoid() < 0.5, want.sigmoid() < 0.5)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        if not torch.equal(got, want):  # the device run's log says how far from bit-identical
+            warnings.warn(f"{size}: max |diff| {(got - want).abs().max().item():.2e}",
+                          stacklevel=1)
 
 
 # what patch version 3 defers: (file, module, its names used, a function of the file

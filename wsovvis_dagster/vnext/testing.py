@@ -143,7 +143,7 @@ CUTLER_FILES = {
         "        return y\n"
     ),
     VIDEO_DECODER: (
-        "import torch\n\n\n"
+        "import torch\nfrom torch.nn import functional as F\n\n\n"
         "class VideoMultiScaleMaskedTransformerDecoder:\n"
         "    def forward(self, attn_mask, outputs_class, outputs_mask):\n"
         "        predictions_class, predictions_mask = [outputs_class], [outputs_mask]\n"
@@ -152,7 +152,13 @@ CUTLER_FILES = {
         "            outputs_class, outputs_mask, attn_mask = self.heads(attn_mask)\n"
         "            predictions_class.append(outputs_class)\n"
         "            predictions_mask.append(outputs_mask)\n"
-        "        return predictions_class, predictions_mask, attn_mask\n"
+        "        return predictions_class, predictions_mask, attn_mask\n\n"
+        "    def forward_prediction_heads(self, outputs_mask, attn_mask_target_size):\n"
+        "        b, q, t, _, _ = outputs_mask.shape\n"
+        "        attn_mask = F.interpolate(outputs_mask.flatten(0, 1), size=attn_mask_target_size, "
+        'mode="bilinear", align_corners=False).view(\n'
+        "            b, q, t, attn_mask_target_size[0], attn_mask_target_size[1])\n"
+        "        return attn_mask\n"
     ),
     f"{OPS}/src/ms_deform_attn.h": (
         "at::Tensor ms_deform_attn_forward(const at::Tensor &value) {\n"

@@ -343,6 +343,30 @@ def gpu_after_sync_fix(results: Results) -> str:
             f"(×{after[ratio]:.2f}; `{SYNC_FIX}.json`).")
 
 
+ATTN_RESIZE = "gpu_loop_codes_attn_resize"  # the loop on patch v3 and v4, one device call
+
+
+def attn_resize_share(results: Results) -> str:
+    """The share of kernel time of the NCHW bilinear resizes on grids of at most 4 blocks
+    (the decoder's attention masks) in the profile of the code before patch v4."""
+    rows = results.body("gpu_profile_launch")["profiler"]["kernels_by_launch"]
+    share = sum(r["share_of_kernel_time"] for r in rows
+                if "upsample_bilinear2d_out_frame" in r["kernel"]
+                and int(r["grid"].strip("[]").split(",")[0]) <= 4)
+    return f"{share:.0%}"
+
+
+def gpu_attn_resize(results: Results) -> str:
+    """What patch v4 (the attention-mask resize) gave the loop (or that it is not measured)."""
+    if ATTN_RESIZE not in results.names():
+        return "Patch v4 is not measured on a GPU yet: no device machine was lent since."
+    rows = results.body(ATTN_RESIZE)["rows"]
+    before, after = rows[0], rows[-1]
+    ratio = next(k for k in after if k.startswith("fps_vs_"))
+    return (f"With it, the steady loop went from {before['fps']} to {after['fps']} fps "
+            f"(×{after[ratio]:.2f}; `{ATTN_RESIZE}.json`).")
+
+
 # the gpu_dagster calls before issue 24, newest first
 GPU_DAGSTER = ("gpu_dagster_worker_cold_start", "gpu_dagster_warm_workers_2_runs_per_gpu",
                "gpu_dagster_warm_workers_lvvis_48_per_run", "gpu_dagster_no_worker_1_run_per_gpu",
@@ -522,6 +546,8 @@ BLOCKS: dict[str, Callable[[Results], list[str] | str]] = {
     "gpu_loop_bound": gpu_loop_bound,
     "gpu_per_run": gpu_per_run,
     "gpu_after_sync_fix": gpu_after_sync_fix,
+    "gpu_attn_resize": gpu_attn_resize,
+    "attn_resize_share": attn_resize_share,
     "gpu_dagster_history": gpu_dagster_history,
     "gpu_dagster_targets": gpu_dagster_targets,
     "gpu_profile_model": gpu_profile_model,

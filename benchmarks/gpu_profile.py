@@ -193,8 +193,28 @@ def _union(intervals) -> float:
     return total
 
 
+def kernels_by_launch(events: list[dict], top: int = 12) -> list[dict]:
+    """The kernels of a chrome trace grouped by name and launch grid, most device time first,
+    each with its share of all kernel time: a kernel on a grid of a few blocks leaves most of
+    the GPU idle however long it runs (upstream's attention-mask resize ran on 1-4 blocks)."""
+    groups: dict = collections.defaultdict(lambda: [0, 0.0])
+    total = 0.0
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") == "kernel" and "dur" in e:
+            grid = e.get("args", {}).get("grid")
+            group = groups[(e.get("name", "")[:120], str(grid) if grid is not None else "?")]
+            group[0] += 1
+            group[1] += e["dur"]
+            total += e["dur"]
+    rows = sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]
+    return [{"kernel": name, "grid": grid, "calls": calls, "ms": _r(us / 1e3, 1),
+             "share_of_kernel_time": _r(us / total) if total else None}
+            for (name, grid), (calls, us) in rows]
+
+
 def trace_stats(trace: Path, wall_s: float, main_tid: int | None) -> dict:
-    """GPU busy fraction and host-sync time from a chrome trace (µs)."""
+    """GPU busy fraction, host-sync time and the costliest kernel launches from a chrome
+    trace (µs)."""
     events = json.loads(trace.read_text()).get("traceEvents", [])
     kern, busy = [], []
     main = str(main_tid)
@@ -234,7 +254,8 @@ def trace_stats(trace: Path, wall_s: float, main_tid: int | None) -> dict:
            "sync_ops_ms_main_thread": {k: _r(v / 1e3, 1) for k, v in ops_main.items()},
            "main_thread_in_torch_ops_fraction": _r(_union(main_ops) / wall_us) if main_ops
            else None,
-           "main_tid_in_trace": main in cpu_tids}
+           "main_tid_in_trace": main in cpu_tids,
+           "kernels_by_launch": kernels_by_launch(events)}
     if main not in cpu_tids:
         out["note"] = "the loop thread's id was not found in the trace: main-thread figures empty"
     return out

@@ -61,3 +61,20 @@ def test_code_mode_runs_each_checkout_and_writes_the_loops_side_by_side(tmp_path
     assert rows[1]["fps_vs_first"] == round(rows[1]["fps"] / rows[0]["fps"], 3)
     assert set(envelope["context"]["sizes"]["codes"]) == {"first", "this"}
     assert "fps_vs_first" in proc.stdout  # the side-by-side table
+
+
+def test_kernels_are_ranked_by_device_time_per_launch_grid():
+    """The same kernel on a 1-block grid and on a full grid are two rows; shares add up."""
+    from benchmarks.gpu_profile import kernels_by_launch
+
+    def kernel(name, grid, dur):
+        return {"ph": "X", "cat": "kernel", "name": name, "dur": dur, "args": {"grid": grid}}
+
+    events = [kernel("upsample", [1, 1, 1], 300), kernel("upsample", [1, 1, 1], 300),
+              kernel("upsample", [240, 1, 1], 50), kernel("gemm", [30, 4, 1], 350),
+              {"ph": "X", "cat": "cpu_op", "name": "aten::add", "dur": 999}]
+    rows = kernels_by_launch(events)
+    assert [(r["kernel"], r["grid"], r["calls"]) for r in rows] == [
+        ("upsample", "[1, 1, 1]", 2), ("gemm", "[30, 4, 1]", 1), ("upsample", "[240, 1, 1]", 1)]
+    assert rows[0]["ms"] == 0.6 and rows[0]["share_of_kernel_time"] == 0.6
+    assert sum(r["share_of_kernel_time"] for r in rows) == pytest.approx(1.0)

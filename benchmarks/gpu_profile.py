@@ -640,8 +640,18 @@ def main(argv=None) -> int:
     ap.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
                     help="also run with this checkout's code; loops printed side by side")
     ap.add_argument("--repeat", type=int, default=1, help="rounds, with --code")
+    ap.add_argument("--kernels-of", type=Path, metavar="TRACE",
+                    help="print the kernels of a saved chrome trace (e.g. "
+                    "gpu_profile_trace.json.gz) ranked by device time per launch grid, as "
+                    "JSON, and exit")
     add_json_args(ap)
     args = ap.parse_args(argv)
+    if args.kernels_of:
+        opener = gzip.open if args.kernels_of.suffix == ".gz" else open
+        with opener(args.kernels_of, "rt") as fh:
+            events = json.load(fh).get("traceEvents", [])
+        print(json.dumps(kernels_by_launch(events), indent=1))
+        return 0
     if args.code:
         command = list(sys.argv[1:] if argv is None else argv)
         compare_loops(command, code_checkouts(args.code, REPO), args.repeat, args.json,

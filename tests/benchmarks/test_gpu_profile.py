@@ -4,6 +4,7 @@ with their reason."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -63,17 +64,23 @@ def test_code_mode_runs_each_checkout_and_writes_the_loops_side_by_side(tmp_path
     assert "fps_vs_first" in proc.stdout  # the side-by-side table
 
 
-def test_kernels_are_ranked_by_device_time_per_launch_grid():
-    """The same kernel on a 1-block grid and on a full grid are two rows; shares add up."""
-    from benchmarks.gpu_profile import kernels_by_launch
 
+def test_kernels_of_a_saved_trace_are_ranked_by_device_time_per_launch_grid(tmp_path):
+    """`--kernels-of`: the same kernel on a 1-block grid and on a full grid are two rows, most
+    device time first, with shares of all kernel time; CPU ops are not kernels."""
     def kernel(name, grid, dur):
         return {"ph": "X", "cat": "kernel", "name": name, "dur": dur, "args": {"grid": grid}}
 
     events = [kernel("upsample", [1, 1, 1], 300), kernel("upsample", [1, 1, 1], 300),
               kernel("upsample", [240, 1, 1], 50), kernel("gemm", [30, 4, 1], 350),
               {"ph": "X", "cat": "cpu_op", "name": "aten::add", "dur": 999}]
-    rows = kernels_by_launch(events)
+    trace = tmp_path / "gpu_profile_trace.json.gz"
+    with gzip.open(trace, "wt") as fh:
+        json.dump({"traceEvents": events}, fh)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_profile", "--kernels-of",
+                           str(trace)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)
     assert [(r["kernel"], r["grid"], r["calls"]) for r in rows] == [
         ("upsample", "[1, 1, 1]", 2), ("gemm", "[30, 4, 1]", 1), ("upsample", "[240, 1, 1]", 1)]
     assert rows[0]["ms"] == 0.6 and rows[0]["share_of_kernel_time"] == 0.6

@@ -328,22 +328,23 @@ def gpu_per_run(results: Results) -> str:
             "30 s loop")
 
 
-SYNC_FIX = "gpu_loop_codes_sync_fix"  # the loop before and after 1db9ea1, one device call
+def _loop_gain(results: Results, name: str, not_measured: str) -> str:
+    """The steady loop's fps before and after one change, from the two-code loop result
+    `name` (one device call), or `not_measured` when that call has not run."""
+    if name not in results.names():
+        return not_measured
+    rows = results.body(name)["rows"]
+    before, after = rows[0], rows[-1]
+    ratio = next(k for k in after if k.startswith("fps_vs_"))
+    return (f"With it, the steady loop went from {before['fps']} to {after['fps']} fps "
+            f"(×{after[ratio]:.2f}; `{name}.json`).")
 
 
 def gpu_after_sync_fix(results: Results) -> str:
     """What the loop gained once `launch` could run ahead (or that it is not measured)."""
-    if SYNC_FIX not in results.names():
-        return ("That fix is not measured on a GPU: this session's device time ran out before "
-                "a call with it could run.")
-    rows = results.body(SYNC_FIX)["rows"]
-    before, after = rows[0], rows[-1]
-    ratio = next(k for k in after if k.startswith("fps_vs_"))
-    return (f"With it, the steady loop went from {before['fps']} to {after['fps']} fps "
-            f"(×{after[ratio]:.2f}; `{SYNC_FIX}.json`).")
-
-
-ATTN_RESIZE = "gpu_loop_codes_attn_resize"  # the loop on patch v3 and v4, one device call
+    return _loop_gain(results, "gpu_loop_codes_sync_fix",  # before and after 1db9ea1
+                      "That fix is not measured on a GPU: this session's device time ran out "
+                      "before a call with it could run.")
 
 
 def attn_resize_share(results: Results) -> str:
@@ -358,13 +359,8 @@ def attn_resize_share(results: Results) -> str:
 
 def gpu_attn_resize(results: Results) -> str:
     """What patch v4 (the attention-mask resize) gave the loop (or that it is not measured)."""
-    if ATTN_RESIZE not in results.names():
-        return "Patch v4 is not measured on a GPU yet: no device machine was lent since."
-    rows = results.body(ATTN_RESIZE)["rows"]
-    before, after = rows[0], rows[-1]
-    ratio = next(k for k in after if k.startswith("fps_vs_"))
-    return (f"With it, the steady loop went from {before['fps']} to {after['fps']} fps "
-            f"(×{after[ratio]:.2f}; `{ATTN_RESIZE}.json`).")
+    return _loop_gain(results, "gpu_loop_codes_attn_resize",  # CutLER patch v3 and v4
+                      "Patch v4 is not measured on a GPU yet: no device machine was lent since.")
 
 
 # the gpu_dagster calls before issue 24, newest first

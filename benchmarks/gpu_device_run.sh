@@ -7,7 +7,7 @@
 #   model    the model-only figures of the model before (CutLER_v1) and after the sync
 #            removal, and the mask agreement of the new defaults with today's fp32;
 #   product  the product path on defaults (benchmarks/gpu_product_path.py; SCENARIOS: its
-#            --scenarios), leaving 140 s for `loop` when it is asked for too;
+#            --scenarios), leaving 110 s for `loop` when it is asked for too;
 #   loop     the steady loop of this tree on the patch before the attention-mask resize
 #            (third_party/CutLER_v3) and on this patch, side by side
 #            (benchmarks/gpu_profile.py --code).

@@ -3,8 +3,10 @@
 Each tick scans `<data_root>/<split>/JPEGImages/`, registers up to `batch_size` new folders as
 `videos` partitions (`SensorResult.dynamic_partitions_requests`; the rest follow on later
 ticks), records a `video_frames` observation for every new or changed video (so only those
-`mask_pngs` partitions turn stale), and, with `request_runs`, asks for `mask_pngs` runs of at
-most `max_partitions_per_run` contiguous videos, tagged `gpu=true` for the run queue. Stopped
+`mask_pngs` partitions turn stale), starts the predictor workers the videos without masks will
+use (as `video_partitions` does; not waited for), and, with `request_runs`, asks for
+`mask_pngs` runs of at most `max_partitions_per_run` contiguous videos, tagged `gpu=true` for
+the run queue. Stopped
 by default: start it in the UI (Automation) or with `dagster sensor start new_video_folders`.
 
 A folder is registered exactly once: the next tick finds its key registered. Run keys hash the
@@ -43,7 +45,7 @@ from wsovvis_instance.dagster_private import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-from wsovvis_ops.backfill import batch_tubes_due, queue_batch_tubes
+from wsovvis_ops.backfill import batch_tubes_due, prestart_mask_workers, queue_batch_tubes
 
 MASK_PNGS = AssetKey("mask_pngs")
 TUBE_JSON = AssetKey("tube_json")
@@ -103,6 +105,11 @@ def build_new_video_folders_sensor(
             f"{len(new)} new videos ({len(waiting) - len(new)} left for later ticks), "
             f"{len(set(changed) - set(new))} with changed frames"
         )
+        # the predictor workers of the videos without masks start building, not waited for, as
+        # when video_partitions registers them: a backfill (or the runs below) finds them built
+        order = [*registered, *new]
+        workers = prestart_mask_workers(context.instance, order, paths.outputs, order=order)
+        context.log.info(workers.summary("the mask runs of the videos without masks"))
         runs = []
         if request_runs:
             runnable = {k for k, v in changed.items() if v != MISSING_FRAMES}

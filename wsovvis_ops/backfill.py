@@ -117,12 +117,13 @@ def queue_mask_runs(
                        workers)
 
 
-def _plan(instance: DagsterInstance, keys: Sequence[str]):
-    """(the key ranges of the mask runs of `keys`, the code location's predictor resource)."""
+def _plan(instance: DagsterInstance, keys: Sequence[str], order: Sequence[str] | None = None):
+    """(the key ranges of the mask runs of `keys`, the code location's predictor resource);
+    `order`: the `videos` partition keys, when the caller registers some only after this."""
     from definitions import loaded_predictor, videos_per_run
 
     predictor = loaded_predictor()
-    order = instance.get_dynamic_partitions("videos")
+    order = list(order) if order is not None else instance.get_dynamic_partitions("videos")
     unknown = sorted(set(keys) - set(order))
     if unknown:
         raise ValueError(f"{len(unknown)} keys are not registered videos partitions (e.g. "
@@ -146,17 +147,20 @@ def videos_without_masks(instance: DagsterInstance, keys: Sequence[str],
 
 
 def prestart_mask_workers(instance: DagsterInstance, keys: Sequence[str],
-                          output_root: Path) -> WorkerPrestart:
+                          output_root: Path, order: Sequence[str] | None = None
+                          ) -> WorkerPrestart:
     """Start the predictor workers that the mask runs of those of `keys` without masks
     (`videos_without_masks`) would take, as `queue_mask_runs` plans them, without waiting for
-    their models and without queueing anything: `video_partitions` calls it as it registers
-    videos, so a backfill queued later finds its models built. Never raises (a registration
-    never fails for this): an error is in the result."""
+    their models and without queueing anything: `video_partitions` and the `new_video_folders`
+    sensor call it as they register videos, so a backfill queued later finds its models built.
+    `order`: the `videos` partition keys once registered (the sensor's new keys are registered
+    only after its tick returns). Never raises (a registration never fails for this): an error
+    is in the result."""
     try:
         missing = videos_without_masks(instance, keys, output_root)
         if not missing:
             return WorkerPrestart(skipped="every registered video has masks")
-        ranges, predictor = _plan(instance, missing)
+        ranges, predictor = _plan(instance, missing, order)
     except Exception as exc:  # noqa: BLE001
         return WorkerPrestart(error=f"{type(exc).__name__}: {exc}")
     return predictor.prestart_workers(instance, len(ranges))

@@ -153,6 +153,31 @@ def test_registering_videos_starts_the_workers_of_the_videos_without_masks(
     assert list_workers(slots) == []
 
 
+def test_the_sensor_registering_videos_starts_their_workers(instance, slots, gate, monkeypatch,
+                                                           tmp_path):
+    """`new_video_folders` starts the workers of the videos it registers, as `video_partitions`
+    does, though they join the `videos` partitions only once its tick returns."""
+    from dagster import build_sensor_context
+
+    from assets.sensors import build_new_video_folders_sensor
+    from resources import DatasetPaths
+    from wsovvis_dagster.video.synthetic import generate_dataset
+
+    for k, v in gate.env({**WORKER_ENV, "WSOVVIS_GPUS": "0,1"}).items():
+        monkeypatch.setenv(k, v)
+    data = tmp_path / "data"
+    generate_dataset(data, seed=3, num_frames=2, videos_per_split={"train": 3})
+    sensor = build_new_video_folders_sensor(batch_size=2)
+    paths = DatasetPaths(data_root=str(data), output_root=str(tmp_path / "outputs"))
+    result = sensor(build_sensor_context(instance=instance, resources={"paths": paths}))
+    (request,) = result.dynamic_partitions_requests
+    assert len(request.partition_keys) == 2 and instance.get_dynamic_partitions("videos") == []
+    building = list_workers(slots)  # 2 videos, 4 per run on cpu, 2 slots: 2 runs, 2 workers
+    assert sorted(w["device"] for w in building) == ["cuda:0", "cuda:1"]
+    assert not any(w["ready"] for w in building)  # not waited for
+    gate.open()
+
+
 def test_a_failed_prestart_does_not_fail_the_registration(instance, monkeypatch, tmp_path,
                                                           resources_for):
     from dagster import materialize

@@ -6,8 +6,8 @@ ticks), records a `video_frames` observation for every new or changed video (so 
 `mask_pngs` partitions turn stale), starts the predictor workers the videos without masks will
 use (as `video_partitions` does; not waited for), and, with `request_runs`, asks for
 `mask_pngs` runs of at most `max_partitions_per_run` contiguous videos, tagged `gpu=true` for
-the run queue. Stopped
-by default: start it in the UI (Automation) or with `dagster sensor start new_video_folders`.
+the run queue. Stopped by default: start it in the UI (Automation) or with
+`dagster sensor start new_video_folders`.
 
 A folder is registered exactly once: the next tick finds its key registered. Run keys hash the
 videos and their frame versions, so a video is re-requested only after its frames change.

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One device call of issue 24, from the repository root on the GPU machine (carry .gpu):
-#   bash benchmarks/gpu_device_run.sh [tests] [product] [loop] [model] [SCENARIOS]
+#   bash benchmarks/gpu_device_run.sh [tests] [model] [ceiling] [warmup] [product] [loop] [SCENARIOS]
 # setup (benchmarks/gpu_device_setup.sh), then, in this order, what the words ask for:
 #   tests    the `gpu`-marked tests of $GPU_TESTS (default: tests/predictors), with pytest from
 #            .gpu/wheels;
 #   model    the model-only figures of the model before (CutLER_v1) and after the sync
 #            removal, and the mask agreement of the new defaults with today's fp32;
+#   ceiling  the model alone on this tree (tf32, the loop's chunk, no graph, no masks):
+#            $OUT/gpu_model_only_ceiling.json;
+#   warmup   a worker's build by cuDNN autotuning choice (benchmarks/gpu_warmup.py);
 #   product  the product path on defaults (benchmarks/gpu_product_path.py; SCENARIOS: its
 #            --scenarios), leaving 110 s for `loop` when it is asked for too;
 #   loop     the steady loop of this tree on the patch before the attention-mask resize
@@ -38,6 +41,16 @@ if asked model; then
     --out "$OUT" --masks-dir $M 2>&1 | grep -v Warning | tail -12
   echo "v2 done at $((SECONDS - T0)) s"
   python3 -m benchmarks.gpu_model_only --agreement-of $M --out "$OUT"
+fi
+if asked ceiling; then
+  timeout 100 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label ceiling \
+    --precisions tf32 --no-graph --agreement "" --out "$OUT" 2>&1 | grep -v Warning | tail -4
+  echo "ceiling done at $((SECONDS - T0)) s"
+fi
+if asked warmup; then
+  timeout 150 python3 -m benchmarks.gpu_warmup --frames .gpu/frames --out "$OUT" 2>&1 \
+    | grep -v "Warning\|warn(" | tail -8
+  echo "warmup done at $((SECONDS - T0)) s"
 fi
 if asked product; then
   RESERVE=0; asked loop && RESERVE=110

@@ -73,7 +73,7 @@ def readme_figures(results: Results) -> list[str]:
          f"{demo_old['AP50']:.2f})",
          f"`{results.command('predictor_synthetic')}` on the demo's data "
          f"({json_link('predictor_synthetic', 'README')})"],
-        readme_gpu_row(results.body("gpu_product_path")),
+        readme_gpu_row(results.body("gpu_product_path"), _ceiling(results)),
         orchestration_batch_row(results),
         ["`mask_pngs` peak memory on one long video (embedded predictor, streamed in 128-frame "
          "chunks)",
@@ -290,10 +290,17 @@ def _rows(pp: dict, *, queued: str | None = "run queue", warm: bool | None = Non
             and (warm is None or s["warm"] == warm) and (name is None or s["name"] == name)]
 
 
+def _ceiling(results: Results) -> dict | None:
+    """The model alone on the code of the newest product rows (`gpu_device_run.sh ceiling`),
+    when measured; else the product file's `model_only` (the sync removal's) stands."""
+    name = "gpu_model_only_ceiling"
+    return results.body(name) if name in results.names() else None
+
+
 def gpu_loop_bound(results: Results) -> str:
     """In-asset fps of one loop (16 × 200, defaults) against the model's ceiling per video."""
     pp = results.body(PRODUCT_PATH)
-    tf32 = pp["model_only"]["model"]["tf32"]["forward_fps"]
+    tf32 = (_ceiling(results) or pp["model_only"])["model"]["tf32"]["forward_fps"]
     ceiling = tf32 * 200 / 256  # chunks of 64 with overlap 8 compute 256 of 200 frames
     return (f"in-asset {span([s['in_asset_fps'] for s in _rows(pp, name='long')])}"
             f" fps for 16 × 200 against a model ceiling of {tf32} × 200 / 256 = "
@@ -342,9 +349,17 @@ def _loop_gain(results: Results, name: str, not_measured: str) -> str:
 
 def gpu_after_sync_fix(results: Results) -> str:
     """What the loop gained once `launch` could run ahead (or that it is not measured)."""
-    return _loop_gain(results, "gpu_loop_codes_sync_fix",  # before and after 1db9ea1
-                      "That fix is not measured on a GPU: this session's device time ran out "
-                      "before a call with it could run.")
+    if "gpu_loop_codes_sync_fix" in results.names() or \
+            "gpu_loop_codes_attn_resize" not in results.names():
+        return _loop_gain(results, "gpu_loop_codes_sync_fix",  # before and after 1db9ea1
+                          "That fix is not measured on a GPU: this session's device time ran "
+                          "out before a call with it could run.")
+    with_fix = results.body("gpu_loop_codes_attn_resize")["rows"][0]  # the fix, patch v3
+    before = results.body("gpu_loop_codes_launch")["rows"][-1]
+    return (f"It was not measured alone: the loop of a later code with it (patch v3, the "
+            f"first row of `gpu_loop_codes_attn_resize.json`) ran {with_fix['fps']} fps against "
+            f"{before['fps']} for `launch` before it, in another device call (a different "
+            "machine start, so no like-for-like ratio).")
 
 
 def attn_resize_share(results: Results) -> str:

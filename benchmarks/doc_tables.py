@@ -576,8 +576,10 @@ def span(values: list[float], unit: str = "", digits: int = 0) -> str:
     return text + unit
 
 
-def readme_gpu_row(data: dict) -> list[str]:
-    """The README's GPU row (what, figure, measured by), from the defaults' scenarios."""
+def readme_gpu_row(data: dict, ceiling: dict | None = None) -> list[str]:
+    """The README's GPU row (what, figure, measured by), from the defaults' scenarios;
+    `ceiling`: a later model-only result of the code the scenarios ran (else the product
+    file's own `model_only`)."""
     parts = []
     for name, shape in (("long", "16 × 200"), ("lvvis", "LV-VIS-shaped 96 × 32")):
         warm, first = _defaults(data, name, True), _defaults(data, name, False)
@@ -590,8 +592,10 @@ def readme_gpu_row(data: dict) -> list[str]:
     gap = max((s["tube_json_gap_s"] or 0) for s in queued) if queued else 0
     first = max((s["queue_to_first_run_s"] or 0) for s in queued) if queued else 0
     smi = max((s["smi_peak_gib"] or 0) for s in rows) if rows else 0
-    model = (data.get("model_only") or {}).get("model", {}).get("tf32", {})
+    model = (ceiling or data.get("model_only") or {}).get("model", {}).get("tf32", {})
     loop = span([s["in_asset_fps"] for s in queued]) if queued else "-"
+    fixed = [r["fixed_s"] for s in queued if s["warm"]
+             for r in s.get("detail", {}).get("fixed_per_run", [])]
     return ["VideoCutLER on one H200, `scripts/backfill.py` on defaults (product path: tf32, 1 "
             f"run per GPU, up to {BACKENDS['videocutler'].videos_per_run} videos per run, 18 "
             "GiB cap)",
@@ -600,7 +604,8 @@ def readme_gpu_row(data: dict) -> list[str]:
             f"run; nvidia-smi peak {smi:.1f} GiB. Model alone {model.get('forward_fps', '-')} "
             f"frames/s with {model.get('predict_clip_syncs', '-')} host syncs per chunk. What "
             f"bounds it: the mask loop ({loop} "
-            "frames/s inside the asset), a run's ~4 s start and teardown, "
+            f"frames/s inside the asset), a run's ~{span(fixed, ' s') if fixed else '4 s'} "
+            "start and teardown, "
             "and on a first backfill the worker's model build "
             "([docs/gpu.md](docs/gpu.md#what-bounds-it-now))",
             "`python -m benchmarks.gpu_product_path`, `python -m benchmarks.gpu_model_only` "

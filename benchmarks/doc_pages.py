@@ -362,6 +362,16 @@ def gpu_after_sync_fix(results: Results) -> str:
             "machine start, so no like-for-like ratio).")
 
 
+def gpu_first_worker_build(results: Results) -> str:
+    """What the first 16 × 200 backfill's worker spent building, by part (its load times)."""
+    (row,) = _rows(results.body(PRODUCT_PATH), warm=False, name="long")
+    worker = json.loads(row["detail"]["workers"][0])
+    t = worker["load_times"]
+    return (f"{worker['built_s']:.1f} s build, {t['warmup']:.1f} s were the warm-up chunk "
+            f"(torch import {t['torch']:.1f} s, other imports {t['imports']:.1f} s, model "
+            f"{t['build']:.1f} s)")
+
+
 def attn_resize_share(results: Results) -> str:
     """The share of kernel time of the NCHW bilinear resizes on grids of at most 4 blocks
     (the decoder's attention masks) in the profile of the code before patch v4."""
@@ -559,6 +569,7 @@ BLOCKS: dict[str, Callable[[Results], list[str] | str]] = {
     "gpu_after_sync_fix": gpu_after_sync_fix,
     "gpu_attn_resize": gpu_attn_resize,
     "attn_resize_share": attn_resize_share,
+    "gpu_first_worker_build": gpu_first_worker_build,
     "gpu_dagster_history": gpu_dagster_history,
     "gpu_dagster_targets": gpu_dagster_targets,
     "gpu_profile_model": gpu_profile_model,

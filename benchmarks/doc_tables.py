@@ -512,8 +512,9 @@ def _settings_label(s: object) -> str:
 def product_path_table(data: dict) -> list[str]:
     rows = []
     for sc in data["scenarios"] + data.get("failed", []):
-        label = f"{sc['name']} {sc.get('videos', '?')} x " \
-                f"{sc['frames'] // sc['videos'] if sc.get('videos') else '?'}"
+        label = f"{sc['name']} {sc.get('videos', '?')} x " + (
+            f"{sc['lengths']} (mean {sc['frames'] // sc['videos']})" if sc.get("lengths") else
+            f"{sc['frames'] // sc['videos'] if sc.get('videos') else '?'}")
         if "error" in sc or not sc.get("frames"):
             why = sc.get("error") or (sc.get("detail") or {}).get("status") or "no masks"
             rows.append([label, _settings_label(sc["settings"]), "warm" if sc["warm"] else

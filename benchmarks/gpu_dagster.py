@@ -134,16 +134,19 @@ def source_frames(frames: Path | None, workdir: Path, height: int, width: int) -
     return sorted((root / "train" / "JPEGImages").glob("*/*.jpg"))
 
 
-def make_videos(data: Path, files: list[Path], videos: int, length: int, prefix: str) -> list:
-    """`videos` folders of `length` frames (the files played forward and back), hard links."""
+def make_videos(data: Path, files: list[Path], videos: int, length: int | list[int],
+                prefix: str) -> list:
+    """`videos` folders of `length` frames (or `length[v]` for video v: the files played
+    forward and back), hard links."""
     from wsovvis_dagster.paths import VideoRef
 
     cycle = files + files[-2:0:-1] if len(files) > 1 else files
+    lengths = length if isinstance(length, list) else [length] * videos
     refs = []
     for v in range(videos):
         folder = data / "train" / "JPEGImages" / f"{prefix}{v:04d}"
         folder.mkdir(parents=True, exist_ok=True)
-        for t in range(length):
+        for t in range(lengths[v]):
             dst = folder / f"{t:05d}.jpg"
             if not dst.exists():
                 try:

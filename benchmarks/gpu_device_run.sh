@@ -43,12 +43,13 @@ if asked model; then
   python3 -m benchmarks.gpu_model_only --agreement-of $M --out "$OUT"
 fi
 if asked ceiling; then
-  timeout 100 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label ceiling \
+  timeout 80 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label ceiling \
     --precisions tf32 --no-graph --agreement "" --out "$OUT" 2>&1 | grep -v Warning | tail -4
   echo "ceiling done at $((SECONDS - T0)) s"
 fi
 if asked warmup; then
-  timeout 150 python3 -m benchmarks.gpu_warmup --frames .gpu/frames --out "$OUT" 2>&1 \
+  timeout 110 python3 -m benchmarks.gpu_warmup --frames .gpu/frames --out "$OUT" \
+    --variants "${WARMUP_VARIANTS:-defaults,no_autotune,limit_1,no_cap,defaults}" 2>&1 \
     | grep -v "Warning\|warn(" | tail -8
   echo "warmup done at $((SECONDS - T0)) s"
 fi

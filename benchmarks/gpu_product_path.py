@@ -6,20 +6,20 @@
     # dry run anywhere: the embedded CPU predictor, tiny videos
     python -m benchmarks.gpu_product_path --backend cpu --scenarios long:3x8:first --out /tmp/pp
 
-Each scenario `name:VIDEOSxFRAMES:first|warm[:VAR=VALUE;...]` (the suffix: settings other than
-the defaults, recorded under `settings`) is a real `dagster-daemon` on a fresh instance,
-`mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
+Each scenario `name:VIDEOSxFRAMES:first|warm[:VAR=VALUE;...]` (FRAMES may be a range `LO-HI`:
+lengths spread evenly over the videos, as a real dataset's are, so a worker meets many clip shapes;
+the suffix: settings other than the defaults, recorded under `settings`) is a real `dagster-daemon`
+on a fresh instance, `mask_pngs` + `tube_json` queued as `scripts/backfill.py` queues them
 (`gpu_dagster.run_backfill`), with no `WSOVVIS_*` setting but the GPU list (`WSOVVIS_GPUS=0`),
-random weights, and the data/output roots. `first`: no predictor worker runs before the
-backfill; queueing it starts them (`gpu.prestart`, as `scripts/backfill.py` does; recorded under
+random weights, and the data/output roots. `first`: no predictor worker runs before the backfill;
+queueing it starts them (`gpu.prestart`, as `scripts/backfill.py` does; recorded under
 `worker_prestarted` and `detail.prestart`), so what the runs wait of the build is in the wall;
-`warm`: the workers of every slot were started before the clock, as an earlier backfill leaves
-them. The CPU dry run (`--backend cpu`) runs the cpu backend's defaults (its model is built in
-each run); a scenario suffix `:WSOVVIS_WORKER_IDLE_SECONDS=600` makes it take videocutler's
-worker path, recorded under `settings`. nvidia-smi is sampled every 200 ms
-over the whole scenario (worker start included). The model-only and agreement sections are
-copied in from `benchmarks/gpu_model_only.py`'s results. Writes `gpu_product_path.json` to
---out.
+`warm`: the workers of every slot were started before the clock, as an earlier backfill leaves them.
+The CPU dry run (`--backend cpu`) runs the cpu backend's defaults (its model is built in each run);
+a scenario suffix `:WSOVVIS_WORKER_IDLE_SECONDS=600` makes it take videocutler's worker path,
+recorded under `settings`. nvidia-smi is sampled every 200 ms over the whole scenario (worker start
+included). The model-only and agreement sections are copied in from `benchmarks/gpu_model_only.py`'s
+results. Writes `gpu_product_path.json` to --out.
 
     # several device calls into one result (later files win per scenario)
     python -m benchmarks.gpu_product_path --combine OUT.json CALL1.json CALL2.json ...
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -80,6 +81,18 @@ def scenario_row(name: str, warm: bool, res: dict, smi_peak: float | None,
         "worker_prestarted": res.get("runs_used_prestarted_workers"),
         "detail": {k: v for k, v in res.items() if k not in ("peak_per_video",)},
     }
+
+
+def video_lengths(shape: str) -> tuple[int, int | list[int]]:
+    """`VIDEOSxFRAMES` -> (videos, frames); `VIDEOSxLO-HI` -> (videos, one length per video,
+    LO to HI evenly, shuffled by a fixed seed so neighbouring runs mix lengths)."""
+    videos, frames = shape.split("x", 1)
+    if "-" not in frames:
+        return int(videos), int(frames)
+    n, (lo, hi) = int(videos), (int(x) for x in frames.split("-", 1))
+    lengths = [lo + (hi - lo) * i // max(1, n - 1) for i in range(n)]
+    random.Random(0).shuffle(lengths)
+    return n, lengths
 
 
 def is_default(overrides: dict) -> bool:
@@ -209,10 +222,11 @@ def main(argv=None) -> int:
         for spec in args.scenarios.split(","):
             name, shape, mode, *extra = spec.split(":", 3)
             overrides = dict(kv.split("=", 1) for kv in extra[0].split(";")) if extra else {}
-            videos, length = (int(x) for x in shape.split("x"))
-            data = workdir / f"data-{videos}x{length}"
+            videos, length = video_lengths(shape)
+            span_ = shape.split("x", 1)[1]
+            data = workdir / f"data-{videos}x{span_}"
             keys = [r.partition_key for r in make_videos(data, files, videos, length,
-                                                         f"v{length}_")]
+                                                         f"v{span_}_")]
             label = f"{name}-{mode}" + "".join(f"-{v}" for v in overrides.values())
             env = {**base_env, **overrides, "WSOVVIS_DATA_ROOT": str(data),
                    "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{label}")}
@@ -229,6 +243,8 @@ def main(argv=None) -> int:
                 continue
             row = scenario_row(name, mode == "warm", res, sampler.peak_gib(started, time.time()),
                                overrides)
+            if isinstance(length, list):
+                row["lengths"] = span_
             results["scenarios"].append(row)
             print(json.dumps({k: row[k] for k in FIELDS}), flush=True)
             save(args.out / "gpu_product_path.json", results)

@@ -363,13 +363,18 @@ def gpu_after_sync_fix(results: Results) -> str:
 
 
 def gpu_first_worker_build(results: Results) -> str:
-    """What the first 16 × 200 backfill's worker spent building, by part (its load times)."""
-    (row,) = _rows(results.body(PRODUCT_PATH), warm=False, name="long")
+    """What the first 16 × 200 backfill's worker spent building, by part (its load times),
+    and the warm-up of the other workers of its device call (the same file)."""
+    rows = _rows(results.body(PRODUCT_PATH))
+    (row,) = [s for s in rows if s["name"] == "long" and not s["warm"]]
     worker = json.loads(row["detail"]["workers"][0])
     t = worker["load_times"]
+    later = [json.loads(w)["load_times"]["warmup"] for s in rows if s is not row
+             and s.get("source") == row.get("source") for w in s["detail"]["workers"]]
     return (f"{worker['built_s']:.1f} s build, {t['warmup']:.1f} s were the warm-up chunk "
             f"(torch import {t['torch']:.1f} s, other imports {t['imports']:.1f} s, model "
-            f"{t['build']:.1f} s)")
+            f"{t['build']:.1f} s), against {span(later, ' s', 1)} of warm-up in the "
+            f"{len(later)} workers that call started after it")
 
 
 def attn_resize_share(results: Results) -> str:

@@ -343,8 +343,10 @@ def _loop_gain(results: Results, name: str, not_measured: str) -> str:
     rows = results.body(name)["rows"]
     before, after = rows[0], rows[-1]
     ratio = next(k for k in after if k.startswith("fps_vs_"))
+    rounds = len({r["round"] for r in rows})
     return (f"With it, the steady loop went from {before['fps']} to {after['fps']} fps "
-            f"(×{after[ratio]:.2f}; `{name}.json`).")
+            f"(×{after[ratio]:.2f}, {rounds} round{'s' if rounds > 1 else ''} of "
+            f"{after['frames']} frames each; `{name}.json`).")
 
 
 def gpu_after_sync_fix(results: Results) -> str:

@@ -349,19 +349,22 @@ def _loop_gain(results: Results, name: str, not_measured: str) -> str:
             f"{after['frames']} frames each; `{name}.json`).")
 
 
+SYNC_FIX = "gpu_loop_codes_sync_fix"  # the loop before and after 1db9ea1, one device call
+ATTN_RESIZE = "gpu_loop_codes_attn_resize"  # the loop on CutLER patch v3 and v4, one call
+
+
 def gpu_after_sync_fix(results: Results) -> str:
     """What the loop gained once `launch` could run ahead (or that it is not measured)."""
-    if "gpu_loop_codes_sync_fix" in results.names() or \
-            "gpu_loop_codes_attn_resize" not in results.names():
-        return _loop_gain(results, "gpu_loop_codes_sync_fix",  # before and after 1db9ea1
-                          "That fix is not measured on a GPU: this session's device time ran "
-                          "out before a call with it could run.")
-    with_fix = results.body("gpu_loop_codes_attn_resize")["rows"][0]  # the fix, patch v3
-    before = results.body("gpu_loop_codes_launch")["rows"][-1]
-    return (f"It was not measured alone: the loop of a later code with it (patch v3, the "
-            f"first row of `gpu_loop_codes_attn_resize.json`) ran {with_fix['fps']} fps against "
-            f"{before['fps']} for `launch` before it, in another device call (a different "
-            "machine start, so no like-for-like ratio).")
+    names = results.names()
+    if SYNC_FIX not in names and ATTN_RESIZE in names:  # only a later code's loop has it
+        with_fix = results.body(ATTN_RESIZE)["rows"][0]  # the fix, patch v3
+        before = results.body("gpu_loop_codes_launch")["rows"][-1]
+        return (f"It was not measured alone: the loop of a later code with it (patch v3, the "
+                f"first row of `{ATTN_RESIZE}.json`) ran {with_fix['fps']} fps against "
+                f"{before['fps']} for `launch` before it, in another device call (a "
+                "different machine start, so no like-for-like ratio).")
+    return _loop_gain(results, SYNC_FIX, "That fix is not measured on a GPU: this session's "
+                      "device time ran out before a call with it could run.")
 
 
 def gpu_first_worker_build(results: Results) -> str:
@@ -391,7 +394,7 @@ def attn_resize_share(results: Results) -> str:
 
 def gpu_attn_resize(results: Results) -> str:
     """What patch v4 (the attention-mask resize) gave the loop (or that it is not measured)."""
-    return _loop_gain(results, "gpu_loop_codes_attn_resize",  # CutLER patch v3 and v4
+    return _loop_gain(results, ATTN_RESIZE,
                       "Patch v4 is not measured on a GPU yet: no device machine was lent since.")
 
 

@@ -223,10 +223,9 @@ def main(argv=None) -> int:
             name, shape, mode, *extra = spec.split(":", 3)
             overrides = dict(kv.split("=", 1) for kv in extra[0].split(";")) if extra else {}
             videos, length = video_lengths(shape)
-            span_ = shape.split("x", 1)[1]
-            data = workdir / f"data-{videos}x{span_}"
+            data = workdir / f"data-{shape}"
             keys = [r.partition_key for r in make_videos(data, files, videos, length,
-                                                         f"v{span_}_")]
+                                                         f"v{shape}_")]
             label = f"{name}-{mode}" + "".join(f"-{v}" for v in overrides.values())
             env = {**base_env, **overrides, "WSOVVIS_DATA_ROOT": str(data),
                    "WSOVVIS_OUTPUT_ROOT": str(workdir / f"out-{label}")}
@@ -244,7 +243,7 @@ def main(argv=None) -> int:
             row = scenario_row(name, mode == "warm", res, sampler.peak_gib(started, time.time()),
                                overrides)
             if isinstance(length, list):
-                row["lengths"] = span_
+                row["lengths"] = shape.split("x", 1)[1]
             results["scenarios"].append(row)
             print(json.dumps({k: row[k] for k in FIELDS}), flush=True)
             save(args.out / "gpu_product_path.json", results)

@@ -40,10 +40,12 @@ BASE_ENV = {"WSOVVIS_PREDICTOR": "videocutler", "WSOVVIS_GPUS": "0",
 def child(variant: str, frames: Path, chunks: int) -> dict:
     """Build, then time the chunks, in this process (a fresh one per variant)."""
     t0 = time.monotonic()
-    import torch
+    import torch  # before the build, to set the variant's limit: its import is timed here
 
+    torch_s = time.monotonic() - t0
     import definitions
     from benchmarks.gpu_common import load_video
+    from benchmarks.gpu_model_only import wall_median
     from wsovvis_dagster.predictors.factory import build_predictor
 
     spec = VARIANTS[variant]
@@ -53,17 +55,10 @@ def child(variant: str, frames: Path, chunks: int) -> dict:
     pred = build_predictor(settings)
     built = time.monotonic() - t0
     video = load_video(frames, settings.chunk_size)
-    times = []
-    for _ in range(chunks + 1):
-        torch.cuda.synchronize()
-        start = time.monotonic()
-        pred.predict_clip(video)
-        torch.cuda.synchronize()
-        times.append(time.monotonic() - start)
-    steady = sorted(times[1:])[len(times[1:]) // 2]
-    lt = pred.load_times
-    return {"variant": variant, "built_s": round(built, 2), "torch_s": round(lt.torch, 2),
-            "warmup_s": round(lt.warmup, 2), "first_chunk_s": round(times[0], 3),
+    first = wall_median(lambda: pred.predict_clip(video), warm=0, reps=1)
+    steady = wall_median(lambda: pred.predict_clip(video), warm=0, reps=chunks)
+    return {"variant": variant, "built_s": round(built, 2), "torch_s": round(torch_s, 2),
+            "warmup_s": round(pred.load_times.warmup, 2), "first_chunk_s": round(first, 3),
             "steady_chunk_s": round(steady, 3),
             "steady_fps": round(settings.chunk_size / steady, 1),
             "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),

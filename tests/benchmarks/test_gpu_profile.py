@@ -64,7 +64,6 @@ def test_code_mode_runs_each_checkout_and_writes_the_loops_side_by_side(tmp_path
     assert "fps_vs_first" in proc.stdout  # the side-by-side table
 
 
-
 def test_kernels_of_a_saved_trace_are_ranked_by_device_time_per_launch_grid(tmp_path):
     """`--kernels-of`: the same kernel on a 1-block grid and on a full grid are two rows, most
     device time first, with shares of all kernel time; CPU ops are not kernels."""

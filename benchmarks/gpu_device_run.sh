@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call of issue 24, from the repository root on the GPU machine (carry .gpu):
-#   bash benchmarks/gpu_device_run.sh [tests] [model] [ceiling] [warmup] [product] [loop] [SCENARIOS]
+#   bash benchmarks/gpu_device_run.sh [tests] [model] [ceiling] [warmup] [product] [loop] [agreement]
+#                                     [SCENARIOS]
 # setup (benchmarks/gpu_device_setup.sh), then, in this order, what the words ask for:
 #   tests    the `gpu`-marked tests of $GPU_TESTS (default: tests/predictors), with pytest from
 #            .gpu/wheels;
@@ -10,7 +11,10 @@
 #            $OUT/gpu_model_only_ceiling.json;
 #   warmup   a worker's build by cuDNN autotuning choice (benchmarks/gpu_warmup.py);
 #   product  the product path on defaults (benchmarks/gpu_product_path.py; SCENARIOS: its
-#            --scenarios), leaving 110 s for `loop` when it is asked for too;
+#            --scenarios), leaving 110 s for `loop` and 100 s for `agreement` when asked for;
+#   agreement  after the rest: the masks of today's defaults (tf32, no autotuning) against the
+#            issue's reference (CutLER_v1, fp32, autotuning on, as the defaults were then):
+#            $OUT/agreement/gpu_agreement.json;
 #   loop     the steady loop of this tree on the patch before the attention-mask resize
 #            (third_party/CutLER_v3) and on this patch, side by side
 #            (benchmarks/gpu_profile.py --code).
@@ -49,12 +53,12 @@ if asked ceiling; then
 fi
 if asked warmup; then
   timeout 110 python3 -m benchmarks.gpu_warmup --frames .gpu/frames --out "$OUT" \
-    --variants "${WARMUP_VARIANTS:-defaults,no_autotune,limit_1,no_cap,defaults}" 2>&1 \
+    --variants "${WARMUP_VARIANTS:-defaults,autotune,autotune_limit_1,autotune_no_cap,defaults}" 2>&1 \
     | grep -v "Warning\|warn(" | tail -8
   echo "warmup done at $((SECONDS - T0)) s"
 fi
 if asked product; then
-  RESERVE=0; asked loop && RESERVE=110
+  RESERVE=0; asked loop && RESERVE=110; asked agreement && RESERVE=$((RESERVE + 100))
   LEFT=$((${CALL_LIMIT_S:-570} - (SECONDS - T0) - RESERVE))
   echo "product path with $LEFT s left"
   SC=""
@@ -78,5 +82,16 @@ if asked loop; then
     --videos 6 --code "patch_v3=$B" --json "$OUT/gpu_loop_codes.json" 2>&1 \
     | grep -v "Warning\|warn(\|USDT" | tail -4
   echo "loop done at $((SECONDS - T0)) s"
+fi
+if asked agreement; then
+  A=$OUT/agreement  # its own folder: its v1/v2 files hold only the masks' precisions
+  WSOVVIS_CUDNN_BENCHMARK=1 timeout 100 python3 -m benchmarks.gpu_model_only --frames .gpu/frames \
+    --label v1 --cutler-root third_party/CutLER_v1 --precisions fp32 --no-graph \
+    --agreement-precisions fp32 --out "$A" 2>&1 | grep -v Warning | tail -3
+  timeout 80 python3 -m benchmarks.gpu_model_only --frames .gpu/frames --label v2 \
+    --precisions tf32 --no-graph --agreement-precisions tf32 --out "$A" 2>&1 \
+    | grep -v Warning | tail -3
+  python3 -m benchmarks.gpu_model_only --agreement-of "$A" --out "$A" && cat "$A/gpu_agreement.json"
+  echo "agreement done at $((SECONDS - T0)) s"
 fi
 echo "total $((SECONDS - T0)) s"

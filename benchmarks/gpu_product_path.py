@@ -102,7 +102,7 @@ def is_default(overrides: dict) -> bool:
     return definitions.loaded_predictor(overrides).settings("cuda:0") == \
         definitions.loaded_predictor({}).settings("cuda:0") and not (
             set(overrides) - {"WSOVVIS_RUNS_PER_GPU", "WSOVVIS_PRECISION",
-                              "WSOVVIS_GPU_MEMORY_GIB"}) and \
+                              "WSOVVIS_GPU_MEMORY_GIB", "WSOVVIS_CUDNN_BENCHMARK"}) and \
         definitions.loaded_predictor(overrides).runs_per_gpu == \
         definitions.loaded_predictor({}).runs_per_gpu
 
@@ -110,27 +110,39 @@ def is_default(overrides: dict) -> bool:
 def combine(out: Path, inputs: list[Path]) -> dict:
     """One result from several calls of this benchmark (a device call is 10 minutes): later
     files win per (scenario, worker, settings, queue path); rows whose settings equal today's
-    defaults are labelled defaults; failed rows are kept apart; each row names its file."""
+    defaults are labelled defaults; failed rows are kept apart; each row names its file. A
+    `gpu_agreement` file among them adds (or replaces) its mask comparisons."""
     import definitions
 
     default_rpg = definitions.loaded_predictor({}).runs_per_gpu
+    default_cudnn = definitions.loaded_predictor({}).settings("cuda:0").cudnn_benchmark
     merged: dict = {"sources": [], "scenarios": [], "failed": []}
     rows: dict = {}
     for path in inputs:
         envelope = json.loads(path.read_text())
         data = envelope["results"]
         merged["sources"].append({"file": path.name, "command": envelope["context"]["command"]})
-        for key in ("model_only", "baseline", "agreement", "backend"):
+        if envelope["benchmark"] == "gpu_agreement":  # a later agreement of the masks
+            merged["agreement"] = {**merged.get("agreement", {}), **data}
+            continue
+        for key in ("model_only", "baseline", "backend"):
             if key in data:
                 merged[key] = data[key]
+        merged["agreement"] = {**merged.get("agreement", {}), **data.get("agreement", {})}
         for row in data["scenarios"]:
             # files before the run-queue path were queued as Dagster asset backfills
             row = {**row, "source": path.name,
                    "queued_by": data.get("queued_by", "asset backfill (30 s daemon loop)")}
-            then = data.get("runs_per_gpu")
-            if row["settings"] == "defaults" and then not in (None, default_rpg):
-                # the defaults of that call differed from today's in the runs per GPU
-                row["settings"] = {"WSOVVIS_RUNS_PER_GPU": str(data["runs_per_gpu"])}
+            if row["settings"] == "defaults":
+                # that call's defaults, where they differ from today's
+                then = {}
+                if data.get("runs_per_gpu") not in (None, default_rpg):
+                    then["WSOVVIS_RUNS_PER_GPU"] = str(data["runs_per_gpu"])
+                # recorded since autotuning went off by default; on in every call before
+                if data.get("cudnn_benchmark", True) != default_cudnn:
+                    then["WSOVVIS_CUDNN_BENCHMARK"] = "1" if data.get("cudnn_benchmark",
+                                                                      True) else "0"
+                row["settings"] = then or "defaults"
             if isinstance(row["settings"], dict) and is_default(row["settings"]):
                 row["settings"] = "defaults"
             if "error" in row or not row.get("frames"):
@@ -212,6 +224,8 @@ def main(argv=None) -> int:
 
     runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
     results: dict = {"backend": args.backend, "runs_per_gpu": runs_per_gpu,
+                     "cudnn_benchmark": definitions.loaded_predictor(base_env).settings(
+                         "cuda:0").cudnn_benchmark,
                      "queued_by": "run queue", "scenarios": []}
     for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
                         ("agreement", args.agreement)):

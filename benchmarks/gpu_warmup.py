@@ -1,9 +1,10 @@
 """What a predictor worker's start costs on the GPU, by cuDNN autotuning choice.
 
 A first backfill waits for its worker's build (issue 24: 13.7 s on the H200, 8.8 s of it the
-warm-up chunk, where cuDNN autotunes the chunk's convolutions). Each variant builds VideoCutLER
-as a worker does (the code location's settings on `WSOVVIS_PREDICTOR=videocutler`,
-`WSOVVIS_GPUS=0`, random weights; the variant's change on top) in a fresh process, then times
+warm-up chunk, where cuDNN autotuned the chunk's convolutions while that was the default).
+Each variant builds VideoCutLER as a worker does (the code location's settings on
+`WSOVVIS_PREDICTOR=videocutler`, `WSOVVIS_GPUS=0`, random weights; the variant's change on
+top) in a fresh process, then times
 the first real 64-frame chunk (did the warm-up cover it?) and the steady chunks after it, and
 records the allocator's peak. Rows side by side, one run; `defaults` runs first and last (the
 first process on a machine also pays cold file caches), the ratios are to the last:
@@ -11,9 +12,10 @@ first process on a machine also pays cold file caches), the ratios are to the la
     # on the GPU machine, after benchmarks/gpu_device_setup.sh
     python3 -m benchmarks.gpu_warmup --frames .gpu/frames --out $OUT
 
-Variants: `defaults`; `no_autotune` (`WSOVVIS_CUDNN_BENCHMARK=0`); `limit_1` (cuDNN tries one
-algorithm per convolution: `torch.backends.cudnn.benchmark_limit`, 10 by PyTorch's default);
-`no_cap` (`WSOVVIS_GPU_MEMORY_GIB=0`: autotuning may take any workspace).
+Variants: `defaults` (no autotuning); `autotune` (`WSOVVIS_CUDNN_BENCHMARK=1`); `autotune_limit_1`
+(autotuning that tries one algorithm per convolution: `torch.backends.cudnn.benchmark_limit`,
+10 by PyTorch's default); `autotune_no_cap` (`WSOVVIS_GPU_MEMORY_GIB=0` too: autotuning may
+take any workspace). Each row records the autotuning it ran with (`cudnn_benchmark`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "defaults": {},
-    "no_autotune": {"env": {"WSOVVIS_CUDNN_BENCHMARK": "0"}},
-    "limit_1": {"benchmark_limit": 1},
-    "no_cap": {"env": {"WSOVVIS_GPU_MEMORY_GIB": "0"}},
+    "autotune": {"env": {"WSOVVIS_CUDNN_BENCHMARK": "1"}},
+    "autotune_limit_1": {"env": {"WSOVVIS_CUDNN_BENCHMARK": "1"}, "benchmark_limit": 1},
+    "autotune_no_cap": {"env": {"WSOVVIS_CUDNN_BENCHMARK": "1", "WSOVVIS_GPU_MEMORY_GIB": "0"}},
 }
 BASE_ENV = {"WSOVVIS_PREDICTOR": "videocutler", "WSOVVIS_GPUS": "0",
             "WSOVVIS_ALLOW_RANDOM_WEIGHTS": "1"}

@@ -101,19 +101,21 @@ class PredictorResource(ConfigurableResource):
     )
     cudnn_benchmark: bool = Field(
         default=_D.cudnn_benchmark, description="VideoCutLER on CUDA: cuDNN autotuning (env "
-        "WSOVVIS_CUDNN_BENCHMARK=0 turns it off)",
+        "WSOVVIS_CUDNN_BENCHMARK=1 turns it on; off by default: it re-tunes on every new clip "
+        "length and gave no steady speed, docs/gpu.md)",
     )
     gpu_memory_gib: float | None = Field(
         default=None, ge=0,
         description="VideoCutLER on CUDA: cap on this run's PyTorch allocator in GiB (env "
         "WSOVVIS_GPU_MEMORY_GIB; 0 = none). Default: "
         f"{GPU_MEMORY_BUDGET_GIB:g} / runs_per_gpu, so the runs of one GPU stay within "
-        f"{GPU_MEMORY_BUDGET_GIB:g} GiB together. Bounds cuDNN's autotuning (44-55 GiB uncapped "
-        "on an H200)",
+        f"{GPU_MEMORY_BUDGET_GIB:g} GiB together. With autotuning on, it bounds cuDNN's "
+        "workspace (44-55 GiB uncapped on an H200)",
     )
     warmup: bool = Field(
         default=_D.warmup, description="VideoCutLER on CUDA: run one chunk when the model is "
-        "built, so cuDNN autotuning happens before the first video (env WSOVVIS_WARMUP)",
+        "built, so CUDA's lazy kernel loading (and autotuning, if on) happens before the first "
+        "video (env WSOVVIS_WARMUP)",
     )
     worker_idle_seconds: float | None = Field(
         default=None, ge=0,

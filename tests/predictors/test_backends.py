@@ -21,7 +21,7 @@ _OTHER = {"backend": None, "device": "cuda:3", "max_tracks": 3, "vnext_root": "/
           "cutler_root": "/elsewhere/CutLER", "config_file": "other.yaml",
           "weights": "/elsewhere/w.pth", "confidence": 0.3, "chunk_size": 16,
           "chunk_overlap": 2, "allow_random_weights": True, "fast_path": False,
-          "precision": "bf16", "deform_attn": "pytorch", "cudnn_benchmark": False,
+          "precision": "bf16", "deform_attn": "pytorch", "cudnn_benchmark": True,
           "gpu_memory_gib": 4.0, "warmup": False, "hold_seconds": 2.0}
 
 

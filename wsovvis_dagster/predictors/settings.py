@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 # What one GPU's runs may take together, in GiB of PyTorch allocator (nvidia-smi shows about
-# 0.5-1 GiB of CUDA context per process on top). Without a cap, cuDNN's autotuning takes as
-# much as it is given: 44-55 GiB on an H200 for a worker's first video or a new clip length.
+# 0.5-1 GiB of CUDA context per process on top). Without a cap, cuDNN's autotuning (when
+# turned on) takes as much as it is given: 44-55 GiB on an H200 for a worker's first video or
+# a new clip length.
 GPU_MEMORY_BUDGET_GIB = 18.0
 
 
@@ -40,9 +41,14 @@ class PredictorSettings:
     # tf32 agrees with fp32 on >= 99.8 % of pixels (docs/gpu.md) and runs ~1.3x faster
     precision: str = "tf32"
     deform_attn: str = "auto"  # "cuda" op, "pytorch" (slow), auto: cuda on GPU, pytorch on CPU
-    cudnn_benchmark: bool = True  # CUDA: cuDNN autotuning
+    # CUDA: cuDNN autotuning. Off by default: on an H200 it gave no steady speed (356-360 fps
+    # either way) but re-tuned on every new clip length (96 videos of 8-56 frames: 35.6 fps
+    # with it, 191.8 without) and doubled a worker's warm-up (docs/gpu.md)
+    cudnn_benchmark: bool = False
     gpu_memory_gib: float = GPU_MEMORY_BUDGET_GIB  # CUDA: this process's allocator cap (0: none)
-    warmup: bool = True  # CUDA: one chunk at build time, so autotuning happens before video 1
+    # CUDA: one chunk at build time, so CUDA's lazy kernel loading (and autotuning, if on)
+    # happens before video 1
+    warmup: bool = True
     # cpu-slow backend: seconds each predict() sleeps after the cpu prediction (tests/benchmarks)
     hold_seconds: float = 0.0
 

@@ -414,8 +414,9 @@ def build_videocutler_predictor(settings: PredictorSettings) -> VideoCutLERPredi
     on_cuda = settings.device.startswith("cuda")
     if on_cuda:
         if settings.gpu_memory_gib:
-            # cuDNN's autotuning takes workspaces as large as the allocator allows (47 GiB on
-            # an H200); an allocator cap is what bounds it (CUDNN_CONV_WSCAP_DBG did not)
+            # cuDNN's autotuning (when on) takes workspaces as large as the allocator allows
+            # (47 GiB on an H200); an allocator cap is what bounds it (CUDNN_CONV_WSCAP_DBG
+            # did not)
             device = torch.device(settings.device)
             total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(
@@ -439,8 +440,9 @@ WARMUP_SIZE = (360, 640)  # (H, W) of the warm-up chunk: LV-VIS / DAVIS 480p-cla
 
 
 def warm_up(pred: VideoCutLERPredictor, size: tuple[int, int] = WARMUP_SIZE) -> None:
-    """One full chunk on random frames, at build time: cuDNN autotunes the chunk shape here
-    (once per process), not inside the first video, and the cache it leaves is released."""
+    """One full chunk on random frames, at build time: CUDA loads the chunk's kernels (and
+    cuDNN autotunes its shape, when on) here, not inside the first video, and the cache it
+    leaves is released."""
     import torch
 
     rng = np.random.default_rng(0)

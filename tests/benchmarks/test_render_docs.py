@@ -212,3 +212,29 @@ def test_a_figure_inside_a_sentence_and_an_unknown_block(results_copy, tmp_path)
     page.write_text("<!-- generated: no_such_block -->x<!-- /generated -->\n")
     proc = render(results, doc, "--pages", str(page), "--check")
     assert proc.returncode != 0 and "unknown generated block 'no_such_block'" in proc.stderr
+
+
+def test_combining_device_calls_labels_rows_by_the_defaults_they_ran_under(tmp_path):
+    """The README's GPU row reads the `defaults` rows of the combined product-path file: a row
+    measured while cuDNN autotuning was the default must not count as today's defaults, and
+    one measured with today's default set by hand must; a later agreement file replaces the
+    comparison it repeats and keeps the others."""
+    res = REPO / "benchmarks" / "results"
+    then = res / "gpu_product_path_attn_resize.json"  # autotuning on by default then
+    choice = res / "gpu_product_path_cudnn_choice.json"  # one row with it off by hand
+    agreement = res / "gpu_agreement_no_autotune.json"
+    out = tmp_path / "combined.json"
+    proc = run("benchmarks.gpu_product_path", "--combine", str(out), str(then), str(choice),
+               str(agreement))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]["scenarios"]
+    by = {(r["source"], r["name"], r["warm"], json.dumps(r["settings"])): r for r in rows}
+    autotune = json.dumps({"WSOVVIS_CUDNN_BENCHMARK": "1"})
+    assert (then.name, "long", True, autotune) in by
+    assert not any(r["settings"] == "defaults" for r in rows if r["source"] == then.name)
+    assert (choice.name, "mixed", True, json.dumps("defaults")) in by
+    assert (choice.name, "mixed", True, autotune) in by
+    agreed = json.loads(out.read_text())["results"]["agreement"]
+    new = json.loads(agreement.read_text())["results"]["defaults_vs_today_fp32"]
+    assert agreed["defaults_vs_today_fp32"] == new
+    assert "patch_v2_vs_v1_fp32" in agreed  # from the earlier call's file

@@ -98,7 +98,8 @@ def build_new_video_folders_sensor(
         known = set(registered)
         waiting = [v.ref.partition_key for v in report.videos if v.ref.partition_key not in known]
         new = waiting[:batch_size]
-        changed = changed_frame_versions(context.instance, paths.data, [*registered, *new])
+        order = [*registered, *new]  # the videos partitions once this tick's are added
+        changed = changed_frame_versions(context.instance, paths.data, order)
         if not new and not changed:
             return SkipReason(f"no new or changed videos among {len(registered)} registered")
         context.log.info(
@@ -107,13 +108,12 @@ def build_new_video_folders_sensor(
         )
         # the predictor workers of the videos without masks start building, not waited for, as
         # when video_partitions registers them: a backfill (or the runs below) finds them built
-        order = [*registered, *new]
         workers = prestart_mask_workers(context.instance, order, paths.outputs, order=order)
         context.log.info(workers.summary("the mask runs of the videos without masks"))
         runs = []
         if request_runs:
             runnable = {k for k, v in changed.items() if v != MISSING_FRAMES}
-            chunks = contiguous_chunks([*registered, *new], runnable, max_partitions_per_run)
+            chunks = contiguous_chunks(order, runnable, max_partitions_per_run)
             runs = mask_run_requests(chunks, changed, run_tags)
         return SensorResult(
             dynamic_partitions_requests=[videos_partitions.build_add_request(new)] if new else [],

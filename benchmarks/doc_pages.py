@@ -20,6 +20,7 @@ from benchmarks.doc_tables import (
     fmt,
     gpu_doc_block,
     json_link,
+    model_tf32,
     readme_gpu_row,
     render_predictor_block,
     span,
@@ -300,7 +301,7 @@ def _ceiling(results: Results) -> dict | None:
 def gpu_loop_bound(results: Results) -> str:
     """In-asset fps of one loop (16 × 200, defaults) against the model's ceiling per video."""
     pp = results.body(PRODUCT_PATH)
-    tf32 = (_ceiling(results) or pp["model_only"])["model"]["tf32"]["forward_fps"]
+    tf32 = model_tf32(pp, _ceiling(results))["forward_fps"]
     ceiling = tf32 * 200 / 256  # chunks of 64 with overlap 8 compute 256 of 200 frames
     return (f"in-asset {span([s['in_asset_fps'] for s in _rows(pp, name='long')])}"
             f" fps for 16 × 200 against a model ceiling of {tf32} × 200 / 256 = "

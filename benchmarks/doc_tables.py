@@ -581,6 +581,12 @@ def span(values: list[float], unit: str = "", digits: int = 0) -> str:
     return text + unit
 
 
+def model_tf32(data: dict, ceiling: dict | None = None) -> dict:
+    """The model-alone tf32 figures that stand: `ceiling` (the model alone on the code of the
+    newest product rows) when measured, else the product file's `model_only`."""
+    return (ceiling or data.get("model_only") or {}).get("model", {}).get("tf32", {})
+
+
 def readme_gpu_row(data: dict, ceiling: dict | None = None) -> list[str]:
     """The README's GPU row (what, figure, measured by), from the defaults' scenarios;
     `ceiling`: a later model-only result of the code the scenarios ran (else the product
@@ -597,7 +603,7 @@ def readme_gpu_row(data: dict, ceiling: dict | None = None) -> list[str]:
     gap = max((s["tube_json_gap_s"] or 0) for s in queued) if queued else 0
     first = max((s["queue_to_first_run_s"] or 0) for s in queued) if queued else 0
     smi = max((s["smi_peak_gib"] or 0) for s in rows) if rows else 0
-    model = (ceiling or data.get("model_only") or {}).get("model", {}).get("tf32", {})
+    model = model_tf32(data, ceiling)
     loop = span([s["in_asset_fps"] for s in queued]) if queued else "-"
     fixed = [r["fixed_s"] for s in queued if s["warm"]
              for r in s.get("detail", {}).get("fixed_per_run", [])]
@@ -645,7 +651,7 @@ def targets_table(data: dict, ceiling: dict | None = None) -> list[str]:
     for label, got, goal, better in checks:
         ok = got is not None and (got >= goal if better is max else got <= goal)
         rows.append([label, got, "yes" if ok else "no"])
-    model = (ceiling or data.get("model_only") or {}).get("model", {}).get("tf32", {})
+    model = model_tf32(data, ceiling)
     ok = model.get("forward_fps", 0) >= 300 and model.get("predict_clip_syncs", 99) <= 4
     rows.append(["model alone >= 300 fps, <= 4 host syncs per chunk",
                  f"{model.get('forward_fps')} fps, {model.get('predict_clip_syncs')} syncs",

@@ -95,16 +95,20 @@ def video_lengths(shape: str) -> tuple[int, int | list[int]]:
     return n, lengths
 
 
-def is_default(overrides: dict) -> bool:
-    """Settings that equal today's defaults (an override of a default that changed since)."""
+# the overrides a row may carry and still equal today's defaults (predictor settings)
+PREDICTOR_OVERRIDES = {"WSOVVIS_RUNS_PER_GPU", "WSOVVIS_PRECISION", "WSOVVIS_GPU_MEMORY_GIB",
+                       "WSOVVIS_CUDNN_BENCHMARK"}
+
+
+def is_default(overrides: dict, default) -> bool:
+    """Settings that equal today's defaults, `default` (the code location's predictor
+    resource without overrides): an override of a default that changed since."""
     import definitions
 
-    return definitions.loaded_predictor(overrides).settings("cuda:0") == \
-        definitions.loaded_predictor({}).settings("cuda:0") and not (
-            set(overrides) - {"WSOVVIS_RUNS_PER_GPU", "WSOVVIS_PRECISION",
-                              "WSOVVIS_GPU_MEMORY_GIB", "WSOVVIS_CUDNN_BENCHMARK"}) and \
-        definitions.loaded_predictor(overrides).runs_per_gpu == \
-        definitions.loaded_predictor({}).runs_per_gpu
+    given = definitions.loaded_predictor(overrides)
+    return not set(overrides) - PREDICTOR_OVERRIDES and \
+        given.settings("cuda:0") == default.settings("cuda:0") and \
+        given.runs_per_gpu == default.runs_per_gpu
 
 
 def combine(out: Path, inputs: list[Path]) -> dict:
@@ -114,8 +118,8 @@ def combine(out: Path, inputs: list[Path]) -> dict:
     `gpu_agreement` file among them adds (or replaces) its mask comparisons."""
     import definitions
 
-    default_rpg = definitions.loaded_predictor({}).runs_per_gpu
-    default_cudnn = definitions.loaded_predictor({}).settings("cuda:0").cudnn_benchmark
+    default = definitions.loaded_predictor({})
+    default_rpg, default_cudnn = default.runs_per_gpu, default.settings("cuda:0").cudnn_benchmark
     merged: dict = {"sources": [], "scenarios": [], "failed": []}
     rows: dict = {}
     for path in inputs:
@@ -129,21 +133,21 @@ def combine(out: Path, inputs: list[Path]) -> dict:
             if key in data:
                 merged[key] = data[key]
         merged["agreement"] = {**merged.get("agreement", {}), **data.get("agreement", {})}
+        # that call's defaults, where they differ from today's
+        then = {}
+        if data.get("runs_per_gpu") not in (None, default_rpg):
+            then["WSOVVIS_RUNS_PER_GPU"] = str(data["runs_per_gpu"])
+        # recorded since autotuning went off by default; on in every call before
+        cudnn_then = data.get("cudnn_benchmark", True)
+        if cudnn_then != default_cudnn:
+            then["WSOVVIS_CUDNN_BENCHMARK"] = "1" if cudnn_then else "0"
         for row in data["scenarios"]:
             # files before the run-queue path were queued as Dagster asset backfills
             row = {**row, "source": path.name,
                    "queued_by": data.get("queued_by", "asset backfill (30 s daemon loop)")}
             if row["settings"] == "defaults":
-                # that call's defaults, where they differ from today's
-                then = {}
-                if data.get("runs_per_gpu") not in (None, default_rpg):
-                    then["WSOVVIS_RUNS_PER_GPU"] = str(data["runs_per_gpu"])
-                # recorded since autotuning went off by default; on in every call before
-                if data.get("cudnn_benchmark", True) != default_cudnn:
-                    then["WSOVVIS_CUDNN_BENCHMARK"] = "1" if data.get("cudnn_benchmark",
-                                                                      True) else "0"
-                row["settings"] = then or "defaults"
-            if isinstance(row["settings"], dict) and is_default(row["settings"]):
+                row["settings"] = dict(then) or "defaults"
+            if isinstance(row["settings"], dict) and is_default(row["settings"], default):
                 row["settings"] = "defaults"
             if "error" in row or not row.get("frames"):
                 merged["failed"].append(row)
@@ -222,10 +226,10 @@ def main(argv=None) -> int:
         base_env.update(WSOVVIS_GPUS="0", WSOVVIS_ALLOW_RANDOM_WEIGHTS="1")
     import definitions
 
-    runs_per_gpu = definitions.loaded_predictor(base_env).runs_per_gpu
+    predictor = definitions.loaded_predictor(base_env)
+    runs_per_gpu = predictor.runs_per_gpu
     results: dict = {"backend": args.backend, "runs_per_gpu": runs_per_gpu,
-                     "cudnn_benchmark": definitions.loaded_predictor(base_env).settings(
-                         "cuda:0").cudnn_benchmark,
+                     "cudnn_benchmark": predictor.settings("cuda:0").cudnn_benchmark,
                      "queued_by": "run queue", "scenarios": []}
     for extra, path in (("model_only", args.model_only), ("baseline", args.baseline),
                         ("agreement", args.agreement)):

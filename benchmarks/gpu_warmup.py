@@ -4,10 +4,10 @@ A first backfill waits for its worker's build (issue 24: 13.7 s on the H200, 8.8
 warm-up chunk, where cuDNN autotuned the chunk's convolutions while that was the default).
 Each variant builds VideoCutLER as a worker does (the code location's settings on
 `WSOVVIS_PREDICTOR=videocutler`, `WSOVVIS_GPUS=0`, random weights; the variant's change on
-top) in a fresh process, then times
-the first real 64-frame chunk (did the warm-up cover it?) and the steady chunks after it, and
-records the allocator's peak. Rows side by side, one run; `defaults` runs first and last (the
-first process on a machine also pays cold file caches), the ratios are to the last:
+top) in a fresh process, then times the first real 64-frame chunk (did the warm-up cover it?)
+and the steady chunks after it, and records the allocator's peak. Rows side by side, one
+run; `defaults` runs first and last (the first process on a machine also pays cold file
+caches), the ratios are to the last:
 
     # on the GPU machine, after benchmarks/gpu_device_setup.sh
     python3 -m benchmarks.gpu_warmup --frames .gpu/frames --out $OUT
